@@ -1,0 +1,70 @@
+//! `distcron`: the whole scheduler in one process (`distcron standalone`)
+//! and small tools (`distcron schedule EXPR` prints next fire times).
+
+use std::net::TcpListener;
+use std::process::ExitCode;
+
+use distcron::config::{Role, load_or_exit};
+use distcron::{cli, http, logging, signals};
+
+const USAGE: &str = "usage: distcron <command>
+
+commands:
+  standalone [--key value ...]   run the scheduler on one machine (console on --listen)
+  schedule '<expr>' [--after <RFC 3339>] [--count N] [--tz <zone>]
+                                 print the next fire times of a cron expression";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("schedule") => match cli::schedule_command(&args[1..], chrono::Utc::now()) {
+            Ok(lines) => {
+                for line in lines {
+                    println!("{line}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("distcron schedule: {}", e.message);
+                ExitCode::from(e.code as u8)
+            }
+        },
+        Some("standalone") => standalone(),
+        Some("-h" | "--help" | "help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(cli::EXIT_USAGE as u8)
+        }
+    }
+}
+
+fn standalone() -> ExitCode {
+    let config = load_or_exit(Role::Standalone, "distcron standalone", 2);
+    logging::init(&config.log_level);
+    let listener = match TcpListener::bind(&config.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "distcron standalone: cannot listen on {}: {e}",
+                config.listen
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(listen = %config.listen, "standalone listening");
+    let served = actix_rt::System::new().block_on(http::serve(
+        http::AppState::new(),
+        listener,
+        signals::shutdown(),
+    ));
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("distcron standalone: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

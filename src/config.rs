@@ -1,0 +1,551 @@
+//! Configuration: defaults, then a JSON file, then `DISTCRON_*` environment
+//! variables, then command-line flags, each layer overriding the one before.
+//!
+//! The key list is the [`Config`] struct itself: its serialised default names
+//! every key and its JSON type, and the environment variable and flag of a key
+//! are derived from its name (`etcdEndpoints` is `DISTCRON_ETCD_ENDPOINTS` and
+//! `--etcd-endpoints`). So a key added to the struct is configurable every way
+//! at once, and an unknown key is an error wherever it is written.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Every setting of every binary. A binary ignores the keys it has no use for
+/// (the manager has no `group`), so one environment can serve all of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    /// Address of the HTTP API and console.
+    pub listen: String,
+    /// etcd client endpoints (`host:port`), several for a cluster.
+    pub etcd_endpoints: Vec<String>,
+    /// MongoDB connection string for the run log.
+    pub mongodb_uri: String,
+    /// Directory of the embedded stores (`distcron standalone`).
+    pub data_dir: String,
+    /// This worker's id, unique in the cluster; empty means host name + pid.
+    pub worker_id: String,
+    /// The job group this worker serves.
+    pub group: String,
+    /// `error`, `warn`, `info`, `debug` or `trace`, or a tracing filter such
+    /// as `distcron=debug,info`.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            listen: "127.0.0.1:8070".into(),
+            etcd_endpoints: vec!["127.0.0.1:2379".into()],
+            mongodb_uri: "mongodb://127.0.0.1:27017/?directConnection=true".into(),
+            data_dir: "./distcron-data".into(),
+            worker_id: String::new(),
+            group: "default".into(),
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// Which binary is loading: decides the default config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Standalone,
+    Manager,
+    Worker,
+}
+
+impl Role {
+    /// The file read when `--config` is not given, if it exists.
+    pub fn default_file(self) -> &'static str {
+        match self {
+            Role::Standalone => "config/standalone.json",
+            Role::Manager => "config/manager.json",
+            Role::Worker => "config/worker.json",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("config file {path}: {message}")]
+    File { path: String, message: String },
+    #[error("config key `{key}` (from {origin}): {message}")]
+    Key {
+        key: String,
+        origin: String,
+        message: String,
+    },
+    #[error("unknown config key `{key}` (from {origin}); known keys: {known}")]
+    UnknownKey {
+        key: String,
+        origin: String,
+        known: String,
+    },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// What the command line asked for besides settings.
+#[derive(Debug, Default, PartialEq)]
+pub struct Loaded {
+    pub config: Config,
+    /// `--print-config`: print the effective configuration and exit.
+    pub print_config: bool,
+}
+
+/// Load the configuration for `role` from the file, `env` and `args` (the
+/// arguments after the program name and subcommand).
+pub fn load(
+    role: Role,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+) -> Result<Loaded, ConfigError> {
+    let defaults = match serde_json::to_value(Config::default()) {
+        Ok(Value::Object(map)) => map,
+        _ => unreachable!("Config serialises to a JSON object"),
+    };
+
+    let flags = parse_flags(args)?;
+    let file = flags
+        .config_file
+        .clone()
+        .or_else(|| env.get("DISTCRON_CONFIG").cloned());
+    let mut merged = defaults.clone();
+    let mut sources: BTreeMap<String, String> = BTreeMap::new();
+
+    let file_values = match &file {
+        Some(path) => Some((path.clone(), read_file(Path::new(path))?)),
+        None if Path::new(role.default_file()).exists() => Some((
+            role.default_file().to_string(),
+            read_file(Path::new(role.default_file()))?,
+        )),
+        None => None,
+    };
+    if let Some((path, values)) = file_values {
+        for (key, value) in values {
+            let source = format!("file {path}");
+            check_known(&defaults, &key, &source)?;
+            merged.insert(key.clone(), value);
+            sources.insert(key, source);
+        }
+    }
+
+    for (key, default) in &defaults {
+        let var = env_name(key);
+        if let Some(text) = env.get(&var) {
+            merged.insert(key.clone(), from_text(key, default, text, &var)?);
+            sources.insert(key.clone(), var);
+        }
+    }
+    for (flag, text) in &flags.settings {
+        let key = key_of_flag(flag);
+        let source = format!("--{flag}");
+        check_known(&defaults, &key, &source)?;
+        merged.insert(
+            key.clone(),
+            from_text(&key, &defaults[&key], text, &source)?,
+        );
+        sources.insert(key, source);
+    }
+
+    // Types first, key by key, so the error names the key and where it came from.
+    for (key, value) in &merged {
+        if std::mem::discriminant(value) != std::mem::discriminant(&defaults[key])
+            || (value.is_array() && !value.as_array().into_iter().flatten().all(Value::is_string))
+        {
+            return Err(key_error(
+                key,
+                &sources,
+                format!("expected {}", kind_name(&defaults[key])),
+            ));
+        }
+    }
+    let mut config: Config = serde_json::from_value(Value::Object(merged))
+        .map_err(|e| ConfigError::Usage(format!("config: {e}")))?;
+    if config.worker_id.is_empty() {
+        config.worker_id = default_worker_id();
+    }
+    validate(&config).map_err(|(key, message)| key_error(key, &sources, message))?;
+    Ok(Loaded {
+        config,
+        print_config: flags.print_config,
+    })
+}
+
+/// Semantic checks that the JSON types alone do not catch.
+fn validate(config: &Config) -> Result<(), (&'static str, String)> {
+    config.listen.parse::<SocketAddr>().map_err(|_| {
+        (
+            "listen",
+            format!(
+                "'{}' is not an address such as 127.0.0.1:8070",
+                config.listen
+            ),
+        )
+    })?;
+    if config.etcd_endpoints.is_empty() || config.etcd_endpoints.iter().any(|e| e.trim().is_empty())
+    {
+        return Err((
+            "etcdEndpoints",
+            "needs at least one non-empty host:port".into(),
+        ));
+    }
+    if !(config.mongodb_uri.starts_with("mongodb://")
+        || config.mongodb_uri.starts_with("mongodb+srv://"))
+    {
+        return Err((
+            "mongodbUri",
+            "must start with mongodb:// or mongodb+srv://".into(),
+        ));
+    }
+    if config.data_dir.is_empty() {
+        return Err(("dataDir", "must not be empty".into()));
+    }
+    if config.group.is_empty() {
+        return Err(("group", "must not be empty".into()));
+    }
+    tracing_subscriber::EnvFilter::try_new(&config.log_level).map_err(|e| {
+        (
+            "logLevel",
+            format!("'{}' is not a level or filter: {e}", config.log_level),
+        )
+    })?;
+    Ok(())
+}
+
+fn key_error(key: &str, sources: &BTreeMap<String, String>, message: String) -> ConfigError {
+    ConfigError::Key {
+        key: key.to_string(),
+        origin: sources
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| "default".into()),
+        message,
+    }
+}
+
+fn check_known(defaults: &Map<String, Value>, key: &str, source: &str) -> Result<(), ConfigError> {
+    if defaults.contains_key(key) {
+        return Ok(());
+    }
+    Err(ConfigError::UnknownKey {
+        key: key.to_string(),
+        origin: source.to_string(),
+        known: defaults.keys().cloned().collect::<Vec<_>>().join(", "),
+    })
+}
+
+fn read_file(path: &Path) -> Result<Map<String, Value>, ConfigError> {
+    let err = |message: String| ConfigError::File {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot be read: {e}")))?;
+    match serde_json::from_str(&text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(err("must hold a JSON object of settings".into())),
+        Err(e) => Err(err(format!("is not valid JSON: {e}"))),
+    }
+}
+
+/// Turn an environment or flag string into a JSON value of the key's type.
+fn from_text(key: &str, default: &Value, text: &str, source: &str) -> Result<Value, ConfigError> {
+    let bad = |message: String| ConfigError::Key {
+        key: key.to_string(),
+        origin: source.to_string(),
+        message,
+    };
+    Ok(match default {
+        Value::Array(_) => Value::Array(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        ),
+        Value::Number(_) => Value::Number(
+            text.trim()
+                .parse::<u64>()
+                .map_err(|_| bad(format!("'{text}' is not a whole number")))?
+                .into(),
+        ),
+        Value::Bool(_) => Value::Bool(match text.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(bad(format!("'{text}' is not true or false"))),
+        }),
+        _ => Value::String(text.to_string()),
+    })
+}
+
+fn kind_name(default: &Value) -> &'static str {
+    match default {
+        Value::Array(_) => "a list of strings",
+        Value::Number(_) => "a whole number",
+        Value::Bool(_) => "true or false",
+        _ => "a string",
+    }
+}
+
+/// `etcdEndpoints` -> `DISTCRON_ETCD_ENDPOINTS`.
+pub fn env_name(key: &str) -> String {
+    let mut out = String::from("DISTCRON_");
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
+/// `etcdEndpoints` -> `etcd-endpoints`.
+pub fn flag_name(key: &str) -> String {
+    let mut out = String::new();
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('-');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+/// `etcd-endpoints` -> `etcdEndpoints`.
+fn key_of_flag(flag: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in flag.chars() {
+        if c == '-' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[derive(Debug, Default)]
+struct Flags {
+    config_file: Option<String>,
+    print_config: bool,
+    settings: Vec<(String, String)>,
+}
+
+/// `--key value` or `--key=value`, plus `--config FILE` and `--print-config`.
+fn parse_flags(args: &[String]) -> Result<Flags, ConfigError> {
+    let mut flags = Flags::default();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let Some(body) = arg.strip_prefix("--") else {
+            return Err(ConfigError::Usage(format!(
+                "unexpected argument '{arg}' (settings are written --key value)"
+            )));
+        };
+        if body == "print-config" {
+            flags.print_config = true;
+            continue;
+        }
+        let (name, value) = match body.split_once('=') {
+            Some((name, value)) => (name.to_string(), value.to_string()),
+            None => {
+                let value = iter
+                    .next()
+                    .ok_or_else(|| ConfigError::Usage(format!("--{body} needs a value")))?;
+                (body.to_string(), value.clone())
+            }
+        };
+        if name == "config" {
+            flags.config_file = Some(value);
+        } else {
+            flags.settings.push((name, value));
+        }
+    }
+    Ok(flags)
+}
+
+/// Host name + pid: unique per process on a machine, readable in listings.
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// For binaries: load from the process's arguments (after `skip` of them) and
+/// environment; on an error, or after `--print-config`, print and exit.
+pub fn load_or_exit(role: Role, program: &str, skip: usize) -> Config {
+    let args: Vec<String> = std::env::args().skip(skip).collect();
+    match load(role, &args, &process_env()) {
+        Ok(Loaded {
+            config,
+            print_config: true,
+        }) => {
+            let text = serde_json::to_string_pretty(&config).expect("config serialises");
+            println!("{text}");
+            std::process::exit(0);
+        }
+        Ok(loaded) => loaded.config,
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The process environment, for [`load`].
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars().collect()
+}
+
+/// Where the embedded stores keep their files.
+pub fn data_path(config: &Config, file: &str) -> PathBuf {
+    Path::new(&config.data_dir).join(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn env(list: &[(&str, &str)]) -> BTreeMap<String, String> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn temp_file(contents: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), contents).unwrap();
+        file
+    }
+
+    fn load_err(a: &[&str], e: &[(&str, &str)]) -> String {
+        load(Role::Manager, &args(a), &env(e))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn names_derive_from_keys() {
+        assert_eq!(env_name("etcdEndpoints"), "DISTCRON_ETCD_ENDPOINTS");
+        assert_eq!(env_name("listen"), "DISTCRON_LISTEN");
+        assert_eq!(flag_name("mongodbUri"), "mongodb-uri");
+        assert_eq!(key_of_flag("mongodb-uri"), "mongodbUri");
+    }
+
+    #[test]
+    fn layers_override_in_order_file_env_flag() {
+        let file =
+            temp_file(r#"{"listen":"127.0.0.1:1000","group":"fromfile","logLevel":"debug"}"#);
+        let path = file.path().to_str().unwrap();
+        let loaded = load(
+            Role::Worker,
+            &args(&["--config", path, "--group=fromflag"]),
+            &env(&[
+                ("DISTCRON_LISTEN", "127.0.0.1:2000"),
+                ("DISTCRON_GROUP", "fromenv"),
+                ("DISTCRON_ETCD_ENDPOINTS", "127.0.0.1:2379, 127.0.0.1:22379"),
+            ]),
+        )
+        .unwrap();
+        let c = loaded.config;
+        assert_eq!(c.listen, "127.0.0.1:2000");
+        assert_eq!(c.group, "fromflag");
+        assert_eq!(c.log_level, "debug");
+        assert_eq!(c.etcd_endpoints, ["127.0.0.1:2379", "127.0.0.1:22379"]);
+        assert_eq!(
+            c.data_dir, "./distcron-data",
+            "untouched keys keep defaults"
+        );
+        assert!(!c.worker_id.is_empty(), "worker id defaults to host + pid");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_wherever_written() {
+        let file = temp_file(r#"{"listne":"127.0.0.1:1"}"#);
+        let msg = load_err(&["--config", file.path().to_str().unwrap()], &[]);
+        assert!(
+            msg.starts_with("unknown config key `listne` (from file "),
+            "{msg}"
+        );
+        assert!(msg.contains("known keys: dataDir, etcdEndpoints"), "{msg}");
+        let msg = load_err(&["--lissen", "x"], &[]);
+        assert!(
+            msg.starts_with("unknown config key `lissen` (from --lissen)"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_source() {
+        assert_eq!(
+            load_err(&[], &[("DISTCRON_LISTEN", "nowhere")]),
+            "config key `listen` (from DISTCRON_LISTEN): 'nowhere' is not an address such as 127.0.0.1:8070"
+        );
+        let file = temp_file(r#"{"etcdEndpoints":"127.0.0.1:2379"}"#);
+        let msg = load_err(&["--config", file.path().to_str().unwrap()], &[]);
+        assert!(
+            msg.starts_with("config key `etcdEndpoints` (from file ")
+                && msg.ends_with("expected a list of strings"),
+            "{msg}"
+        );
+        assert_eq!(
+            load_err(&["--mongodb-uri", "http://x"], &[]),
+            "config key `mongodbUri` (from --mongodb-uri): must start with mongodb:// or mongodb+srv://"
+        );
+        assert!(
+            load_err(&["--log-level", "loud=="], &[])
+                .starts_with("config key `logLevel` (from --log-level)")
+        );
+    }
+
+    #[test]
+    fn unreadable_or_malformed_files_name_the_path() {
+        let msg = load_err(&["--config", "/nonexistent/distcron.json"], &[]);
+        assert!(
+            msg.starts_with("config file /nonexistent/distcron.json: cannot be read"),
+            "{msg}"
+        );
+        let file = temp_file("{ nope");
+        let msg = load_err(&["--config", file.path().to_str().unwrap()], &[]);
+        assert!(msg.contains("is not valid JSON"), "{msg}");
+        let file = temp_file("[1]");
+        let msg = load_err(&["--config", file.path().to_str().unwrap()], &[]);
+        assert!(
+            msg.ends_with("must hold a JSON object of settings"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn flag_usage_errors() {
+        assert_eq!(load_err(&["--listen"], &[]), "--listen needs a value");
+        assert!(load_err(&["stray"], &[]).starts_with("unexpected argument 'stray'"));
+    }
+
+    #[test]
+    fn shipped_config_files_load() {
+        for (role, file) in [
+            (Role::Standalone, "config/standalone.json"),
+            (Role::Manager, "config/manager.json"),
+            (Role::Worker, "config/worker.json"),
+        ] {
+            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/").to_string() + file;
+            load(role, &args(&["--config", &path]), &env(&[]))
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        }
+    }
+}

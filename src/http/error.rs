@@ -1,0 +1,85 @@
+//! One error type for the whole API, one table from error to HTTP status, and
+//! the response envelope shared by successes and errors.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError, error::JsonPayloadError, web};
+use serde::Serialize;
+
+/// The old system's response envelope.
+#[derive(Debug, Serialize)]
+pub struct Envelope<T: Serialize> {
+    pub errno: i32,
+    pub msg: String,
+    pub data: T,
+}
+
+/// A success response: `errno` 0, `msg` "success".
+pub fn ok<T: Serialize>(data: T) -> HttpResponse {
+    HttpResponse::Ok().json(Envelope {
+        errno: 0,
+        msg: "success".into(),
+        data,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A request field is missing or invalid; the text names the field.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// A backend (coordinator, run log) could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(Envelope {
+            errno: -1,
+            msg: self.to_string(),
+            data: serde_json::Value::Null,
+        })
+    }
+}
+
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default()
+        .error_handler(|err, _| ApiError::BadRequest(format!("query string: {err}")).into())
+}
+
+pub fn form_config() -> web::FormConfig {
+    web::FormConfig::default()
+        .limit(super::MAX_BODY_BYTES)
+        .error_handler(|err, _| match err {
+            actix_web::error::UrlencodedError::Overflow { limit, .. } => {
+                ApiError::PayloadTooLarge { limit }.into()
+            }
+            other => ApiError::BadRequest(format!("form body: {other}")).into(),
+        })
+}
+
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(super::MAX_BODY_BYTES)
+        .error_handler(|err, _| match err {
+            JsonPayloadError::OverflowKnownLength { limit, .. }
+            | JsonPayloadError::Overflow { limit } => ApiError::PayloadTooLarge { limit }.into(),
+            other => ApiError::BadRequest(format!("JSON body: {other}")).into(),
+        })
+}

@@ -1,0 +1,89 @@
+//! The HTTP API: one app builder used by `distcron-manager`, by
+//! `distcron standalone` and by the HTTP tests, so all three serve exactly
+//! the same routes with the same error handling.
+//!
+//! Every response uses the old system's envelope
+//! `{"errno": 0 | -1, "msg": "success" | <error>, "data": ...}` together with
+//! a real HTTP status (see [`error`]).
+
+pub mod error;
+mod routes;
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::{App, HttpServer, web};
+use chrono::{DateTime, Utc};
+
+pub use error::{ApiError, Envelope};
+
+/// Largest request body: a job with a 64 KiB command fits many times over;
+/// anything bigger is a mistake or an attack and gets 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A source of "now", injected so tests control time.
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub clock: Clock,
+}
+
+impl AppState {
+    pub fn new() -> AppState {
+        AppState {
+            clock: Arc::new(Utc::now),
+        }
+    }
+}
+
+impl Default for AppState {
+    fn default() -> AppState {
+        AppState::new()
+    }
+}
+
+/// The application: routes, shared state and the extractor error handlers
+/// that turn malformed requests into the common error shape.
+pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(web::Data::new(state))
+        .app_data(error::query_config())
+        .app_data(error::form_config())
+        .app_data(error::json_config())
+        .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+        .configure(routes::configure)
+        .default_service(web::to(routes::not_found))
+}
+
+/// Serve the app on `listener` until `shutdown` resolves. The caller owns
+/// the listener (tests bind port 0) and the shutdown signal.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let server = HttpServer::new(move || app(state.clone()))
+        .listen(listener)?
+        .disable_signals()
+        .run();
+    let handle = server.handle();
+    actix_rt::spawn(async move {
+        shutdown.await;
+        handle.stop(true).await;
+    });
+    server.await
+}

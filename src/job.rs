@@ -1,0 +1,216 @@
+//! The job definition: what operators save through the API and workers run.
+//!
+//! The JSON names (`name`, `command`, `cronExpr`) are the old system's, so
+//! its clients keep working; every field added since is optional with a
+//! default. Unknown fields are rejected rather than silently dropped, so a
+//! typo such as `cronexpr` is an error and not a job that never runs.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::{Schedule, parse_time_zone};
+
+/// Longest job name: long enough for dotted namespaces, short enough to keep
+/// etcd keys and log indexes small.
+pub const MAX_NAME_LEN: usize = 128;
+/// Largest command: a whole inline script fits; a job definition stays a
+/// small etcd value.
+pub const MAX_COMMAND_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Job {
+    /// Unique name: 1 to 128 characters of `A-Z a-z 0-9 . _ -`.
+    pub name: String,
+    /// Shell command, run as `sh -c COMMAND`.
+    pub command: String,
+    /// Cron expression; see [`crate::schedule`] for the accepted forms.
+    pub cron_expr: String,
+    /// IANA time zone in which `cronExpr` reads wall-clock times.
+    #[serde(default = "default_timezone")]
+    pub timezone: String,
+}
+
+fn default_timezone() -> String {
+    "UTC".to_string()
+}
+
+/// A job field that failed validation, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct JobError {
+    /// The JSON name of the field at fault (`job` when the document itself
+    /// is malformed).
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl JobError {
+    fn new(field: &'static str, message: impl Into<String>) -> JobError {
+        JobError {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl Job {
+    /// Parse a job from its JSON document. Malformed JSON, a missing field,
+    /// an unknown field or a wrong type is an error naming what is wrong.
+    pub fn from_json(text: &str) -> Result<Job, JobError> {
+        serde_json::from_str(text).map_err(|e| JobError::new("job", e.to_string()))
+    }
+
+    /// Check every field, and that the schedule still fires after `now`.
+    /// Returns the compiled schedule so callers need not parse it again.
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<Schedule, JobError> {
+        validate_name(&self.name)?;
+        if self.command.trim().is_empty() {
+            return Err(JobError::new("command", "must not be empty"));
+        }
+        if self.command.len() > MAX_COMMAND_BYTES {
+            return Err(JobError::new(
+                "command",
+                format!(
+                    "is {} bytes, more than the limit of {MAX_COMMAND_BYTES}",
+                    self.command.len()
+                ),
+            ));
+        }
+        let tz = parse_time_zone(&self.timezone)
+            .map_err(|e| JobError::new("timezone", e.to_string()))?;
+        let schedule = Schedule::parse(&self.cron_expr, tz)
+            .map_err(|e| JobError::new("cronExpr", e.to_string()))?;
+        if schedule.next_after(now).is_none() {
+            return Err(JobError::new(
+                "cronExpr",
+                "the expression has no fire time left (its last year is in the past)",
+            ));
+        }
+        Ok(schedule)
+    }
+}
+
+/// Job names become etcd keys and URL parameters, hence the small alphabet.
+pub fn validate_name(name: &str) -> Result<(), JobError> {
+    if name.is_empty() {
+        return Err(JobError::new("name", "must not be empty"));
+    }
+    if name.chars().count() > MAX_NAME_LEN {
+        return Err(JobError::new(
+            "name",
+            format!("is longer than {MAX_NAME_LEN} characters"),
+        ));
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(JobError::new(
+            "name",
+            format!("character {bad:?} is not allowed (use A-Z a-z 0-9 . _ -)"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn job(name: &str, command: &str, cron: &str) -> Job {
+        Job {
+            name: name.into(),
+            command: command.into(),
+            cron_expr: cron.into(),
+            timezone: "UTC".into(),
+        }
+    }
+
+    #[test]
+    fn old_clients_three_field_document_parses_with_defaults() {
+        let job = Job::from_json(
+            r#"{"name":"job1","command":"echo hello","cronExpr":"*/5 * * * * * *"}"#,
+        )
+        .unwrap();
+        assert_eq!(job, self::job("job1", "echo hello", "*/5 * * * * * *"));
+        assert!(job.validate(now()).is_ok());
+    }
+
+    #[test]
+    fn serialises_with_the_old_systems_field_names() {
+        let value = serde_json::to_value(job("a", "true", "@hourly")).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"name":"a","command":"true","cronExpr":"@hourly","timezone":"UTC"})
+        );
+    }
+
+    #[test]
+    fn unknown_and_missing_fields_are_errors_naming_the_field() {
+        let err =
+            Job::from_json(r#"{"name":"a","command":"true","cronexpr":"@hourly"}"#).unwrap_err();
+        assert_eq!(err.field, "job");
+        assert!(err.message.contains("unknown field `cronexpr`"), "{err}");
+        let err = Job::from_json(r#"{"name":"a","cronExpr":"@hourly"}"#).unwrap_err();
+        assert!(err.message.contains("missing field `command`"), "{err}");
+        let err = Job::from_json("{not json").unwrap_err();
+        assert_eq!(err.field, "job");
+    }
+
+    #[test]
+    fn name_rules() {
+        assert!(validate_name("backup.db_nightly-1").is_ok());
+        assert_eq!(
+            validate_name("").unwrap_err().to_string(),
+            "name: must not be empty"
+        );
+        assert_eq!(
+            validate_name("a/b").unwrap_err().to_string(),
+            "name: character '/' is not allowed (use A-Z a-z 0-9 . _ -)"
+        );
+        assert!(validate_name(&"x".repeat(128)).is_ok());
+        assert_eq!(
+            validate_name(&"x".repeat(129)).unwrap_err().to_string(),
+            "name: is longer than 128 characters"
+        );
+    }
+
+    #[test]
+    fn command_rules() {
+        let err = job("a", "  ", "@hourly").validate(now()).unwrap_err();
+        assert_eq!(err.to_string(), "command: must not be empty");
+        let err = job("a", &"x".repeat(MAX_COMMAND_BYTES + 1), "@hourly")
+            .validate(now())
+            .unwrap_err();
+        assert_eq!(err.field, "command");
+        assert!(
+            job("a", &"x".repeat(MAX_COMMAND_BYTES), "@hourly")
+                .validate(now())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn schedule_and_time_zone_errors_name_their_field() {
+        let err = job("a", "true", "0 0 30 2 *").validate(now()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cronExpr: the expression never fires (no calendar date matches it)"
+        );
+        let err = job("a", "true", "0 0 0 1 1 * 2020")
+            .validate(now())
+            .unwrap_err();
+        assert_eq!(err.field, "cronExpr");
+        assert!(err.message.contains("no fire time left"));
+        let mut zoned = job("a", "true", "@daily");
+        zoned.timezone = "Nowhere/Land".into();
+        assert_eq!(zoned.validate(now()).unwrap_err().field, "timezone");
+    }
+}

@@ -1,0 +1,22 @@
+//! distcron: a distributed cron.
+//!
+//! Operators define jobs (a shell command and a cron schedule) through an
+//! HTTP API or the web console; a fleet of workers runs each scheduled tick
+//! exactly once; every run's output lands in a queryable log.
+//!
+//! # Layout
+//!
+//! - [`schedule`]: cron expressions and the pure next-fire computation.
+//! - [`job`]: the job definition and its validation.
+//! - [`config`]: layered configuration (file, `DISTCRON_*`, flags).
+//! - [`http`]: the actix-web app shared by the manager, `standalone` and tests.
+//! - [`cli`]: the `distcron schedule` tool.
+//! - `src/bin/`: thin binaries that load config and call into the library.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod job;
+pub mod logging;
+pub mod schedule;
+pub mod signals;
