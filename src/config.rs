@@ -23,6 +23,19 @@ pub struct Config {
     pub listen: String,
     /// etcd client endpoints (`host:port`), several for a cluster.
     pub etcd_endpoints: Vec<String>,
+    /// Prefix of every distcron key in etcd.
+    pub etcd_prefix: String,
+    /// Time allowed to open a connection to an etcd endpoint.
+    pub etcd_dial_timeout_ms: u64,
+    /// Time allowed for one etcd request.
+    pub etcd_request_timeout_ms: u64,
+    /// etcd user and password, when etcd has authentication on.
+    pub etcd_user: String,
+    pub etcd_password: String,
+    /// TLS to etcd: CA bundle, and client certificate and key (PEM files).
+    pub etcd_ca_file: String,
+    pub etcd_cert_file: String,
+    pub etcd_key_file: String,
     /// MongoDB connection string for the run log.
     pub mongodb_uri: String,
     /// Directory of the embedded stores (`distcron standalone`).
@@ -41,6 +54,14 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:8070".into(),
             etcd_endpoints: vec!["127.0.0.1:2379".into()],
+            etcd_prefix: "/distcron/".into(),
+            etcd_dial_timeout_ms: 5_000,
+            etcd_request_timeout_ms: 5_000,
+            etcd_user: String::new(),
+            etcd_password: String::new(),
+            etcd_ca_file: String::new(),
+            etcd_cert_file: String::new(),
+            etcd_key_file: String::new(),
             mongodb_uri: "mongodb://127.0.0.1:27017/?directConnection=true".into(),
             data_dir: "./distcron-data".into(),
             worker_id: String::new(),
@@ -192,6 +213,23 @@ fn validate(config: &Config) -> Result<(), (&'static str, String)> {
         return Err((
             "etcdEndpoints",
             "needs at least one non-empty host:port".into(),
+        ));
+    }
+    if !config.etcd_prefix.ends_with('/') {
+        return Err(("etcdPrefix", "must end with '/'".into()));
+    }
+    if config.etcd_dial_timeout_ms == 0 || config.etcd_request_timeout_ms == 0 {
+        let key = if config.etcd_dial_timeout_ms == 0 {
+            "etcdDialTimeoutMs"
+        } else {
+            "etcdRequestTimeoutMs"
+        };
+        return Err((key, "must be at least 1".into()));
+    }
+    if config.etcd_cert_file.is_empty() != config.etcd_key_file.is_empty() {
+        return Err((
+            "etcdCertFile",
+            "etcdCertFile and etcdKeyFile go together".into(),
         ));
     }
     if !(config.mongodb_uri.starts_with("mongodb://")
@@ -405,6 +443,20 @@ pub fn load_or_exit(role: Role, program: &str, skip: usize) -> Config {
 /// The process environment, for [`load`].
 pub fn process_env() -> BTreeMap<String, String> {
     std::env::vars().collect()
+}
+
+/// The etcd connection settings of `config`.
+pub fn etcd_options(config: &Config) -> crate::coord::etcd::EtcdOptions {
+    let some = |s: &String| (!s.is_empty()).then(|| s.clone());
+    let mut options =
+        crate::coord::etcd::EtcdOptions::new(config.etcd_endpoints.clone(), &config.etcd_prefix);
+    options.dial_timeout = std::time::Duration::from_millis(config.etcd_dial_timeout_ms);
+    options.request_timeout = std::time::Duration::from_millis(config.etcd_request_timeout_ms);
+    options.user = some(&config.etcd_user).map(|u| (u, config.etcd_password.clone()));
+    options.ca_file = some(&config.etcd_ca_file);
+    options.cert_file = some(&config.etcd_cert_file);
+    options.key_file = some(&config.etcd_key_file);
+    options
 }
 
 /// Where the embedded stores keep their files.

@@ -9,12 +9,15 @@
 //! - [`schedule`]: cron expressions and the pure next-fire computation.
 //! - [`job`]: the job definition and its validation.
 //! - [`config`]: layered configuration (file, `DISTCRON_*`, flags).
+//! - [`coord`]: the coordinator trait (jobs, workers, tick claims, leases,
+//!   watches) with its etcd and embedded engines.
 //! - [`http`]: the actix-web app shared by the manager, `standalone` and tests.
 //! - [`cli`]: the `distcron schedule` tool.
 //! - `src/bin/`: thin binaries that load config and call into the library.
 
 pub mod cli;
 pub mod config;
+pub mod coord;
 pub mod http;
 pub mod job;
 pub mod logging;

@@ -1,0 +1,464 @@
+//! The etcd engine of the coordinator, on `etcd-client`.
+//!
+//! Requests go through one client whose channel balances over every
+//! endpoint and reconnects by itself after an etcd restart or a leader
+//! change; a failed request is reported as [`CoordError::Unavailable`]. A
+//! watch runs in its own task that re-creates the etcd watch from the next
+//! revision it has not delivered, so a caller only hears of a disconnection
+//! when history was compacted meanwhile ([`WatchItem::Resync`]).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use tokio::sync::mpsc;
+
+use super::{
+    Claim, CoordError, Coordinator, KeyValue, LeaseId, Result, Revision, WatchEvent, WatchItem,
+    WatchStream, ttl_seconds,
+};
+
+/// How to reach etcd.
+#[derive(Debug, Clone)]
+pub struct EtcdOptions {
+    /// `host:port` or `http(s)://host:port`, one per cluster member.
+    pub endpoints: Vec<String>,
+    /// Prepended to every key; ends with `/`.
+    pub prefix: String,
+    pub dial_timeout: Duration,
+    pub request_timeout: Duration,
+    /// User and password, when etcd has authentication on.
+    pub user: Option<(String, String)>,
+    /// TLS: CA file, and a client certificate and key for mutual TLS.
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+}
+
+impl EtcdOptions {
+    pub fn new(endpoints: Vec<String>, prefix: &str) -> EtcdOptions {
+        EtcdOptions {
+            endpoints,
+            prefix: prefix.to_string(),
+            dial_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            user: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
+/// Depth of a watch's channel: a slow consumer applies backpressure to the
+/// watch task rather than growing memory.
+const WATCH_CHANNEL_DEPTH: usize = 1024;
+/// Pause between attempts to re-create a broken watch.
+const WATCH_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub struct EtcdCoordinator {
+    client: Client,
+    prefix: String,
+}
+
+impl EtcdCoordinator {
+    pub async fn connect(options: EtcdOptions) -> Result<EtcdCoordinator> {
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(options.dial_timeout)
+            .with_timeout(options.request_timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some((user, password)) = &options.user {
+            connect = connect.with_user(user, password);
+        }
+        let tls = options.ca_file.is_some() || options.cert_file.is_some();
+        if tls {
+            connect = connect.with_tls(tls_options(&options)?);
+        }
+        let endpoints: Vec<String> = options
+            .endpoints
+            .iter()
+            .map(|e| match (e.contains("://"), tls) {
+                (true, _) => e.clone(),
+                (false, true) => format!("https://{e}"),
+                (false, false) => format!("http://{e}"),
+            })
+            .collect();
+        let client = Client::connect(&endpoints, Some(connect))
+            .await
+            .map_err(|e| CoordError::Unavailable(format!("connect to {endpoints:?}: {e}")))?;
+        Ok(EtcdCoordinator {
+            client,
+            prefix: options.prefix,
+        })
+    }
+
+    /// The underlying client, for tools that need etcd-specific calls
+    /// (benchmarks count keys, tests read status).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Compact etcd's history in the background, keeping the last
+    /// `retention` of it: every `every`, note the current revision, and
+    /// compact to the revision noted `retention` ago.
+    ///
+    /// Expired tick claims leave deleted revisions behind; etcd 3.4 slows
+    /// down several-fold as they pile up (see README, "Coordinator"), and
+    /// many clusters run without auto-compaction. Compaction is idempotent,
+    /// so every process of a cluster may run this; a watch that falls more
+    /// than `retention` behind is told to resync.
+    pub fn spawn_compactor(
+        &self,
+        retention: Duration,
+        every: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let client = self.client.clone();
+        let probe = self.full_key("");
+        tokio::spawn(async move {
+            let mut seen: std::collections::VecDeque<(tokio::time::Instant, Revision)> =
+                std::collections::VecDeque::new();
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                ticker.tick().await;
+                let options = GetOptions::new().with_count_only();
+                let revision = match client.clone().get(probe.clone(), Some(options)).await {
+                    Ok(resp) => resp.header().map_or(0, |h| h.revision()),
+                    Err(error) => {
+                        tracing::debug!(%error, "compactor: etcd unreachable; will retry");
+                        continue;
+                    }
+                };
+                let now = tokio::time::Instant::now();
+                seen.push_back((now, revision));
+                let mut target = None;
+                while let Some((at, rev)) = seen.front().copied() {
+                    if now.duration_since(at) < retention {
+                        break;
+                    }
+                    target = Some(rev);
+                    seen.pop_front();
+                }
+                if let Some(rev) = target {
+                    match client.clone().compact(rev, None).await {
+                        Ok(_) => tracing::debug!(revision = rev, "compacted etcd history"),
+                        // Someone compacted further already: nothing to do.
+                        Err(error) if error.to_string().contains("compacted") => {}
+                        Err(error) => tracing::warn!(%error, revision = rev, "compaction failed"),
+                    }
+                }
+            }
+        })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    fn to_key_value(&self, kv: &etcd_client::KeyValue) -> KeyValue {
+        KeyValue {
+            key: relative_key(&self.prefix, kv.key()),
+            value: kv.value().to_vec(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+            lease: kv.lease(),
+        }
+    }
+}
+
+fn tls_options(options: &EtcdOptions) -> Result<TlsOptions> {
+    let read = |path: &str| {
+        std::fs::read(path).map_err(|e| CoordError::Unavailable(format!("read {path}: {e}")))
+    };
+    let mut tls = TlsOptions::new();
+    if let Some(ca) = &options.ca_file {
+        tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&options.cert_file, &options.key_file) {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(tls)
+}
+
+fn relative_key(prefix: &str, key: &[u8]) -> String {
+    let key = String::from_utf8_lossy(key);
+    key.strip_prefix(prefix).unwrap_or(&key).to_string()
+}
+
+fn unavailable(e: etcd_client::Error) -> CoordError {
+    CoordError::Unavailable(e.to_string())
+}
+
+#[async_trait]
+impl Coordinator for EtcdCoordinator {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let resp = self
+            .client
+            .clone()
+            .get(self.full_key(key), None)
+            .await
+            .map_err(unavailable)?;
+        Ok(resp.kvs().first().map(|kv| self.to_key_value(kv)))
+    }
+
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)> {
+        let resp = self
+            .client
+            .clone()
+            .get(self.full_key(prefix), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(unavailable)?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        Ok((
+            resp.kvs().iter().map(|kv| self.to_key_value(kv)).collect(),
+            revision,
+        ))
+    }
+
+    async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {
+        let options = lease.map(|id| PutOptions::new().with_lease(id));
+        let resp = self
+            .client
+            .clone()
+            .put(self.full_key(key), value, options)
+            .await
+            .map_err(|e| lease_error(e, lease))?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    async fn delete(&self, key: &str) -> Result<Option<KeyValue>> {
+        let resp = self
+            .client
+            .clone()
+            .delete(
+                self.full_key(key),
+                Some(etcd_client::DeleteOptions::new().with_prev_key()),
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(resp.prev_kvs().first().map(|kv| self.to_key_value(kv)))
+    }
+
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<Claim> {
+        let full = self.full_key(key);
+        let options = lease.map(|id| PutOptions::new().with_lease(id));
+        let txn = Txn::new()
+            .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(full.clone(), value, options)])
+            .or_else([TxnOp::get(full, None)]);
+        let resp = self
+            .client
+            .clone()
+            .txn(txn)
+            .await
+            .map_err(|e| lease_error(e, lease))?;
+        if resp.succeeded() {
+            return Ok(Claim::Won {
+                revision: resp.header().map_or(0, |h| h.revision()),
+            });
+        }
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Get(get) = op
+                && let Some(kv) = get.kvs().first()
+            {
+                return Ok(Claim::Held(self.to_key_value(kv)));
+            }
+        }
+        // The holder vanished between the compare and the get (its lease
+        // ended); the claim was still lost at the compare.
+        Err(CoordError::Unavailable(format!(
+            "put-if-absent on {key}: lost the race to a key that then disappeared"
+        )))
+    }
+
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
+        let (tx, rx) = mpsc::channel(WATCH_CHANNEL_DEPTH);
+        let watcher = Watcher {
+            client: self.client.clone(),
+            prefix: self.prefix.clone(),
+            watched: self.full_key(prefix),
+            next_revision: from,
+            tx,
+        };
+        // Open the first etcd watch before returning, so a caller that
+        // writes right after `watch` returns is sure to see the write.
+        let stream = watcher.open().await?;
+        tokio::spawn(watcher.run(stream));
+        Ok(rx)
+    }
+
+    async fn grant(&self, ttl: Duration) -> Result<LeaseId> {
+        let resp = self
+            .client
+            .clone()
+            .lease_grant(ttl_seconds(ttl), None)
+            .await
+            .map_err(unavailable)?;
+        Ok(resp.id())
+    }
+
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
+        let (mut keeper, mut stream) = self
+            .client
+            .clone()
+            .lease_keep_alive(lease)
+            .await
+            .map_err(|e| lease_error(e, Some(lease)))?;
+        keeper
+            .keep_alive()
+            .await
+            .map_err(|e| lease_error(e, Some(lease)))?;
+        match stream
+            .message()
+            .await
+            .map_err(|e| lease_error(e, Some(lease)))?
+        {
+            Some(resp) if resp.ttl() > 0 => Ok(Duration::from_secs(resp.ttl() as u64)),
+            Some(_) => Err(CoordError::LeaseNotFound(lease)),
+            None => Err(CoordError::Unavailable(
+                "keep-alive stream closed without an answer".into(),
+            )),
+        }
+    }
+
+    async fn revoke(&self, lease: LeaseId) -> Result<()> {
+        match self.client.clone().lease_revoke(lease).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_lease_not_found(&e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+/// etcd says "requested lease not found" (gRPC) or "lease not found"
+/// (keep-alive stream); both mean the lease has ended.
+fn is_lease_not_found(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("lease not found")
+}
+
+fn lease_error(e: etcd_client::Error, lease: Option<LeaseId>) -> CoordError {
+    match lease {
+        Some(id) if is_lease_not_found(&e) => CoordError::LeaseNotFound(id),
+        _ => unavailable(e),
+    }
+}
+
+/// The task behind one [`Coordinator::watch`].
+struct Watcher {
+    client: Client,
+    prefix: String,
+    watched: String,
+    /// The first revision not yet delivered to the caller.
+    next_revision: Revision,
+    tx: mpsc::Sender<WatchItem>,
+}
+
+impl Watcher {
+    async fn open(&self) -> Result<etcd_client::WatchStream> {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(self.next_revision)
+            .with_progress_notify();
+        self.client
+            .clone()
+            .watch(self.watched.clone(), Some(options))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn run(mut self, mut stream: etcd_client::WatchStream) {
+        loop {
+            match self.pump(&mut stream).await {
+                Pump::CallerGone => return,
+                Pump::Resync(reason) => {
+                    let _ = self.tx.send(WatchItem::Resync { reason }).await;
+                    return;
+                }
+                Pump::Broken(error) => {
+                    tracing::warn!(prefix = %self.watched, %error, next_revision = self.next_revision, "watch broken; re-creating");
+                }
+            }
+            // Re-create the watch from the first undelivered revision until
+            // etcd answers again or the caller goes away.
+            stream = loop {
+                if self.tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(WATCH_RETRY_PAUSE).await;
+                match self.open().await {
+                    Ok(stream) => break stream,
+                    Err(error) => {
+                        tracing::debug!(prefix = %self.watched, %error, "watch re-create failed")
+                    }
+                }
+            };
+        }
+    }
+
+    async fn pump(&mut self, stream: &mut etcd_client::WatchStream) -> Pump {
+        loop {
+            let message = tokio::select! {
+                message = stream.message() => message,
+                _ = self.tx.closed() => return Pump::CallerGone,
+            };
+            let resp = match message {
+                Ok(Some(resp)) => resp,
+                Ok(None) => return Pump::Broken("stream ended".into()),
+                Err(e) => return Pump::Broken(e.to_string()),
+            };
+            if resp.compact_revision() > 0 {
+                return Pump::Resync(format!(
+                    "history compacted up to revision {} (watch wanted {})",
+                    resp.compact_revision(),
+                    self.next_revision
+                ));
+            }
+            if resp.canceled() {
+                return Pump::Resync(format!("watch cancelled: {}", resp.cancel_reason()));
+            }
+            if resp.events().is_empty() {
+                continue;
+            }
+            let events: Vec<WatchEvent> = resp
+                .events()
+                .iter()
+                .filter_map(|event| {
+                    let kv = event.kv()?;
+                    Some(match event.event_type() {
+                        EventType::Put => WatchEvent::Put(KeyValue {
+                            key: relative_key(&self.prefix, kv.key()),
+                            value: kv.value().to_vec(),
+                            create_revision: kv.create_revision(),
+                            mod_revision: kv.mod_revision(),
+                            lease: kv.lease(),
+                        }),
+                        EventType::Delete => WatchEvent::Delete {
+                            key: relative_key(&self.prefix, kv.key()),
+                            revision: kv.mod_revision(),
+                        },
+                    })
+                })
+                .collect();
+            if let Some(last) = events.last() {
+                self.next_revision = last.revision() + 1;
+            }
+            if self.tx.send(WatchItem::Events(events)).await.is_err() {
+                return Pump::CallerGone;
+            }
+        }
+    }
+}
+
+enum Pump {
+    CallerGone,
+    Resync(String),
+    Broken(String),
+}

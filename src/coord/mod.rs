@@ -1,0 +1,149 @@
+//! The coordinator: where jobs, workers, tick claims, runs in progress and
+//! kill requests live (see DESIGN.md, "Keyspace").
+//!
+//! One trait, two engines: [`etcd::EtcdCoordinator`] for clusters and
+//! [`embedded::EmbeddedCoordinator`] for `distcron standalone`. Both pass the
+//! same contract suite (`tests/coordinator_contract.rs`).
+//!
+//! Keys are relative: the etcd engine adds its configured prefix
+//! (`/distcron/` by default), so callers write `jobs/backup`.
+
+pub mod claims;
+pub mod embedded;
+pub mod etcd;
+pub mod session;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+/// A store revision: every change gets a larger one.
+pub type Revision = i64;
+/// A lease id; keys attached to a lease are deleted when it ends.
+pub type LeaseId = i64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    /// The key, relative to the coordinator's prefix.
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Revision of the key's creation; a put-if-absent compares this with 0.
+    pub create_revision: Revision,
+    pub mod_revision: Revision,
+    /// The lease the key is attached to, 0 for none.
+    pub lease: LeaseId,
+}
+
+impl KeyValue {
+    pub fn value_str(&self) -> &str {
+        std::str::from_utf8(&self.value).unwrap_or("")
+    }
+}
+
+/// One change seen by a watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    Put(KeyValue),
+    Delete { key: String, revision: Revision },
+}
+
+impl WatchEvent {
+    pub fn key(&self) -> &str {
+        match self {
+            WatchEvent::Put(kv) => &kv.key,
+            WatchEvent::Delete { key, .. } => key,
+        }
+    }
+
+    pub fn revision(&self) -> Revision {
+        match self {
+            WatchEvent::Put(kv) => kv.mod_revision,
+            WatchEvent::Delete { revision, .. } => *revision,
+        }
+    }
+}
+
+/// What a watch yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchItem {
+    /// Changes, in revision order.
+    Events(Vec<WatchEvent>),
+    /// The watch cannot continue from where it was (history compacted, or
+    /// the watch was cancelled). The stream ends after this: list the prefix
+    /// again and watch from the list's revision + 1.
+    Resync { reason: String },
+}
+
+/// The receiving end of a watch; dropping it cancels the watch.
+pub type WatchStream = mpsc::Receiver<WatchItem>;
+
+/// The result of a put-if-absent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key did not exist and now holds our value.
+    Won { revision: Revision },
+    /// The key already existed; this is who holds it.
+    Held(KeyValue),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoordError {
+    /// The backend could not be reached or did not answer in time.
+    #[error("coordinator unavailable: {0}")]
+    Unavailable(String),
+    /// The lease does not exist (it expired or was revoked).
+    #[error("lease {0:x} not found (expired or revoked)")]
+    LeaseNotFound(LeaseId),
+    /// The embedded store's file could not be read or written.
+    #[error("embedded coordinator storage: {0}")]
+    Storage(String),
+}
+
+pub type Result<T> = std::result::Result<T, CoordError>;
+
+#[async_trait]
+pub trait Coordinator: Send + Sync + 'static {
+    /// One key, if present.
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+
+    /// Every key under `prefix` in key order, and the store revision the
+    /// listing reflects (watch from `revision + 1` to miss nothing).
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)>;
+
+    /// Create or replace a key, optionally attached to a lease. Returns the
+    /// new revision.
+    async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision>;
+
+    /// Delete a key; returns what it held, if anything.
+    async fn delete(&self, key: &str) -> Result<Option<KeyValue>>;
+
+    /// Create `key` only if it does not exist, atomically.
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<Claim>;
+
+    /// Watch every key under `prefix`, starting at revision `from`
+    /// (inclusive). Transient disconnections are retried inside; the caller
+    /// sees only events, or a [`WatchItem::Resync`] when events were lost.
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream>;
+
+    /// Grant a lease that ends `ttl` after its last keep-alive.
+    async fn grant(&self, ttl: Duration) -> Result<LeaseId>;
+
+    /// Refresh a lease; returns its TTL, or [`CoordError::LeaseNotFound`]
+    /// when it has already ended.
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration>;
+
+    /// End a lease now, deleting its keys. Revoking an unknown lease is not
+    /// an error.
+    async fn revoke(&self, lease: LeaseId) -> Result<()>;
+}
+
+/// Lease TTLs are whole seconds in etcd: round up, and never below one.
+pub(crate) fn ttl_seconds(ttl: Duration) -> i64 {
+    (ttl.as_millis().div_ceil(1000) as i64).max(1)
+}

@@ -1,0 +1,131 @@
+//! A session: a lease kept alive in the background, with a signal when it is
+//! lost.
+//!
+//! Liveness is judged locally and conservatively: the session is alive only
+//! until `ttl` after the last keep-alive that etcd acknowledged was *sent*.
+//! A process frozen past that instant (SIGSTOP, a long GC-like pause, a
+//! partition) finds itself dead the moment it looks, before its keep-alive
+//! task has even run, so it cannot act on a lease the cluster has already
+//! expired.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{CoordError, Coordinator, LeaseId, Result};
+
+/// How many keep-alives per TTL: three gives two chances to recover from a
+/// failed one before the lease lapses.
+const KEEPALIVES_PER_TTL: u32 = 3;
+
+pub struct Session {
+    lease: LeaseId,
+    ttl: Duration,
+    /// `Some(deadline)` while alive; `None` once lost or revoked.
+    alive_until: watch::Receiver<Option<Instant>>,
+    keeper: tokio::task::JoinHandle<()>,
+    coord: Arc<dyn Coordinator>,
+}
+
+impl Session {
+    /// Grant a lease of `ttl` and start keeping it alive.
+    pub async fn start(coord: Arc<dyn Coordinator>, ttl: Duration) -> Result<Session> {
+        let sent = Instant::now();
+        let lease = coord.grant(ttl).await?;
+        let (tx, alive_until) = watch::channel(Some(sent + ttl));
+        let keeper = tokio::spawn(keep_alive(coord.clone(), lease, ttl, sent + ttl, tx));
+        Ok(Session {
+            lease,
+            ttl,
+            alive_until,
+            keeper,
+            coord,
+        })
+    }
+
+    pub fn lease(&self) -> LeaseId {
+        self.lease
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Alive right now: not lost, and the local deadline not passed.
+    pub fn is_alive(&self) -> bool {
+        matches!(*self.alive_until.borrow(), Some(deadline) if Instant::now() < deadline)
+    }
+
+    /// A receiver that changes to `None` when the session is lost.
+    pub fn watch(&self) -> watch::Receiver<Option<Instant>> {
+        self.alive_until.clone()
+    }
+
+    /// Resolves when the session is lost (keep-alive refused, or no
+    /// acknowledged keep-alive within the TTL).
+    pub async fn lost(&self) {
+        let mut rx = self.alive_until.clone();
+        loop {
+            let deadline = *rx.borrow_and_update();
+            let Some(deadline) = deadline else { return };
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {
+                    if !self.is_alive() { return }
+                }
+                changed = rx.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// End the session now, deleting every key attached to its lease.
+    pub async fn revoke(self) -> Result<()> {
+        self.keeper.abort();
+        self.coord.revoke(self.lease).await
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+async fn keep_alive(
+    coord: Arc<dyn Coordinator>,
+    lease: LeaseId,
+    ttl: Duration,
+    mut deadline: Instant,
+    alive: watch::Sender<Option<Instant>>,
+) {
+    let period = ttl / KEEPALIVES_PER_TTL;
+    loop {
+        tokio::time::sleep(period).await;
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                lease,
+                "session lost: no keep-alive acknowledged within the TTL"
+            );
+            let _ = alive.send(None);
+            return;
+        }
+        let sent = Instant::now();
+        match coord.keep_alive(lease).await {
+            Ok(_) => {
+                deadline = sent + ttl;
+                if alive.send(Some(deadline)).is_err() {
+                    return;
+                }
+            }
+            Err(CoordError::LeaseNotFound(_)) => {
+                tracing::warn!(lease, "session lost: lease expired or revoked");
+                let _ = alive.send(None);
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(lease, %error, "keep-alive failed; retrying until the TTL runs out");
+            }
+        }
+    }
+}

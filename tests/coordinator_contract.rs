@@ -1,0 +1,425 @@
+//! The coordinator contract: one suite, run against the embedded engine and
+//! against a real etcd (`ETCD_ENDPOINTS`, started by `scripts/test.sh`).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use distcron::coord::embedded::EmbeddedCoordinator;
+use distcron::coord::etcd::{EtcdCoordinator, EtcdOptions};
+use distcron::coord::session::Session;
+use distcron::coord::{Claim, CoordError, Coordinator, WatchEvent, WatchItem, WatchStream};
+use support::{eventually, service_endpoint, unique};
+
+/// Generous bound for anything etcd does on a loaded 2-core machine.
+const DEADLINE: Duration = Duration::from_secs(20);
+
+async fn embedded() -> Option<Arc<dyn Coordinator>> {
+    Some(Arc::new(EmbeddedCoordinator::in_memory()))
+}
+
+async fn etcd() -> Option<Arc<dyn Coordinator>> {
+    let endpoints = service_endpoint("ETCD_ENDPOINTS")?;
+    let prefix = format!("/{}/", unique("contract"));
+    let options = EtcdOptions::new(endpoints.split(',').map(String::from).collect(), &prefix);
+    Some(Arc::new(
+        EtcdCoordinator::connect(options)
+            .await
+            .expect("connect to etcd"),
+    ))
+}
+
+/// Receive watch items until `want` events have arrived.
+async fn collect_events(stream: &mut WatchStream, want: usize) -> Vec<WatchEvent> {
+    let mut events = Vec::new();
+    while events.len() < want {
+        match tokio::time::timeout(DEADLINE, stream.recv()).await {
+            Ok(Some(WatchItem::Events(batch))) => events.extend(batch),
+            Ok(Some(WatchItem::Resync { reason })) => panic!("unexpected resync: {reason}"),
+            Ok(None) => panic!("watch ended after {} events", events.len()),
+            Err(_) => panic!(
+                "timed out with {} of {want} events: {events:?}",
+                events.len()
+            ),
+        }
+    }
+    events
+}
+
+/// Instantiate every contract test for one engine.
+macro_rules! contract_suite {
+    ($engine:ident) => {
+        mod $engine {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn put_get_list_delete_round_trip() {
+                let Some(c) = super::$engine().await else {
+                    return;
+                };
+                let r1 = c.put("jobs/a", b"1".to_vec(), None).await.unwrap();
+                let r2 = c.put("jobs/b", b"2".to_vec(), None).await.unwrap();
+                c.put("workers/x", b"w".to_vec(), None).await.unwrap();
+                assert!(r2 > r1, "revisions grow");
+                let a = c.get("jobs/a").await.unwrap().expect("jobs/a exists");
+                assert_eq!(
+                    (a.key.as_str(), a.value.as_slice(), a.mod_revision),
+                    ("jobs/a", &b"1"[..], r1)
+                );
+
+                let r3 = c.put("jobs/a", b"1b".to_vec(), None).await.unwrap();
+                let a = c.get("jobs/a").await.unwrap().unwrap();
+                assert_eq!(
+                    (a.create_revision, a.mod_revision),
+                    (r1, r3),
+                    "update keeps create revision"
+                );
+
+                let (jobs, revision) = c.list("jobs/").await.unwrap();
+                assert_eq!(
+                    jobs.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(),
+                    ["jobs/a", "jobs/b"]
+                );
+                assert!(revision >= r3);
+
+                let deleted = c.delete("jobs/a").await.unwrap().expect("deleted value");
+                assert_eq!(deleted.value, b"1b");
+                assert_eq!(c.get("jobs/a").await.unwrap(), None);
+                assert_eq!(
+                    c.delete("jobs/a").await.unwrap(),
+                    None,
+                    "second delete finds nothing"
+                );
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn put_if_absent_names_the_holder() {
+                let Some(c) = super::$engine().await else {
+                    return;
+                };
+                assert!(matches!(
+                    c.put_if_absent("ticks/j/1", b"w1".to_vec(), None)
+                        .await
+                        .unwrap(),
+                    Claim::Won { .. }
+                ));
+                match c
+                    .put_if_absent("ticks/j/1", b"w2".to_vec(), None)
+                    .await
+                    .unwrap()
+                {
+                    Claim::Held(holder) => assert_eq!(holder.value, b"w1"),
+                    other => panic!("second claim should lose, got {other:?}"),
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn thousand_races_of_two_contenders_have_one_winner_each() {
+                let Some(c) = super::$engine().await else {
+                    return;
+                };
+                let mut races = tokio::task::JoinSet::new();
+                for i in 0..1000 {
+                    let (a, b) = (c.clone(), c.clone());
+                    races.spawn(async move {
+                        let key = format!("ticks/race/{i}");
+                        let (ra, rb) = tokio::join!(
+                            a.put_if_absent(&key, b"a".to_vec(), None),
+                            b.put_if_absent(&key, b"b".to_vec(), None)
+                        );
+                        (ra.unwrap(), rb.unwrap())
+                    });
+                }
+                let mut winners = 0;
+                while let Some(result) = races.join_next().await {
+                    match result.unwrap() {
+                        (Claim::Won { .. }, Claim::Held(h)) => {
+                            assert_eq!(h.value, b"a");
+                            winners += 1;
+                        }
+                        (Claim::Held(h), Claim::Won { .. }) => {
+                            assert_eq!(h.value, b"b");
+                            winners += 1;
+                        }
+                        other => panic!("expected exactly one winner, got {other:?}"),
+                    }
+                }
+                assert_eq!(winners, 1000);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn lease_expiry_deletes_its_keys_and_emits_delete_events() {
+                let Some(c) = super::$engine().await else {
+                    return;
+                };
+                let (_, revision) = c.list("running/").await.unwrap();
+                let mut watch = c.watch("running/", revision + 1).await.unwrap();
+                let lease = c.grant(Duration::from_secs(2)).await.unwrap();
+                c.put("running/j/1", b"r".to_vec(), Some(lease))
+                    .await
+                    .unwrap();
+                c.put("running/j/2", b"r".to_vec(), Some(lease))
+                    .await
+                    .unwrap();
+                let events = collect_events(&mut watch, 4).await;
+                let deletes: Vec<&str> = events
+                    .iter()
+                    .filter_map(|e| match e {
+                        WatchEvent::Delete { key, .. } => Some(key.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                assert_eq!(deletes, ["running/j/1", "running/j/2"]);
+                assert_eq!(c.list("running/").await.unwrap().0, vec![]);
+                assert_eq!(
+                    c.keep_alive(lease).await,
+                    Err(CoordError::LeaseNotFound(lease))
+                );
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn keep_alive_holds_a_lease_past_its_ttl() {
+                let Some(c) = super::$engine().await else {
+                    return;
+                };
+                let lease = c.grant(Duration::from_secs(2)).await.unwrap();
+                c.put("workers/w", b"w".to_vec(), Some(lease))
+                    .await
+                    .unwrap();
+                let until = tokio::time::Instant::now() + Duration::from_secs(5);
+                while tokio::time::Instant::now() < until {
+                    assert!(c.keep_alive(lease).await.unwrap() >= Duration::from_secs(1));
+                    assert!(
+                        c.get("workers/w").await.unwrap().is_some(),
+                        "key outlived its TTL"
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn revoke_deletes_keys_and_the_lease_is_gone() {
+                let Some(c) = super::$engine().await else {
+                    return;
+                };
+                let lease = c.grant(Duration::from_secs(30)).await.unwrap();
+                c.put("kill/j", b"k".to_vec(), Some(lease)).await.unwrap();
+                c.revoke(lease).await.unwrap();
+                assert_eq!(c.get("kill/j").await.unwrap(), None);
+                assert_eq!(
+                    c.keep_alive(lease).await,
+                    Err(CoordError::LeaseNotFound(lease))
+                );
+                assert_eq!(
+                    c.put("kill/j", b"k".to_vec(), Some(lease)).await,
+                    Err(CoordError::LeaseNotFound(lease)),
+                    "a put on a dead lease fails and stores nothing"
+                );
+                assert_eq!(c.get("kill/j").await.unwrap(), None);
+                c.revoke(lease).await.expect("revoking twice is fine");
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn watch_resumed_from_a_revision_misses_nothing() {
+                let Some(c) = super::$engine().await else {
+                    return;
+                };
+                let mut revisions = Vec::new();
+                for i in 0..10 {
+                    revisions.push(c.put(&format!("jobs/j{i}"), vec![i], None).await.unwrap());
+                }
+                c.put("other/x", b"x".to_vec(), None).await.unwrap();
+                // Resume as a caller that had seen up to j4.
+                let mut watch = c.watch("jobs/", revisions[5]).await.unwrap();
+                c.delete("jobs/j0").await.unwrap();
+                c.put("jobs/j10", vec![10], None).await.unwrap();
+                let events = collect_events(&mut watch, 7).await;
+                let seen: Vec<String> = events
+                    .iter()
+                    .map(|e| match e {
+                        WatchEvent::Put(kv) => format!("put {}", kv.key),
+                        WatchEvent::Delete { key, .. } => format!("delete {key}"),
+                    })
+                    .collect();
+                assert_eq!(
+                    seen,
+                    [
+                        "put jobs/j5",
+                        "put jobs/j6",
+                        "put jobs/j7",
+                        "put jobs/j8",
+                        "put jobs/j9",
+                        "delete jobs/j0",
+                        "put jobs/j10"
+                    ]
+                );
+                let revs: Vec<i64> = events.iter().map(|e| e.revision()).collect();
+                assert!(
+                    revs.windows(2).all(|w| w[0] < w[1]),
+                    "in revision order: {revs:?}"
+                );
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn session_signals_loss_when_its_lease_ends() {
+                let Some(c) = super::$engine().await else {
+                    return;
+                };
+                let session = Session::start(c.clone(), Duration::from_secs(3))
+                    .await
+                    .unwrap();
+                assert!(session.is_alive());
+                c.revoke(session.lease()).await.unwrap();
+                tokio::time::timeout(DEADLINE, session.lost())
+                    .await
+                    .expect("loss signalled within the deadline");
+                assert!(!session.is_alive());
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn session_stays_alive_while_kept_and_revoke_ends_it() {
+                let Some(c) = super::$engine().await else {
+                    return;
+                };
+                let session = Session::start(c.clone(), Duration::from_secs(2))
+                    .await
+                    .unwrap();
+                c.put("workers/me", b"me".to_vec(), Some(session.lease()))
+                    .await
+                    .unwrap();
+                let lost = tokio::time::timeout(Duration::from_secs(5), session.lost()).await;
+                assert!(
+                    lost.is_err(),
+                    "session must survive 2.5 TTLs while kept alive"
+                );
+                assert!(session.is_alive());
+                assert!(c.get("workers/me").await.unwrap().is_some());
+                session.revoke().await.unwrap();
+                assert_eq!(c.get("workers/me").await.unwrap(), None);
+            }
+        }
+    };
+}
+
+contract_suite!(embedded);
+contract_suite!(etcd);
+
+// --- Engine-specific cases -------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_keeps_unleased_keys_across_a_restart_but_not_leased_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("coord.redb");
+    let revision = {
+        let c = EmbeddedCoordinator::open(&path).unwrap();
+        c.put("jobs/keep", b"job".to_vec(), None).await.unwrap();
+        c.put("jobs/gone", b"job".to_vec(), None).await.unwrap();
+        c.delete("jobs/gone").await.unwrap();
+        let lease = c.grant(Duration::from_secs(60)).await.unwrap();
+        c.put("workers/w", b"w".to_vec(), Some(lease))
+            .await
+            .unwrap();
+        c.list("").await.unwrap().1
+    };
+    let c = EmbeddedCoordinator::open(&path).unwrap();
+    let (keys, after) = c.list("").await.unwrap();
+    assert_eq!(
+        keys.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(),
+        ["jobs/keep"]
+    );
+    assert_eq!(keys[0].value, b"job");
+    assert!(
+        after <= revision,
+        "revisions never go past what was handed out"
+    );
+    let next = c.put("jobs/new", b"n".to_vec(), None).await.unwrap();
+    assert!(
+        next > keys[0].mod_revision,
+        "revisions keep growing after a restart"
+    );
+    // History from before the restart is gone: such a watch must resync.
+    let mut watch = c.watch("jobs/", 1).await.unwrap();
+    assert!(matches!(watch.recv().await, Some(WatchItem::Resync { .. })));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_watch_from_a_compacted_revision_asks_for_resync() {
+    let Some(endpoints) = service_endpoint("ETCD_ENDPOINTS") else {
+        return;
+    };
+    let prefix = format!("/{}/", unique("compact"));
+    let c = EtcdCoordinator::connect(EtcdOptions::new(vec![endpoints], &prefix))
+        .await
+        .unwrap();
+    let first = c.put("jobs/a", b"1".to_vec(), None).await.unwrap();
+    let last = c.put("jobs/a", b"2".to_vec(), None).await.unwrap();
+    c.client().compact(last, None).await.unwrap();
+    let mut watch = c.watch("jobs/", first).await.unwrap();
+    match tokio::time::timeout(DEADLINE, watch.recv()).await {
+        Ok(Some(WatchItem::Resync { reason })) => assert!(reason.contains("compacted"), "{reason}"),
+        other => panic!("expected a resync, got {other:?}"),
+    }
+}
+
+/// etcd restarted under a live watch and a live session: the watch carries
+/// on with the events written after the restart, and a session whose lease
+/// could not be kept alive through a long outage reports the loss.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_restart_under_a_live_watch_and_session() {
+    if service_endpoint("ETCD_ENDPOINTS").is_none() {
+        return;
+    }
+    let mut server = support::etcd::EtcdProcess::start().await;
+    let mut options = EtcdOptions::new(vec![server.endpoint()], "/distcron/");
+    options.request_timeout = Duration::from_secs(2);
+    options.dial_timeout = Duration::from_secs(1);
+    let c: Arc<dyn Coordinator> = Arc::new(EtcdCoordinator::connect(options).await.unwrap());
+
+    let (_, revision) = c.list("jobs/").await.unwrap();
+    let mut watch = c.watch("jobs/", revision + 1).await.unwrap();
+    c.put("jobs/before", b"1".to_vec(), None).await.unwrap();
+    assert_eq!(collect_events(&mut watch, 1).await[0].key(), "jobs/before");
+
+    // A short outage: the session (TTL 10 s) rides through it.
+    let session = Session::start(c.clone(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    server.restart().await;
+    let revision = eventually("etcd to take writes again", DEADLINE, || {
+        let c = c.clone();
+        async move { c.put("jobs/after", b"2".to_vec(), None).await.ok() }
+    })
+    .await;
+    let events = collect_events(&mut watch, 1).await;
+    assert_eq!(
+        (events[0].key(), events[0].revision()),
+        ("jobs/after", revision)
+    );
+    assert!(
+        session.is_alive(),
+        "a short outage must not end a 10 s session"
+    );
+
+    // A long outage: nothing can be acknowledged for longer than the TTL.
+    let short = Session::start(c.clone(), Duration::from_secs(3))
+        .await
+        .unwrap();
+    server.stop();
+    tokio::time::timeout(DEADLINE, short.lost())
+        .await
+        .expect("a session without keep-alives for its TTL reports the loss");
+    assert!(!short.is_alive());
+    server.restart().await;
+    eventually("etcd to take writes again", DEADLINE, || {
+        let c = c.clone();
+        async move { c.put("jobs/later", b"3".to_vec(), None).await.ok() }
+    })
+    .await;
+    let events = collect_events(&mut watch, 1).await;
+    assert_eq!(
+        events[0].key(),
+        "jobs/later",
+        "the watch resumes after a long outage too"
+    );
+}

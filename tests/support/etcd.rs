@@ -1,0 +1,102 @@
+//! An etcd server owned by one test, for cases that stop and restart it.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use super::free_port;
+
+pub struct EtcdProcess {
+    child: Option<Child>,
+    data_dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl EtcdProcess {
+    /// Start etcd (Debian's `etcd-server`, on PATH) on loopback with a fresh
+    /// data directory, and wait until it answers.
+    pub async fn start() -> EtcdProcess {
+        let mut etcd = EtcdProcess {
+            child: None,
+            data_dir: tempfile::tempdir().expect("temp dir for etcd"),
+            client_port: free_port(),
+            peer_port: free_port(),
+        };
+        etcd.spawn().await;
+        etcd
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data_dir.path().join("etcd.log")
+    }
+
+    async fn spawn(&mut self) {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("etcd log file");
+        let child = Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(self.data_dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .arg(format!("--initial-cluster=test={peer}"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd (install etcd-server, or run scripts/test.sh)");
+        self.child = Some(child);
+        let health = format!("{client}/health");
+        super::eventually("etcd to answer /health", Duration::from_secs(30), || {
+            let health = health.clone();
+            async move {
+                let ok = tokio::process::Command::new("curl")
+                    .args(["-sf", &health])
+                    .stdout(Stdio::null())
+                    .status()
+                    .await
+                    .is_ok_and(|s| s.success());
+                ok.then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Stop the server (SIGKILL: the harshest case for clients).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start it again on the same ports and data.
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn().await;
+    }
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,67 @@
+//! Helpers shared by the integration tests: real servers on loopback, and
+//! waiting for a condition with a deadline instead of sleeping.
+#![allow(dead_code)] // each test binary uses a different subset
+
+pub mod etcd;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// The endpoint of a real service from the environment (`ETCD_ENDPOINTS`,
+/// `MONGODB_URI`). `scripts/test.sh` sets them and `DISTCRON_REQUIRE_SERVICES`;
+/// without the latter a test that needs a missing service is skipped with a
+/// note, so `cargo test` alone still runs everything else.
+pub fn service_endpoint(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if std::env::var("DISTCRON_REQUIRE_SERVICES").is_ok() => {
+            panic!("{var} is not set but DISTCRON_REQUIRE_SERVICES is: run scripts/test.sh")
+        }
+        _ => {
+            eprintln!("skipped: {var} is not set (scripts/test.sh starts the servers)");
+            None
+        }
+    }
+}
+
+/// A name unique to this process and call, for key prefixes and databases.
+pub fn unique(label: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{label}-{}-{nanos}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Poll `check` until it returns `Some`, or panic after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let give_up = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() >= give_up {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (released before it is returned; good enough
+/// for tests that start a server on it right away).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port on 127.0.0.1")
+}
