@@ -79,5 +79,7 @@ start_services() {
 
   export ETCD_ENDPOINTS="127.0.0.1:$etcd_port"
   export MONGODB_URI="mongodb://127.0.0.1:$mongo_port/?directConnection=true"
+  # For tests that run (and stop) a MongoDB-wire server of their own.
+  export NX_27017_BIN="$venv/bin/nx-27017"
   log "etcd at $ETCD_ENDPOINTS, MongoDB-wire server at $MONGODB_URI"
 }

@@ -11,15 +11,20 @@
 //! - [`config`]: layered configuration (file, `DISTCRON_*`, flags).
 //! - [`coord`]: the coordinator trait (jobs, workers, tick claims, leases,
 //!   watches) with its etcd and embedded engines.
+//! - [`runlog`]: the run log trait with its MongoDB and embedded engines,
+//!   and the spool file.
+//! - [`actors`]: the worker's actors (the log batcher so far).
 //! - [`http`]: the actix-web app shared by the manager, `standalone` and tests.
 //! - [`cli`]: the `distcron schedule` tool.
 //! - `src/bin/`: thin binaries that load config and call into the library.
 
+pub mod actors;
 pub mod cli;
 pub mod config;
 pub mod coord;
 pub mod http;
 pub mod job;
 pub mod logging;
+pub mod runlog;
 pub mod schedule;
 pub mod signals;

@@ -1,0 +1,23 @@
+//! Messages that cross actors. An actor's private timer messages stay in its
+//! own file.
+
+use actix::Message;
+
+use super::log_batcher::BatcherCounters;
+use crate::runlog::RunRecord;
+
+/// A finished (or skipped, or lost) run, for the log batcher.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Record(pub RunRecord);
+
+/// Graceful stop: write or spool everything held in memory; answers with
+/// the final counters once nothing is left outside the store or spool.
+#[derive(Debug, Message)]
+#[rtype(result = "BatcherCounters")]
+pub struct Drain;
+
+/// The log batcher's counters, for `/metrics` and tests.
+#[derive(Debug, Message)]
+#[rtype(result = "BatcherCounters")]
+pub struct GetCounters;

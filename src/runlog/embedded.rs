@@ -1,0 +1,277 @@
+//! The embedded engine of the run log: one redb file, for
+//! `distcron standalone`.
+//!
+//! Three tables: the records by `run_id`, and two indexes, one by
+//! (job, start time, run id) for paging a job newest first and one by
+//! (start time, run id) for recent runs and age-based retention. redb calls
+//! block (a commit syncs to disk), so they run on tokio's blocking pool.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{
+    Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
+
+use super::{Result, Retention, RunLog, RunLogError, RunQuery, RunRecord, RunStatus};
+
+const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
+const BY_JOB: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("runs_by_job");
+const BY_TIME: TableDefinition<(i64, &str), &str> = TableDefinition::new("runs_by_time");
+
+/// Larger than any run id (ids are ASCII), to bound index ranges.
+const MAX_ID: &str = "\u{10FFFF}";
+
+#[derive(Clone)]
+pub struct EmbeddedRunLog {
+    db: Arc<Database>,
+}
+
+fn storage(e: impl std::fmt::Display) -> RunLogError {
+    RunLogError::Storage(e.to_string())
+}
+
+fn decode(bytes: &[u8]) -> Result<RunRecord> {
+    serde_json::from_slice(bytes).map_err(storage)
+}
+
+impl EmbeddedRunLog {
+    pub fn open(path: &Path) -> Result<EmbeddedRunLog> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(storage)?;
+        }
+        let db = Database::create(path).map_err(storage)?;
+        let write = db.begin_write().map_err(storage)?;
+        write.open_table(RUNS).map_err(storage)?;
+        write.open_table(BY_JOB).map_err(storage)?;
+        write.open_table(BY_TIME).map_err(storage)?;
+        write.commit().map_err(storage)?;
+        Ok(EmbeddedRunLog { db: Arc::new(db) })
+    }
+
+    /// Run `work` with the database on the blocking pool.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(|e| RunLogError::Storage(format!("blocking task failed: {e}")))?
+    }
+}
+
+/// Remove one run from the record table and both indexes.
+fn remove_run(write: &WriteTransaction, run_id: &str) -> Result<bool> {
+    let mut runs = write.open_table(RUNS).map_err(storage)?;
+    let Some(bytes) = runs.remove(run_id).map_err(storage)? else {
+        return Ok(false);
+    };
+    let record = decode(bytes.value())?;
+    drop(bytes);
+    write
+        .open_table(BY_JOB)
+        .map_err(storage)?
+        .remove((record.job_name.as_str(), record.start_time, run_id))
+        .map_err(storage)?;
+    write
+        .open_table(BY_TIME)
+        .map_err(storage)?
+        .remove((record.start_time, run_id))
+        .map_err(storage)?;
+    Ok(true)
+}
+
+#[async_trait]
+impl RunLog for EmbeddedRunLog {
+    async fn insert_batch(&self, records: &[RunRecord]) -> Result<u64> {
+        let records = records.to_vec();
+        self.blocking(move |db| {
+            let write = db.begin_write().map_err(storage)?;
+            let mut inserted = 0;
+            {
+                let mut runs = write.open_table(RUNS).map_err(storage)?;
+                let mut by_job = write.open_table(BY_JOB).map_err(storage)?;
+                let mut by_time = write.open_table(BY_TIME).map_err(storage)?;
+                for record in &records {
+                    if runs.get(record.run_id.as_str()).map_err(storage)?.is_some() {
+                        continue;
+                    }
+                    let bytes = serde_json::to_vec(record).map_err(storage)?;
+                    runs.insert(record.run_id.as_str(), bytes.as_slice())
+                        .map_err(storage)?;
+                    by_job
+                        .insert(
+                            (
+                                record.job_name.as_str(),
+                                record.start_time,
+                                record.run_id.as_str(),
+                            ),
+                            (),
+                        )
+                        .map_err(storage)?;
+                    by_time
+                        .insert(
+                            (record.start_time, record.run_id.as_str()),
+                            record.job_name.as_str(),
+                        )
+                        .map_err(storage)?;
+                    inserted += 1;
+                }
+            }
+            write.commit().map_err(storage)?;
+            Ok(inserted)
+        })
+        .await
+    }
+
+    async fn page(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
+        let query = query.clone();
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(storage)?;
+            let runs = read.open_table(RUNS).map_err(storage)?;
+            let by_job = read.open_table(BY_JOB).map_err(storage)?;
+            let job = query.job_name.as_str();
+            let range = by_job
+                .range((job, i64::MIN, "")..=(job, i64::MAX, MAX_ID))
+                .map_err(storage)?;
+            let mut out = Vec::new();
+            let mut skipped = 0;
+            for entry in range.rev() {
+                if out.len() as u64 >= query.limit {
+                    break;
+                }
+                let (key, _) = entry.map_err(storage)?;
+                let (_, _, run_id) = key.value();
+                let Some(bytes) = runs.get(run_id).map_err(storage)? else {
+                    continue;
+                };
+                let record = decode(bytes.value())?;
+                if query.status.is_some_and(|s| s != record.status) {
+                    continue;
+                }
+                if skipped < query.skip {
+                    skipped += 1;
+                    continue;
+                }
+                out.push(record);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        let run_id = run_id.to_string();
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(storage)?;
+            let runs = read.open_table(RUNS).map_err(storage)?;
+            match runs.get(run_id.as_str()).map_err(storage)? {
+                Some(bytes) => decode(bytes.value()).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn recent(&self, limit: u64) -> Result<Vec<RunRecord>> {
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(storage)?;
+            let runs = read.open_table(RUNS).map_err(storage)?;
+            let by_time = read.open_table(BY_TIME).map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in by_time.iter().map_err(storage)?.rev().take(limit as usize) {
+                let (key, _) = entry.map_err(storage)?;
+                let (_, run_id) = key.value();
+                if let Some(bytes) = runs.get(run_id).map_err(storage)? {
+                    out.push(decode(bytes.value())?);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn count(&self, job_name: Option<&str>, status: Option<RunStatus>) -> Result<u64> {
+        let job_name = job_name.map(String::from);
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(storage)?;
+            let runs = read.open_table(RUNS).map_err(storage)?;
+            match (&job_name, status) {
+                (None, None) => runs.len().map_err(storage),
+                (Some(job), None) => {
+                    let by_job = read.open_table(BY_JOB).map_err(storage)?;
+                    let range = by_job
+                        .range((job.as_str(), i64::MIN, "")..=(job.as_str(), i64::MAX, MAX_ID))
+                        .map_err(storage)?;
+                    Ok(range.count() as u64)
+                }
+                (_, Some(status)) => {
+                    let mut n = 0;
+                    for entry in runs.iter().map_err(storage)? {
+                        let (_, bytes) = entry.map_err(storage)?;
+                        let record = decode(bytes.value())?;
+                        if record.status == status
+                            && job_name.as_ref().is_none_or(|j| *j == record.job_name)
+                        {
+                            n += 1;
+                        }
+                    }
+                    Ok(n)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn apply_retention(&self, retention: Retention, now_ms: i64) -> Result<u64> {
+        self.blocking(move |db| {
+            // Collect what goes in a read transaction, then remove it in one
+            // write transaction.
+            let mut doomed: Vec<String> = Vec::new();
+            {
+                let read = db.begin_read().map_err(storage)?;
+                if let Some(cutoff) = retention.cutoff_ms(now_ms) {
+                    let by_time = read.open_table(BY_TIME).map_err(storage)?;
+                    for entry in by_time.range(..(cutoff, "")).map_err(storage)? {
+                        let (key, _) = entry.map_err(storage)?;
+                        doomed.push(key.value().1.to_string());
+                    }
+                }
+                if retention.max_runs_per_job > 0 {
+                    let by_job = read.open_table(BY_JOB).map_err(storage)?;
+                    // Walk newest first; within each job, everything past the
+                    // first `max_runs_per_job` entries goes.
+                    let (mut job, mut seen) = (String::new(), 0u64);
+                    for entry in by_job.iter().map_err(storage)?.rev() {
+                        let (key, _) = entry.map_err(storage)?;
+                        let (entry_job, _, run_id) = key.value();
+                        if entry_job != job {
+                            job = entry_job.to_string();
+                            seen = 0;
+                        }
+                        seen += 1;
+                        if seen > retention.max_runs_per_job {
+                            doomed.push(run_id.to_string());
+                        }
+                    }
+                }
+            }
+            if doomed.is_empty() {
+                return Ok(0);
+            }
+            let write = db.begin_write().map_err(storage)?;
+            let mut removed = 0;
+            for run_id in &doomed {
+                if remove_run(&write, run_id)? {
+                    removed += 1;
+                }
+            }
+            write.commit().map_err(storage)?;
+            Ok(removed)
+        })
+        .await
+    }
+}

@@ -1,0 +1,75 @@
+//! An in-memory run log for actor unit tests: it can be switched off to
+//! simulate an outage, and remembers every batch it was given.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+
+use super::{Result, Retention, RunLog, RunLogError, RunQuery, RunRecord, RunStatus};
+
+#[derive(Default)]
+pub struct FakeRunLog {
+    pub down: AtomicBool,
+    records: Mutex<Vec<RunRecord>>,
+    /// Sizes of the batches accepted, in order.
+    batches: Mutex<Vec<usize>>,
+}
+
+impl FakeRunLog {
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    pub fn run_ids(&self) -> Vec<String> {
+        self.records
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.run_id.clone())
+            .collect()
+    }
+
+    pub fn batches(&self) -> Vec<usize> {
+        self.batches.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl RunLog for FakeRunLog {
+    async fn insert_batch(&self, batch: &[RunRecord]) -> Result<u64> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(RunLogError::Unavailable("fake store is down".into()));
+        }
+        let mut records = self.records.lock().unwrap();
+        let mut inserted = 0;
+        for record in batch {
+            if !records.iter().any(|r| r.run_id == record.run_id) {
+                records.push(record.clone());
+                inserted += 1;
+            }
+        }
+        self.batches.lock().unwrap().push(batch.len());
+        Ok(inserted)
+    }
+
+    async fn page(&self, _: &RunQuery) -> Result<Vec<RunRecord>> {
+        unimplemented!("not used by actor tests")
+    }
+
+    async fn get(&self, _: &str) -> Result<Option<RunRecord>> {
+        unimplemented!("not used by actor tests")
+    }
+
+    async fn recent(&self, _: u64) -> Result<Vec<RunRecord>> {
+        unimplemented!("not used by actor tests")
+    }
+
+    async fn count(&self, _: Option<&str>, _: Option<RunStatus>) -> Result<u64> {
+        Ok(self.records.lock().unwrap().len() as u64)
+    }
+
+    async fn apply_retention(&self, _: Retention, _: i64) -> Result<u64> {
+        Ok(0)
+    }
+}

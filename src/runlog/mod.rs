@@ -1,0 +1,238 @@
+//! The run log: one record per run, what ran, where, when it was planned and
+//! started, how it ended and what it printed.
+//!
+//! One trait, two engines: [`mongo::MongoRunLog`] for clusters and
+//! [`embedded::EmbeddedRunLog`] for `distcron standalone`, both held to the
+//! same contract (`tests/runlog_contract.rs`). Inserting is idempotent on
+//! `run_id`, which is what lets the log batcher retry and replay its spool
+//! without ever duplicating a record.
+
+pub mod embedded;
+#[cfg(test)]
+pub mod fake;
+pub mod mongo;
+pub mod spool;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Succeeded,
+    Failed,
+    TimedOut,
+    Killed,
+    /// Its worker died mid-run (its lease ended).
+    Lost,
+    /// Not started: the overlap policy skipped the tick.
+    Skipped,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::TimedOut,
+        RunStatus::Killed,
+        RunStatus::Lost,
+        RunStatus::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::TimedOut => "timed_out",
+            RunStatus::Killed => "killed",
+            RunStatus::Lost => "lost",
+            RunStatus::Skipped => "skipped",
+        }
+    }
+
+    /// Parse a status name as written in records and URLs.
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+/// One run. Times are Unix epoch milliseconds and keep the old system's
+/// names (`planTime`, `scheduleTime`, `startTime`, `endTime`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    /// Unique per run; a retried tick gets a new one.
+    #[serde(rename = "run_id")]
+    pub run_id: String,
+    pub job_name: String,
+    pub command: String,
+    /// The worker that ran it (or recorded it, for `lost` and `skipped`).
+    pub worker: String,
+    /// The tick: the instant the schedule planned.
+    pub plan_time: i64,
+    /// When the worker decided to run it (after claiming the tick).
+    pub schedule_time: i64,
+    pub start_time: i64,
+    pub end_time: i64,
+    pub status: RunStatus,
+    /// The exit code, when the process exited by itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that ended the process, when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// stdout and stderr interleaved, capped at the configured size.
+    pub output: String,
+    /// Whether `output` was cut at the cap.
+    pub truncated: bool,
+    /// Why it could not start, or why it was killed; empty otherwise.
+    pub err: String,
+}
+
+/// Which runs of a job to page through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunQuery {
+    pub job_name: String,
+    pub status: Option<RunStatus>,
+    pub skip: u64,
+    pub limit: u64,
+}
+
+/// What retention removes; both rules apply when both are set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    /// Drop runs that started longer ago than this many days (0: keep all).
+    pub max_age_days: u64,
+    /// Keep at most this many runs per job, the newest (0: no limit).
+    pub max_runs_per_job: u64,
+}
+
+impl Default for Retention {
+    /// On by default, so the log cannot grow without bound: 30 days, and
+    /// 10,000 runs per job (a week of a job that fires every minute).
+    fn default() -> Retention {
+        Retention {
+            max_age_days: 30,
+            max_runs_per_job: 10_000,
+        }
+    }
+}
+
+impl Retention {
+    /// The start time before which runs are too old, given `now_ms`.
+    pub fn cutoff_ms(&self, now_ms: i64) -> Option<i64> {
+        (self.max_age_days > 0)
+            .then(|| now_ms - Duration::from_secs(self.max_age_days * 86_400).as_millis() as i64)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunLogError {
+    /// The store could not be reached or refused the request; retry later.
+    #[error("run log unavailable: {0}")]
+    Unavailable(String),
+    /// The store's data could not be read or written.
+    #[error("run log storage: {0}")]
+    Storage(String),
+}
+
+pub type Result<T> = std::result::Result<T, RunLogError>;
+
+#[async_trait]
+pub trait RunLog: Send + Sync + 'static {
+    /// Store a batch. A record whose `run_id` is already stored is skipped,
+    /// so retrying a batch never duplicates anything. Returns how many
+    /// records were new.
+    async fn insert_batch(&self, records: &[RunRecord]) -> Result<u64>;
+
+    /// One job's runs, newest first (by start time, then run id).
+    async fn page(&self, query: &RunQuery) -> Result<Vec<RunRecord>>;
+
+    /// One run by id.
+    async fn get(&self, run_id: &str) -> Result<Option<RunRecord>>;
+
+    /// The newest runs across all jobs.
+    async fn recent(&self, limit: u64) -> Result<Vec<RunRecord>>;
+
+    /// How many runs match: all, one job's, and/or one status.
+    async fn count(&self, job_name: Option<&str>, status: Option<RunStatus>) -> Result<u64>;
+
+    /// Apply `retention` as of `now_ms`; returns how many runs were removed.
+    async fn apply_retention(&self, retention: Retention, now_ms: i64) -> Result<u64>;
+}
+
+/// Cut `output` to at most `cap` bytes on a character boundary; says
+/// whether anything was cut.
+pub fn cap_output(output: &mut String, cap: usize) -> bool {
+    if output.len() <= cap {
+        return false;
+    }
+    let mut end = cap;
+    while !output.is_char_boundary(end) {
+        end -= 1;
+    }
+    output.truncate(end);
+    true
+}
+
+/// The default output cap: a page of logs per run, far below MongoDB's
+/// 16 MB document limit.
+pub const DEFAULT_OUTPUT_CAP: usize = 256 * 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_use_the_old_systems_names() {
+        let record = RunRecord {
+            run_id: "r1".into(),
+            job_name: "j".into(),
+            command: "true".into(),
+            worker: "w".into(),
+            plan_time: 1,
+            schedule_time: 2,
+            start_time: 3,
+            end_time: 4,
+            status: RunStatus::TimedOut,
+            exit_code: None,
+            signal: Some(9),
+            output: String::new(),
+            truncated: false,
+            err: "timeout".into(),
+        };
+        let json = serde_json::to_value(&record).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "run_id": "r1", "jobName": "j", "command": "true", "worker": "w",
+                "planTime": 1, "scheduleTime": 2, "startTime": 3, "endTime": 4,
+                "status": "timed_out", "signal": 9, "output": "", "truncated": false,
+                "err": "timeout"
+            })
+        );
+        assert_eq!(serde_json::from_value::<RunRecord>(json).unwrap(), record);
+    }
+
+    #[test]
+    fn status_names_round_trip() {
+        for status in RunStatus::ALL {
+            assert_eq!(RunStatus::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(RunStatus::parse("ok"), None);
+    }
+
+    #[test]
+    fn output_is_capped_on_a_character_boundary() {
+        let mut s = "aé".repeat(3); // 9 bytes
+        assert!(cap_output(&mut s, 4));
+        assert_eq!(s, "aéa");
+        let mut short = "abc".to_string();
+        assert!(!cap_output(&mut short, 3));
+        assert_eq!(short, "abc");
+    }
+}

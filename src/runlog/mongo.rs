@@ -1,0 +1,221 @@
+//! The MongoDB engine of the run log.
+//!
+//! Uses only what any real MongoDB does identically: insert, find with
+//! sort/skip/limit, count, delete, distinct and index creation. Indexes are
+//! created at start and never referred to by name. Idempotent inserts rely
+//! on the unique `run_id` index: an unordered `insert_many` stores every new
+//! record and reports the duplicates as duplicate-key write errors, which are
+//! expected and ignored.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::{Document, doc};
+use mongodb::error::ErrorKind;
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, IndexModel};
+
+use super::{Result, Retention, RunLog, RunLogError, RunQuery, RunRecord, RunStatus};
+
+/// MongoDB's duplicate-key error code.
+const DUPLICATE_KEY: i32 = 11000;
+
+#[derive(Debug, Clone)]
+pub struct MongoOptions {
+    pub uri: String,
+    pub database: String,
+    pub collection: String,
+    /// How long an operation waits for a reachable server before failing
+    /// (the driver's default of 30 s would stall the batcher's retries).
+    pub server_selection_timeout: Duration,
+}
+
+impl MongoOptions {
+    pub fn new(uri: &str) -> MongoOptions {
+        MongoOptions {
+            uri: uri.to_string(),
+            database: "distcron".into(),
+            collection: "runs".into(),
+            server_selection_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct MongoRunLog {
+    runs: Collection<RunRecord>,
+}
+
+fn unavailable(e: mongodb::error::Error) -> RunLogError {
+    RunLogError::Unavailable(e.to_string())
+}
+
+impl MongoRunLog {
+    /// Connect and make sure the indexes exist.
+    pub async fn connect(options: &MongoOptions) -> Result<MongoRunLog> {
+        let mut client_options = ClientOptions::parse(&options.uri)
+            .await
+            .map_err(|e| RunLogError::Unavailable(format!("mongodbUri: {e}")))?;
+        client_options.server_selection_timeout = Some(options.server_selection_timeout);
+        client_options.connect_timeout = Some(options.server_selection_timeout);
+        client_options.app_name = Some("distcron".into());
+        let client = Client::with_options(client_options).map_err(unavailable)?;
+        let runs = client
+            .database(&options.database)
+            .collection::<RunRecord>(&options.collection);
+        let log = MongoRunLog { runs };
+        log.create_indexes().await?;
+        Ok(log)
+    }
+
+    async fn create_indexes(&self) -> Result<()> {
+        let indexes = [
+            IndexModel::builder()
+                .keys(doc! { "run_id": 1 })
+                .options(IndexOptions::builder().unique(true).build())
+                .build(),
+            IndexModel::builder()
+                .keys(doc! { "jobName": 1, "startTime": -1 })
+                .build(),
+            IndexModel::builder().keys(doc! { "startTime": -1 }).build(),
+        ];
+        self.runs
+            .create_indexes(indexes)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+}
+
+fn filter(job_name: Option<&str>, status: Option<RunStatus>) -> Document {
+    let mut filter = Document::new();
+    if let Some(job) = job_name {
+        filter.insert("jobName", job);
+    }
+    if let Some(status) = status {
+        filter.insert("status", status.as_str());
+    }
+    filter
+}
+
+/// Newest first; `run_id` breaks ties so paging is stable.
+fn newest_first() -> Document {
+    doc! { "startTime": -1, "run_id": -1 }
+}
+
+fn as_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl RunLog for MongoRunLog {
+    async fn insert_batch(&self, records: &[RunRecord]) -> Result<u64> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        match self.runs.insert_many(records).ordered(false).await {
+            Ok(result) => Ok(result.inserted_ids.len() as u64),
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::InsertMany(failure)
+                    if failure.write_concern_error.is_none()
+                        && failure
+                            .write_errors
+                            .iter()
+                            .flatten()
+                            .all(|w| w.code == DUPLICATE_KEY) =>
+                {
+                    let duplicates = failure.write_errors.as_ref().map_or(0, Vec::len);
+                    Ok((records.len() - duplicates) as u64)
+                }
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
+    async fn page(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
+        self.runs
+            .find(filter(Some(&query.job_name), query.status))
+            .sort(newest_first())
+            .skip(query.skip)
+            .limit(as_i64(query.limit))
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        self.runs
+            .find_one(doc! { "run_id": run_id })
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn recent(&self, limit: u64) -> Result<Vec<RunRecord>> {
+        self.runs
+            .find(Document::new())
+            .sort(newest_first())
+            .limit(as_i64(limit))
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn count(&self, job_name: Option<&str>, status: Option<RunStatus>) -> Result<u64> {
+        self.runs
+            .count_documents(filter(job_name, status))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn apply_retention(&self, retention: Retention, now_ms: i64) -> Result<u64> {
+        let mut removed = 0;
+        if let Some(cutoff) = retention.cutoff_ms(now_ms) {
+            removed += self
+                .runs
+                .delete_many(doc! { "startTime": { "$lt": cutoff } })
+                .await
+                .map_err(unavailable)?
+                .deleted_count;
+        }
+        if retention.max_runs_per_job > 0 {
+            let jobs = self
+                .runs
+                .distinct("jobName", Document::new())
+                .await
+                .map_err(unavailable)?;
+            for job in jobs.iter().filter_map(|j| j.as_str()) {
+                // The oldest run that may stay; everything older goes.
+                let boundary = self
+                    .runs
+                    .find(doc! { "jobName": job })
+                    .sort(newest_first())
+                    .skip(retention.max_runs_per_job - 1)
+                    .limit(1)
+                    .await
+                    .map_err(unavailable)?
+                    .try_next()
+                    .await
+                    .map_err(unavailable)?;
+                let Some(boundary) = boundary else { continue };
+                removed += self
+                    .runs
+                    .delete_many(doc! {
+                        "jobName": job,
+                        "$or": [
+                            { "startTime": { "$lt": boundary.start_time } },
+                            { "startTime": boundary.start_time, "run_id": { "$lt": &boundary.run_id } },
+                        ],
+                    })
+                    .await
+                    .map_err(unavailable)?
+                    .deleted_count;
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,257 @@
+//! The run log contract: one suite, run against the embedded engine and
+//! against the MongoDB-wire server (`MONGODB_URI`, started by
+//! `scripts/test.sh`; a real mongod works the same).
+
+mod support;
+
+use std::sync::Arc;
+
+use distcron::runlog::embedded::EmbeddedRunLog;
+use distcron::runlog::mongo::{MongoOptions, MongoRunLog};
+use distcron::runlog::{Retention, RunLog, RunQuery, RunRecord, RunStatus};
+use support::{service_endpoint, unique};
+
+/// Keeps a backend's files alive as long as the test holds it.
+struct Backend {
+    log: Arc<dyn RunLog>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn embedded() -> Option<Backend> {
+    let dir = tempfile::tempdir().unwrap();
+    let log = EmbeddedRunLog::open(&dir.path().join("runs.redb")).unwrap();
+    Some(Backend {
+        log: Arc::new(log),
+        _dir: Some(dir),
+    })
+}
+
+async fn mongo() -> Option<Backend> {
+    let uri = service_endpoint("MONGODB_URI")?;
+    let mut options = MongoOptions::new(&uri);
+    options.database = unique("contract").replace('-', "_");
+    let log = MongoRunLog::connect(&options)
+        .await
+        .expect("connect to MongoDB");
+    Some(Backend {
+        log: Arc::new(log),
+        _dir: None,
+    })
+}
+
+fn run(id: &str, job: &str, start: i64, status: RunStatus) -> RunRecord {
+    RunRecord {
+        run_id: id.into(),
+        job_name: job.into(),
+        command: "echo hi".into(),
+        worker: "w1".into(),
+        plan_time: start - 5,
+        schedule_time: start - 2,
+        start_time: start,
+        end_time: start + 10,
+        status,
+        exit_code: (status == RunStatus::Succeeded).then_some(0),
+        signal: None,
+        output: format!("output of {id}\n"),
+        truncated: false,
+        err: String::new(),
+    }
+}
+
+fn ids(records: &[RunRecord]) -> Vec<&str> {
+    records.iter().map(|r| r.run_id.as_str()).collect()
+}
+
+fn query(job: &str, status: Option<RunStatus>, skip: u64, limit: u64) -> RunQuery {
+    RunQuery {
+        job_name: job.into(),
+        status,
+        skip,
+        limit,
+    }
+}
+
+macro_rules! contract_suite {
+    ($engine:ident) => {
+        mod $engine {
+            use super::*;
+
+            #[tokio::test]
+            async fn insert_is_idempotent_on_run_id() {
+                let Some(b) = super::$engine().await else {
+                    return;
+                };
+                let first: Vec<RunRecord> = (0..5)
+                    .map(|i| run(&format!("r{i}"), "a", 1000 + i, RunStatus::Succeeded))
+                    .collect();
+                assert_eq!(b.log.insert_batch(&first).await.unwrap(), 5);
+                // A retried batch overlapping the first: only the new ones count.
+                let retry: Vec<RunRecord> = (3..7)
+                    .map(|i| run(&format!("r{i}"), "a", 1000 + i, RunStatus::Succeeded))
+                    .collect();
+                assert_eq!(b.log.insert_batch(&retry).await.unwrap(), 2);
+                assert_eq!(
+                    b.log.insert_batch(&first).await.unwrap(),
+                    0,
+                    "the same batch again"
+                );
+                assert_eq!(b.log.count(None, None).await.unwrap(), 7);
+                assert_eq!(b.log.get("r4").await.unwrap(), Some(retry[1].clone()));
+                assert_eq!(b.log.get("missing").await.unwrap(), None);
+                assert_eq!(b.log.insert_batch(&[]).await.unwrap(), 0);
+            }
+
+            #[tokio::test]
+            async fn a_job_is_paged_newest_first_with_skip_limit_and_status() {
+                let Some(b) = super::$engine().await else {
+                    return;
+                };
+                let mut batch = Vec::new();
+                for i in 0..25 {
+                    let status = if i % 5 == 0 {
+                        RunStatus::Failed
+                    } else {
+                        RunStatus::Succeeded
+                    };
+                    batch.push(run(&format!("a{i:02}"), "a", 10_000 + i, status));
+                    batch.push(run(
+                        &format!("b{i:02}"),
+                        "b",
+                        10_000 + i,
+                        RunStatus::Succeeded,
+                    ));
+                }
+                b.log.insert_batch(&batch).await.unwrap();
+                let page = b.log.page(&query("a", None, 0, 3)).await.unwrap();
+                assert_eq!(ids(&page), ["a24", "a23", "a22"]);
+                let page = b.log.page(&query("a", None, 20, 10)).await.unwrap();
+                assert_eq!(ids(&page), ["a04", "a03", "a02", "a01", "a00"]);
+                let failed = b
+                    .log
+                    .page(&query("a", Some(RunStatus::Failed), 1, 10))
+                    .await
+                    .unwrap();
+                assert_eq!(ids(&failed), ["a15", "a10", "a05", "a00"]);
+                assert!(
+                    b.log
+                        .page(&query("nobody", None, 0, 10))
+                        .await
+                        .unwrap()
+                        .is_empty()
+                );
+                assert_eq!(b.log.count(Some("a"), None).await.unwrap(), 25);
+                assert_eq!(
+                    b.log
+                        .count(Some("a"), Some(RunStatus::Failed))
+                        .await
+                        .unwrap(),
+                    5
+                );
+                assert_eq!(b.log.count(None, Some(RunStatus::Failed)).await.unwrap(), 5);
+                assert_eq!(b.log.count(None, None).await.unwrap(), 50);
+            }
+
+            #[tokio::test]
+            async fn runs_starting_together_page_in_a_stable_order() {
+                let Some(b) = super::$engine().await else {
+                    return;
+                };
+                let batch: Vec<RunRecord> = ["x1", "x3", "x2"]
+                    .iter()
+                    .map(|id| run(id, "a", 500, RunStatus::Skipped))
+                    .collect();
+                b.log.insert_batch(&batch).await.unwrap();
+                assert_eq!(
+                    ids(&b.log.page(&query("a", None, 0, 2)).await.unwrap()),
+                    ["x3", "x2"]
+                );
+                assert_eq!(
+                    ids(&b.log.page(&query("a", None, 2, 2)).await.unwrap()),
+                    ["x1"]
+                );
+            }
+
+            #[tokio::test]
+            async fn recent_lists_all_jobs_newest_first() {
+                let Some(b) = super::$engine().await else {
+                    return;
+                };
+                let batch = vec![
+                    run("old", "a", 100, RunStatus::Succeeded),
+                    run("new", "b", 300, RunStatus::Lost),
+                    run("mid", "c", 200, RunStatus::Killed),
+                ];
+                b.log.insert_batch(&batch).await.unwrap();
+                assert_eq!(ids(&b.log.recent(2).await.unwrap()), ["new", "mid"]);
+            }
+
+            #[tokio::test]
+            async fn every_field_round_trips_including_large_output() {
+                let Some(b) = super::$engine().await else {
+                    return;
+                };
+                let mut record = run("big", "a", 1, RunStatus::TimedOut);
+                record.exit_code = None;
+                record.signal = Some(9);
+                record.output = "é<b>\n".repeat(256 * 1024 / 6);
+                record.truncated = true;
+                record.err = "timed out after 5s".into();
+                b.log
+                    .insert_batch(std::slice::from_ref(&record))
+                    .await
+                    .unwrap();
+                assert_eq!(b.log.get("big").await.unwrap(), Some(record));
+            }
+
+            #[tokio::test]
+            async fn retention_drops_old_runs_and_keeps_the_newest_per_job() {
+                let Some(b) = super::$engine().await else {
+                    return;
+                };
+                let day = 86_400_000;
+                let now = 100 * day;
+                let mut batch = Vec::new();
+                for i in 0..10 {
+                    batch.push(run(
+                        &format!("a{i}"),
+                        "a",
+                        now - i * day,
+                        RunStatus::Succeeded,
+                    ));
+                    batch.push(run(&format!("b{i}"), "b", now - i, RunStatus::Succeeded));
+                }
+                b.log.insert_batch(&batch).await.unwrap();
+                // Older than 5 days: a6..a9 go.
+                let age = Retention {
+                    max_age_days: 5,
+                    max_runs_per_job: 0,
+                };
+                assert_eq!(b.log.apply_retention(age, now).await.unwrap(), 4);
+                // At most 3 per job: a3..a5 and b3..b9 go.
+                let per_job = Retention {
+                    max_age_days: 0,
+                    max_runs_per_job: 3,
+                };
+                assert_eq!(b.log.apply_retention(per_job, now).await.unwrap(), 3 + 7);
+                assert_eq!(
+                    ids(&b.log.page(&query("a", None, 0, 10)).await.unwrap()),
+                    ["a0", "a1", "a2"]
+                );
+                assert_eq!(
+                    ids(&b.log.page(&query("b", None, 0, 10)).await.unwrap()),
+                    ["b0", "b1", "b2"]
+                );
+                assert_eq!(
+                    b.log
+                        .apply_retention(Retention::default(), now)
+                        .await
+                        .unwrap(),
+                    0
+                );
+            }
+        }
+    };
+}
+
+contract_suite!(embedded);
+contract_suite!(mongo);
