@@ -273,7 +273,11 @@ fn check_known(defaults: &Map<String, Value>, key: &str, source: &str) -> Result
     Err(ConfigError::UnknownKey {
         key: key.to_string(),
         origin: source.to_string(),
-        known: defaults.keys().cloned().collect::<Vec<_>>().join(", "),
+        known: {
+            let mut keys: Vec<&str> = defaults.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            keys.join(", ")
+        },
     })
 }
 
@@ -533,7 +537,7 @@ mod tests {
             msg.starts_with("unknown config key `listne` (from file "),
             "{msg}"
         );
-        assert!(msg.contains("known keys: dataDir, etcdEndpoints"), "{msg}");
+        assert!(msg.contains("known keys: dataDir, etcdCaFile,"), "{msg}");
         let msg = load_err(&["--lissen", "x"], &[]);
         assert!(
             msg.starts_with("unknown config key `lissen` (from --lissen)"),

@@ -5,6 +5,8 @@
 //! default. Unknown fields are rejected rather than silently dropped, so a
 //! typo such as `cronexpr` is an error and not a job that never runs.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -29,10 +31,63 @@ pub struct Job {
     /// IANA time zone in which `cronExpr` reads wall-clock times.
     #[serde(default = "default_timezone")]
     pub timezone: String,
+    /// The worker group that runs this job.
+    #[serde(default = "default_group")]
+    pub group: String,
+    /// Seconds a run may take before it is ended as `timed_out`; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
+    /// What a tick does while an earlier run of the job is still going.
+    #[serde(default)]
+    pub overlap: Overlap,
+    /// What happens to a run whose worker died mid-run.
+    #[serde(default)]
+    pub on_lost: OnLost,
+    /// Extra environment variables for the command.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Working directory of the command; the worker's own when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// A disabled (paused) job keeps its definition and fires nothing.
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+}
+
+/// Overlap policy: what a tick does while a run of the same job is in progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    /// Skip the tick and record a `skipped` run.
+    #[default]
+    Forbid,
+    /// Start another run alongside.
+    Allow,
+    /// Kill the running one, then start.
+    Replace,
+}
+
+/// What to do with a run whose worker died mid-run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLost {
+    /// Record it as `lost` and move on.
+    #[default]
+    Ignore,
+    /// Record it as `lost` and run the tick again on a live worker.
+    Rerun,
 }
 
 fn default_timezone() -> String {
     "UTC".to_string()
+}
+
+fn default_group() -> String {
+    "default".to_string()
+}
+
+fn default_enabled() -> bool {
+    true
 }
 
 /// A job field that failed validation, and why.
@@ -55,6 +110,23 @@ impl JobError {
 }
 
 impl Job {
+    /// A job with every optional field at its default.
+    pub fn new(name: &str, command: &str, cron_expr: &str) -> Job {
+        Job {
+            name: name.into(),
+            command: command.into(),
+            cron_expr: cron_expr.into(),
+            timezone: default_timezone(),
+            group: default_group(),
+            timeout: None,
+            overlap: Overlap::default(),
+            on_lost: OnLost::default(),
+            env: BTreeMap::new(),
+            workdir: None,
+            enabled: true,
+        }
+    }
+
     /// Parse a job from its JSON document. Malformed JSON, a missing field,
     /// an unknown field or a wrong type is an error naming what is wrong.
     pub fn from_json(text: &str) -> Result<Job, JobError> {
@@ -76,6 +148,22 @@ impl Job {
                     self.command.len()
                 ),
             ));
+        }
+        if self.group.is_empty() || self.group.len() > MAX_NAME_LEN {
+            return Err(JobError::new("group", "must be 1 to 128 characters"));
+        }
+        if self.timeout == Some(0) {
+            return Err(JobError::new("timeout", "must be at least 1 second (leave it out for none)"));
+        }
+        if let Some(key) = self
+            .env
+            .keys()
+            .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+        {
+            return Err(JobError::new("env", format!("{key:?} is not a valid variable name")));
+        }
+        if self.workdir.as_deref().is_some_and(|w| !w.starts_with('/')) {
+            return Err(JobError::new("workdir", "must be an absolute path"));
         }
         let tz = parse_time_zone(&self.timezone)
             .map_err(|e| JobError::new("timezone", e.to_string()))?;
@@ -125,12 +213,7 @@ mod tests {
     }
 
     fn job(name: &str, command: &str, cron: &str) -> Job {
-        Job {
-            name: name.into(),
-            command: command.into(),
-            cron_expr: cron.into(),
-            timezone: "UTC".into(),
-        }
+        Job::new(name, command, cron)
     }
 
     #[test]
@@ -148,7 +231,8 @@ mod tests {
         let value = serde_json::to_value(job("a", "true", "@hourly")).unwrap();
         assert_eq!(
             value,
-            serde_json::json!({"name":"a","command":"true","cronExpr":"@hourly","timezone":"UTC"})
+            serde_json::json!({"name":"a","command":"true","cronExpr":"@hourly","timezone":"UTC",
+                "group":"default","overlap":"forbid","onLost":"ignore","enabled":true})
         );
     }
 
@@ -162,6 +246,29 @@ mod tests {
         assert!(err.message.contains("missing field `command`"), "{err}");
         let err = Job::from_json("{not json").unwrap_err();
         assert_eq!(err.field, "job");
+    }
+
+    #[test]
+    fn optional_fields_parse_and_are_checked() {
+        let job = Job::from_json(
+            r#"{"name":"a","command":"true","cronExpr":"@daily","group":"batch","timeout":30,
+                "overlap":"replace","onLost":"rerun","env":{"A":"1"},"workdir":"/tmp","enabled":false}"#,
+        )
+        .unwrap();
+        assert_eq!((job.overlap, job.on_lost, job.timeout), (Overlap::Replace, OnLost::Rerun, Some(30)));
+        assert!(job.validate(now()).is_ok());
+        let err = Job::from_json(r#"{"name":"a","command":"true","cronExpr":"@daily","overlap":"sometimes"}"#)
+            .unwrap_err();
+        assert!(err.message.contains("unknown variant `sometimes`"), "{err}");
+        let mut bad = job.clone();
+        bad.timeout = Some(0);
+        assert_eq!(bad.validate(now()).unwrap_err().field, "timeout");
+        let mut bad = job.clone();
+        bad.workdir = Some("relative".into());
+        assert_eq!(bad.validate(now()).unwrap_err().field, "workdir");
+        let mut bad = job;
+        bad.env.insert("A=B".into(), "x".into());
+        assert_eq!(bad.validate(now()).unwrap_err().field, "env");
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   watches) with its etcd and embedded engines.
 //! - [`runlog`]: the run log trait with its MongoDB and embedded engines,
 //!   and the spool file.
+//! - [`runner`]: one run of a job: process group, output capture, kill.
+//! - [`clock`]: injected wall-clock time.
 //! - [`actors`]: the worker's actors (the log batcher so far).
 //! - [`http`]: the actix-web app shared by the manager, `standalone` and tests.
 //! - [`cli`]: the `distcron schedule` tool.
@@ -20,11 +22,13 @@
 
 pub mod actors;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod coord;
 pub mod http;
 pub mod job;
 pub mod logging;
 pub mod runlog;
+pub mod runner;
 pub mod schedule;
 pub mod signals;

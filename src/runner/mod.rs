@@ -1,0 +1,282 @@
+//! Runner: one run of a job, from process start to run record.
+//!
+//! `sh -c COMMAND` in a new process group, stdin from /dev/null, the job's
+//! environment plus `DISTCRON_JOB`, `DISTCRON_TICK` and `DISTCRON_RUN_ID`;
+//! stdout and stderr captured together up to a cap. A timeout or a kill
+//! request ends the whole group (SIGTERM, then SIGKILL after a grace), so
+//! grandchildren go too; processes a finished command left behind in its
+//! group are ended the same way, and every one is reaped.
+
+pub mod process;
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+use crate::clock::SharedClock;
+use crate::job::Job;
+use crate::runlog::{RunRecord, RunStatus};
+
+/// Everything that identifies one run.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub job: Job,
+    pub run_id: String,
+    pub worker: String,
+    /// The tick (epoch ms).
+    pub plan_time: i64,
+    /// When the tick was claimed (epoch ms).
+    pub schedule_time: i64,
+}
+
+/// Limits that apply to every run of a worker.
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    pub output_cap: usize,
+    /// Between SIGTERM and SIGKILL.
+    pub kill_grace: Duration,
+    /// How long to keep reading output after the command exited, for
+    /// processes it left behind that still hold the pipe.
+    pub output_linger: Duration,
+}
+
+impl Default for RunLimits {
+    fn default() -> RunLimits {
+        RunLimits {
+            output_cap: crate::runlog::DEFAULT_OUTPUT_CAP,
+            kill_grace: Duration::from_secs(5),
+            output_linger: Duration::from_millis(200),
+        }
+    }
+}
+
+/// The command for a run, without starting it: pure, so it is unit-tested.
+pub fn build_command(spec: &RunSpec) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(&spec.job.command)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .envs(&spec.job.env)
+        .env("DISTCRON_JOB", &spec.job.name)
+        .env("DISTCRON_TICK", spec.plan_time.to_string())
+        .env("DISTCRON_RUN_ID", &spec.run_id);
+    if let Some(dir) = &spec.job.workdir {
+        command.current_dir(dir);
+    }
+    command
+}
+
+/// Runs in progress on this worker, by job, with a way to kill each.
+#[derive(Clone, Default)]
+pub struct RunningRuns {
+    inner: Arc<Mutex<HashMap<String, HashMap<String, watch::Sender<Option<String>>>>>>,
+}
+
+impl RunningRuns {
+    fn register(&self, job: &str, run_id: &str) -> watch::Receiver<Option<String>> {
+        let (tx, rx) = watch::channel(None);
+        self.lock()
+            .entry(job.to_string())
+            .or_default()
+            .insert(run_id.to_string(), tx);
+        rx
+    }
+
+    fn unregister(&self, job: &str, run_id: &str) {
+        let mut runs = self.lock();
+        if let Some(of_job) = runs.get_mut(job) {
+            of_job.remove(run_id);
+            if of_job.is_empty() {
+                runs.remove(job);
+            }
+        }
+    }
+
+    /// Ask every run of `job` to end; returns how many were asked.
+    pub fn kill(&self, job: &str, reason: &str) -> usize {
+        let runs = self.lock();
+        let Some(of_job) = runs.get(job) else { return 0 };
+        for tx in of_job.values() {
+            let _ = tx.send(Some(reason.to_string()));
+        }
+        of_job.len()
+    }
+
+    pub fn count(&self, job: &str) -> usize {
+        self.lock().get(job).map_or(0, HashMap::len)
+    }
+
+    pub fn total(&self) -> usize {
+        self.lock().values().map(HashMap::len).sum()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, watch::Sender<Option<String>>>>> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What the runner hands back while a run starts: its process group, so the
+/// caller can register the run (`running/` key) before waiting.
+pub struct Started {
+    pub pgid: i32,
+}
+
+/// Run `spec` to completion and describe it as a run record. `on_start` is
+/// called once the process exists.
+pub async fn run(
+    spec: RunSpec,
+    limits: RunLimits,
+    clock: SharedClock,
+    running: RunningRuns,
+    on_start: impl FnOnce(Started),
+) -> RunRecord {
+    let start_time = clock.now_ms();
+    let mut record = RunRecord {
+        run_id: spec.run_id.clone(),
+        job_name: spec.job.name.clone(),
+        command: spec.job.command.clone(),
+        worker: spec.worker.clone(),
+        plan_time: spec.plan_time,
+        schedule_time: spec.schedule_time,
+        start_time,
+        end_time: start_time,
+        status: RunStatus::Failed,
+        exit_code: None,
+        signal: None,
+        output: String::new(),
+        truncated: false,
+        err: String::new(),
+    };
+    let mut kill_rx = running.register(&spec.job.name, &spec.run_id);
+    let mut child = match build_command(&spec).spawn() {
+        Ok(child) => child,
+        Err(error) => {
+            running.unregister(&spec.job.name, &spec.run_id);
+            record.err = format!("cannot start sh: {error}");
+            record.end_time = clock.now_ms();
+            return record;
+        }
+    };
+    let pgid = child.id().map_or(0, |id| id as i32);
+    on_start(Started { pgid });
+
+    let output = Arc::new(Mutex::new(Capture::new(limits.output_cap)));
+    let readers = [
+        child.stdout.take().map(|s| tokio::spawn(capture(s, output.clone()))),
+        child.stderr.take().map(|s| tokio::spawn(capture(s, output.clone()))),
+    ];
+
+    let timeout = spec.job.timeout.map(Duration::from_secs);
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let mut ended_by: Option<(RunStatus, String)> = None;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = &mut deadline, if ended_by.is_none() => {
+                let t = timeout.unwrap_or_default();
+                ended_by = Some((RunStatus::TimedOut, format!("timed out after {}s", t.as_secs())));
+                let grace = limits.kill_grace;
+                tokio::spawn(process::terminate_group(pgid, grace));
+            }
+            changed = kill_rx.changed(), if ended_by.is_none() => {
+                if changed.is_ok() && let Some(reason) = kill_rx.borrow().clone() {
+                    ended_by = Some((RunStatus::Killed, reason));
+                    tokio::spawn(process::terminate_group(pgid, limits.kill_grace));
+                }
+            }
+        }
+    };
+    // Processes the command left in its group end with the run.
+    process::terminate_group(pgid, limits.kill_grace).await;
+    process::reap_group(pgid);
+    for reader in readers.into_iter().flatten() {
+        if tokio::time::timeout(limits.output_linger, reader).await.is_err() {
+            tracing::debug!(job = %spec.job.name, run_id = %spec.run_id, "output still held open after the run; cut");
+        }
+    }
+    running.unregister(&spec.job.name, &spec.run_id);
+
+    record.end_time = clock.now_ms();
+    let capture = std::mem::replace(
+        &mut *output.lock().unwrap_or_else(|e| e.into_inner()),
+        Capture::new(0),
+    );
+    (record.output, record.truncated) = capture.finish();
+    match status {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            record.exit_code = status.code();
+            record.signal = status.signal();
+            record.status = match &ended_by {
+                Some((status, _)) => *status,
+                None if status.success() => RunStatus::Succeeded,
+                None => RunStatus::Failed,
+            };
+        }
+        Err(error) => record.err = format!("cannot wait for the command: {error}"),
+    }
+    if let Some((_, reason)) = ended_by {
+        record.err = reason;
+    }
+    record
+}
+
+/// Output kept up to a cap; the rest is read and counted but dropped.
+struct Capture {
+    bytes: Vec<u8>,
+    cap: usize,
+    truncated: bool,
+}
+
+impl Capture {
+    fn new(cap: usize) -> Capture {
+        Capture {
+            bytes: Vec::new(),
+            cap,
+            truncated: false,
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) {
+        let room = self.cap.saturating_sub(self.bytes.len());
+        if chunk.len() > room {
+            self.truncated = true;
+        }
+        self.bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+
+    fn finish(self) -> (String, bool) {
+        let mut text = String::from_utf8_lossy(&self.bytes).into_owned();
+        // Lossy decoding can grow the text past the cap; cut it back.
+        let cut = crate::runlog::cap_output(&mut text, self.cap);
+        (text, self.truncated || cut)
+    }
+}
+
+async fn capture(mut stream: impl AsyncRead + Unpin, into: Arc<Mutex<Capture>>) {
+    let mut buf = [0u8; 8192];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => into.lock().unwrap_or_else(|e| e.into_inner()).push(&buf[..n]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,88 @@
+//! The unix-specific part of running a job: process groups and signals.
+//! Everything that sends a signal or reaps a process lives here.
+
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::Pid;
+
+/// Make this process the reaper of its orphaned descendants, so the
+/// grandchildren of a job are reaped here even where PID 1 does not reap.
+pub fn become_subreaper() {
+    if let Err(error) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::warn!(%error, "cannot become a child subreaper; orphaned job processes are left to PID 1");
+    }
+}
+
+/// Whether any process is left in the group (zombies included).
+pub fn group_alive(pgid: i32) -> bool {
+    !matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))
+}
+
+fn signal_group(pgid: i32, signal: Signal) {
+    match killpg(Pid::from_raw(pgid), signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(error) => tracing::warn!(pgid, %signal, %error, "cannot signal process group"),
+    }
+}
+
+/// Reap every exited process of the group that became our child (orphans,
+/// through the subreaper). Call only after the group leader was reaped.
+pub fn reap_group(pgid: i32) {
+    loop {
+        match waitpid(Pid::from_raw(-pgid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// End a whole process group: SIGTERM, then SIGKILL to whatever is left
+/// after `grace`. Returns once nothing of the group is alive, reaping the
+/// orphans that were reparented to us. The leader must already be waited
+/// for by its owner (tokio), or be waited concurrently.
+pub async fn terminate_group(pgid: i32, grace: Duration) {
+    if !group_alive(pgid) {
+        return;
+    }
+    signal_group(pgid, Signal::SIGTERM);
+    let deadline = tokio::time::Instant::now() + grace;
+    while tokio::time::Instant::now() < deadline {
+        reap_group_members_except_leader(pgid);
+        if !group_alive(pgid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    signal_group(pgid, Signal::SIGKILL);
+    // After SIGKILL, processes go within milliseconds; zombies wait for a reaper.
+    for _ in 0..250 {
+        reap_group_members_except_leader(pgid);
+        if !group_alive(pgid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(pgid, "processes of a killed group are still present");
+}
+
+/// Reap exited orphans of the group without stealing the leader's status
+/// (the leader's pid equals the pgid; tokio waits for it).
+fn reap_group_members_except_leader(pgid: i32) {
+    // Peek at each exited child of the group; reap it unless it is the leader.
+    loop {
+        let flags = WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT | WaitPidFlag::WEXITED;
+        let id = nix::sys::wait::Id::PGid(Pid::from_raw(pgid));
+        match nix::sys::wait::waitid(id, flags) {
+            Ok(status) => match status.pid() {
+                Some(pid) if pid.as_raw() != pgid => {
+                    let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+                }
+                _ => return,
+            },
+            Err(_) => return,
+        }
+    }
+}
