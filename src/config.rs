@@ -38,6 +38,9 @@ pub struct Config {
     pub etcd_key_file: String,
     /// MongoDB connection string for the run log.
     pub mongodb_uri: String,
+    /// Database and collection of the run log.
+    pub mongodb_database: String,
+    pub mongodb_collection: String,
     /// Directory of the embedded stores (`distcron standalone`).
     pub data_dir: String,
     /// This worker's id, unique in the cluster; empty means host name + pid.
@@ -47,6 +50,26 @@ pub struct Config {
     /// `error`, `warn`, `info`, `debug` or `trace`, or a tracing filter such
     /// as `distcron=debug,info`.
     pub log_level: String,
+    /// Worker session lease TTL: how soon a dead worker's jobs move.
+    pub session_ttl_secs: u64,
+    /// Between SIGTERM and SIGKILL when a run is killed or times out.
+    pub kill_grace_ms: u64,
+    /// On SIGTERM, how long a worker lets runs in progress finish.
+    pub stop_grace_secs: u64,
+    /// Output kept per run (stdout and stderr together).
+    pub output_cap_bytes: u64,
+    /// Run records per write to the run log.
+    pub batch_size: u64,
+    /// Longest wait before a partial batch is written.
+    pub batch_delay_ms: u64,
+    /// The log batcher's spool file while the run log is down; empty means
+    /// `<dataDir>/spool-<workerId>.jsonl`.
+    pub spool_path: String,
+    pub spool_max_bytes: u64,
+    /// How long a tick claim is kept after its minute.
+    pub claim_retention_secs: u64,
+    /// etcd history kept by distcron's compactor (0: leave compaction to etcd).
+    pub etcd_history_secs: u64,
 }
 
 impl Default for Config {
@@ -63,10 +86,22 @@ impl Default for Config {
             etcd_cert_file: String::new(),
             etcd_key_file: String::new(),
             mongodb_uri: "mongodb://127.0.0.1:27017/?directConnection=true".into(),
+            mongodb_database: "distcron".into(),
+            mongodb_collection: "runs".into(),
             data_dir: "./distcron-data".into(),
             worker_id: String::new(),
             group: "default".into(),
             log_level: "info".into(),
+            session_ttl_secs: 10,
+            kill_grace_ms: 5_000,
+            stop_grace_secs: 30,
+            output_cap_bytes: crate::runlog::DEFAULT_OUTPUT_CAP as u64,
+            batch_size: 100,
+            batch_delay_ms: 1_000,
+            spool_path: String::new(),
+            spool_max_bytes: 1 << 30,
+            claim_retention_secs: 300,
+            etcd_history_secs: 300,
         }
     }
 }
@@ -245,6 +280,18 @@ fn validate(config: &Config) -> Result<(), (&'static str, String)> {
     }
     if config.group.is_empty() {
         return Err(("group", "must not be empty".into()));
+    }
+    for (key, value, min) in [
+        ("sessionTtlSecs", config.session_ttl_secs, 2),
+        ("batchSize", config.batch_size, 1),
+        ("batchDelayMs", config.batch_delay_ms, 1),
+        ("outputCapBytes", config.output_cap_bytes, 1),
+        ("spoolMaxBytes", config.spool_max_bytes, 1024),
+        ("claimRetentionSecs", config.claim_retention_secs, 10),
+    ] {
+        if value < min {
+            return Err((key, format!("must be at least {min}")));
+        }
     }
     tracing_subscriber::EnvFilter::try_new(&config.log_level).map_err(|e| {
         (
@@ -460,6 +507,14 @@ pub fn etcd_options(config: &Config) -> crate::coord::etcd::EtcdOptions {
     options.ca_file = some(&config.etcd_ca_file);
     options.cert_file = some(&config.etcd_cert_file);
     options.key_file = some(&config.etcd_key_file);
+    options
+}
+
+/// The run log connection settings of `config`.
+pub fn mongo_options(config: &Config) -> crate::runlog::mongo::MongoOptions {
+    let mut options = crate::runlog::mongo::MongoOptions::new(&config.mongodb_uri);
+    options.database = config.mongodb_database.clone();
+    options.collection = config.mongodb_collection.clone();
     options
 }
 

@@ -153,14 +153,20 @@ impl Job {
             return Err(JobError::new("group", "must be 1 to 128 characters"));
         }
         if self.timeout == Some(0) {
-            return Err(JobError::new("timeout", "must be at least 1 second (leave it out for none)"));
+            return Err(JobError::new(
+                "timeout",
+                "must be at least 1 second (leave it out for none)",
+            ));
         }
         if let Some(key) = self
             .env
             .keys()
             .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
         {
-            return Err(JobError::new("env", format!("{key:?} is not a valid variable name")));
+            return Err(JobError::new(
+                "env",
+                format!("{key:?} is not a valid variable name"),
+            ));
         }
         if self.workdir.as_deref().is_some_and(|w| !w.starts_with('/')) {
             return Err(JobError::new("workdir", "must be an absolute path"));
@@ -255,10 +261,15 @@ mod tests {
                 "overlap":"replace","onLost":"rerun","env":{"A":"1"},"workdir":"/tmp","enabled":false}"#,
         )
         .unwrap();
-        assert_eq!((job.overlap, job.on_lost, job.timeout), (Overlap::Replace, OnLost::Rerun, Some(30)));
+        assert_eq!(
+            (job.overlap, job.on_lost, job.timeout),
+            (Overlap::Replace, OnLost::Rerun, Some(30))
+        );
         assert!(job.validate(now()).is_ok());
-        let err = Job::from_json(r#"{"name":"a","command":"true","cronExpr":"@daily","overlap":"sometimes"}"#)
-            .unwrap_err();
+        let err = Job::from_json(
+            r#"{"name":"a","command":"true","cronExpr":"@daily","overlap":"sometimes"}"#,
+        )
+        .unwrap_err();
         assert!(err.message.contains("unknown variant `sometimes`"), "{err}");
         let mut bad = job.clone();
         bad.timeout = Some(0);

@@ -16,6 +16,7 @@
 //! - [`runner`]: one run of a job: process group, output capture, kill.
 //! - [`clock`]: injected wall-clock time.
 //! - [`actors`]: the worker's actors (the log batcher so far).
+//! - [`worker`]: a worker's actors assembled, started and stopped.
 //! - [`http`]: the actix-web app shared by the manager, `standalone` and tests.
 //! - [`cli`]: the `distcron schedule` tool.
 //! - `src/bin/`: thin binaries that load config and call into the library.
@@ -32,3 +33,4 @@ pub mod runlog;
 pub mod runner;
 pub mod schedule;
 pub mod signals;
+pub mod worker;

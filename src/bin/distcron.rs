@@ -3,8 +3,13 @@
 
 use std::net::TcpListener;
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use distcron::config::{Role, load_or_exit};
+use distcron::clock::SystemClock;
+use distcron::config::{Role, data_path, load_or_exit};
+use distcron::coord::embedded::EmbeddedCoordinator;
+use distcron::runlog::embedded::EmbeddedRunLog;
+use distcron::worker::{self, WorkerSettings};
 use distcron::{cli, http, logging, signals};
 
 const USAGE: &str = "usage: distcron <command>
@@ -54,12 +59,30 @@ fn standalone() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(listen = %config.listen, "standalone listening");
-    let served = actix_rt::System::new().block_on(http::serve(
-        http::AppState::new(),
-        listener,
-        signals::shutdown(),
-    ));
+    tracing::info!(listen = %config.listen, data_dir = %config.data_dir, "standalone listening");
+    let served = actix_rt::System::new().block_on(async move {
+        // Both embedded stores live in dataDir; the worker runs in-process.
+        let coord = EmbeddedCoordinator::open(&data_path(&config, "coordinator.redb"))
+            .map_err(|e| std::io::Error::other(format!("dataDir: {e}")))?;
+        let run_log = EmbeddedRunLog::open(&data_path(&config, "runs.redb"))
+            .map_err(|e| std::io::Error::other(format!("dataDir: {e}")))?;
+        let settings = WorkerSettings::from_config(&config);
+        let worker = worker::start(
+            Arc::new(coord),
+            Arc::new(run_log),
+            settings,
+            Arc::new(SystemClock),
+        )?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = http::serve(http::AppState::new(), listener, async move {
+            let _ = stop_rx.await;
+        });
+        let server = actix_rt::spawn(server);
+        signals::shutdown().await;
+        worker.stop().await;
+        let _ = stop_tx.send(());
+        server.await.map_err(std::io::Error::other)?
+    });
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -66,16 +66,14 @@ impl Session {
     /// Resolves when the session is lost (keep-alive refused, or no
     /// acknowledged keep-alive within the TTL).
     pub async fn lost(&self) {
-        let mut rx = self.alive_until.clone();
-        loop {
-            let deadline = *rx.borrow_and_update();
-            let Some(deadline) = deadline else { return };
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
-                    if !self.is_alive() { return }
-                }
-                changed = rx.changed() => if changed.is_err() { return },
-            }
+        wait_lost(self.alive_until.clone()).await
+    }
+
+    /// A token that is alive exactly as long as this session.
+    pub fn token(&self) -> LivenessToken {
+        LivenessToken {
+            lease: self.lease,
+            alive_until: self.alive_until.clone(),
         }
     }
 
@@ -83,6 +81,40 @@ impl Session {
     pub async fn revoke(self) -> Result<()> {
         self.keeper.abort();
         self.coord.revoke(self.lease).await
+    }
+}
+
+/// Resolves when the session behind `alive_until` is lost.
+pub async fn wait_lost(mut alive_until: watch::Receiver<Option<Instant>>) {
+    loop {
+        let deadline = *alive_until.borrow_and_update();
+        let Some(deadline) = deadline else { return };
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                if !matches!(*alive_until.borrow(), Some(d) if Instant::now() < d) { return }
+            }
+            changed = alive_until.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Proof that the worker's session was alive when a tick was claimed; a run
+/// checks it right before starting its process. Every token of a session
+/// dies at once when the session is lost.
+#[derive(Clone, Debug)]
+pub struct LivenessToken {
+    lease: LeaseId,
+    alive_until: watch::Receiver<Option<Instant>>,
+}
+
+impl LivenessToken {
+    pub fn is_alive(&self) -> bool {
+        matches!(*self.alive_until.borrow(), Some(deadline) if Instant::now() < deadline)
+    }
+
+    /// The session lease, for keys that must end with the session.
+    pub fn lease(&self) -> LeaseId {
+        self.lease
     }
 }
 

@@ -30,6 +30,10 @@ impl FakeRunLog {
             .collect()
     }
 
+    pub fn records(&self) -> Vec<RunRecord> {
+        self.records.lock().unwrap().clone()
+    }
+
     pub fn batches(&self) -> Vec<usize> {
         self.batches.lock().unwrap().clone()
     }

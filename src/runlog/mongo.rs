@@ -45,6 +45,9 @@ impl MongoOptions {
 #[derive(Clone)]
 pub struct MongoRunLog {
     runs: Collection<RunRecord>,
+    /// Set once the indexes exist; inserts wait for them, because the
+    /// unique `run_id` index is what makes inserts idempotent.
+    indexes_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn unavailable(e: mongodb::error::Error) -> RunLogError {
@@ -52,7 +55,10 @@ fn unavailable(e: mongodb::error::Error) -> RunLogError {
 }
 
 impl MongoRunLog {
-    /// Connect and make sure the indexes exist.
+    /// Connect and create the indexes. If the server is unreachable the
+    /// log is still returned: the indexes are created before the first
+    /// insert that reaches it, and until then inserts fail (the log batcher
+    /// spools them).
     pub async fn connect(options: &MongoOptions) -> Result<MongoRunLog> {
         let mut client_options = ClientOptions::parse(&options.uri)
             .await
@@ -64,12 +70,21 @@ impl MongoRunLog {
         let runs = client
             .database(&options.database)
             .collection::<RunRecord>(&options.collection);
-        let log = MongoRunLog { runs };
-        log.create_indexes().await?;
+        let log = MongoRunLog {
+            runs,
+            indexes_ready: Default::default(),
+        };
+        if let Err(error) = log.ensure_indexes().await {
+            tracing::warn!(%error, "run log unreachable at start; indexes will be created on first use");
+        }
         Ok(log)
     }
 
-    async fn create_indexes(&self) -> Result<()> {
+    async fn ensure_indexes(&self) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.indexes_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let indexes = [
             IndexModel::builder()
                 .keys(doc! { "run_id": 1 })
@@ -84,6 +99,7 @@ impl MongoRunLog {
             .create_indexes(indexes)
             .await
             .map_err(unavailable)?;
+        self.indexes_ready.store(true, Ordering::Release);
         Ok(())
     }
 }
@@ -114,6 +130,7 @@ impl RunLog for MongoRunLog {
         if records.is_empty() {
             return Ok(0);
         }
+        self.ensure_indexes().await?;
         match self.runs.insert_many(records).ordered(false).await {
             Ok(result) => Ok(result.inserted_ids.len() as u64),
             Err(e) => match e.kind.as_ref() {

@@ -75,10 +75,13 @@ pub fn build_command(spec: &RunSpec) -> Command {
     command
 }
 
+/// Job name -> run id -> the run's kill switch (`Some(reason)` ends it).
+type RunsByJob = HashMap<String, HashMap<String, watch::Sender<Option<String>>>>;
+
 /// Runs in progress on this worker, by job, with a way to kill each.
 #[derive(Clone, Default)]
 pub struct RunningRuns {
-    inner: Arc<Mutex<HashMap<String, HashMap<String, watch::Sender<Option<String>>>>>>,
+    inner: Arc<Mutex<RunsByJob>>,
 }
 
 impl RunningRuns {
@@ -104,11 +107,22 @@ impl RunningRuns {
     /// Ask every run of `job` to end; returns how many were asked.
     pub fn kill(&self, job: &str, reason: &str) -> usize {
         let runs = self.lock();
-        let Some(of_job) = runs.get(job) else { return 0 };
+        let Some(of_job) = runs.get(job) else {
+            return 0;
+        };
         for tx in of_job.values() {
             let _ = tx.send(Some(reason.to_string()));
         }
         of_job.len()
+    }
+
+    /// Ask every run of every job to end.
+    pub fn kill_all(&self, reason: &str) {
+        for of_job in self.lock().values() {
+            for tx in of_job.values() {
+                let _ = tx.send(Some(reason.to_string()));
+            }
+        }
     }
 
     pub fn count(&self, job: &str) -> usize {
@@ -119,7 +133,7 @@ impl RunningRuns {
         self.lock().values().map(HashMap::len).sum()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, watch::Sender<Option<String>>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RunsByJob> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -171,8 +185,14 @@ pub async fn run(
 
     let output = Arc::new(Mutex::new(Capture::new(limits.output_cap)));
     let readers = [
-        child.stdout.take().map(|s| tokio::spawn(capture(s, output.clone()))),
-        child.stderr.take().map(|s| tokio::spawn(capture(s, output.clone()))),
+        child
+            .stdout
+            .take()
+            .map(|s| tokio::spawn(capture(s, output.clone()))),
+        child
+            .stderr
+            .take()
+            .map(|s| tokio::spawn(capture(s, output.clone()))),
     ];
 
     let timeout = spec.job.timeout.map(Duration::from_secs);
@@ -205,7 +225,10 @@ pub async fn run(
     process::terminate_group(pgid, limits.kill_grace).await;
     process::reap_group(pgid);
     for reader in readers.into_iter().flatten() {
-        if tokio::time::timeout(limits.output_linger, reader).await.is_err() {
+        if tokio::time::timeout(limits.output_linger, reader)
+            .await
+            .is_err()
+        {
             tracing::debug!(job = %spec.job.name, run_id = %spec.run_id, "output still held open after the run; cut");
         }
     }
@@ -257,7 +280,8 @@ impl Capture {
         if chunk.len() > room {
             self.truncated = true;
         }
-        self.bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        self.bytes
+            .extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
 
     fn finish(self) -> (String, bool) {
@@ -273,7 +297,10 @@ async fn capture(mut stream: impl AsyncRead + Unpin, into: Arc<Mutex<Capture>>) 
     loop {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => into.lock().unwrap_or_else(|e| e.into_inner()).push(&buf[..n]),
+            Ok(n) => into
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(&buf[..n]),
         }
     }
 }

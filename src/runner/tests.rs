@@ -25,7 +25,10 @@ fn limits() -> RunLimits {
 
 async fn run_spec(spec: RunSpec, running: RunningRuns) -> (RunRecord, i32) {
     let mut pgid = 0;
-    let record = run(spec, limits(), Arc::new(SystemClock), running, |s| pgid = s.pgid).await;
+    let record = run(spec, limits(), Arc::new(SystemClock), running, |s| {
+        pgid = s.pgid
+    })
+    .await;
     (record, pgid)
 }
 
@@ -33,9 +36,13 @@ async fn run_spec(spec: RunSpec, running: RunningRuns) -> (RunRecord, i32) {
 fn processes_in_group(pgid: i32) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
         // Fields after the parenthesised command: state ppid pgrp ...
-        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else { continue };
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            continue;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
         if fields.get(2).and_then(|p| p.parse::<i32>().ok()) == Some(pgid) {
             found.push(stat);
@@ -55,21 +62,44 @@ fn build_command_sets_shell_environment_and_directory() {
     assert_eq!(std.get_args().collect::<Vec<_>>(), ["-c", "echo hi"]);
     let envs: Vec<(String, String)> = std
         .get_envs()
-        .map(|(k, v)| (k.to_string_lossy().into(), v.unwrap().to_string_lossy().into()))
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into(),
+                v.unwrap().to_string_lossy().into(),
+            )
+        })
         .collect();
-    for pair in [("GREETING", "hello"), ("DISTCRON_JOB", "job1"), ("DISTCRON_TICK", "1000"), ("DISTCRON_RUN_ID", "run-1")] {
-        assert!(envs.contains(&(pair.0.into(), pair.1.into())), "{pair:?} in {envs:?}");
+    for pair in [
+        ("GREETING", "hello"),
+        ("DISTCRON_JOB", "job1"),
+        ("DISTCRON_TICK", "1000"),
+        ("DISTCRON_RUN_ID", "run-1"),
+    ] {
+        assert!(
+            envs.contains(&(pair.0.into(), pair.1.into())),
+            "{pair:?} in {envs:?}"
+        );
     }
     assert_eq!(std.get_current_dir(), Some(std::path::Path::new("/tmp")));
 }
 
 #[tokio::test]
 async fn a_successful_run_records_output_and_environment() {
-    let (record, _) = run_spec(spec("echo out; echo err >&2; echo $DISTCRON_JOB $DISTCRON_RUN_ID; read x || echo no-stdin"), RunningRuns::default()).await;
+    let (record, _) = run_spec(
+        spec(
+            "echo out; echo err >&2; echo $DISTCRON_JOB $DISTCRON_RUN_ID; read x || echo no-stdin",
+        ),
+        RunningRuns::default(),
+    )
+    .await;
     assert_eq!(record.status, RunStatus::Succeeded);
     assert_eq!(record.exit_code, Some(0));
     for line in ["out", "err", "job1 run-1", "no-stdin"] {
-        assert!(record.output.contains(line), "{line} in {:?}", record.output);
+        assert!(
+            record.output.contains(line),
+            "{line} in {:?}",
+            record.output
+        );
     }
     assert!(!record.truncated);
     assert!(record.end_time >= record.start_time);
@@ -78,14 +108,24 @@ async fn a_successful_run_records_output_and_environment() {
 #[tokio::test]
 async fn a_failing_command_records_its_exit_code() {
     let (record, _) = run_spec(spec("exit 3"), RunningRuns::default()).await;
-    assert_eq!((record.status, record.exit_code), (RunStatus::Failed, Some(3)));
+    assert_eq!(
+        (record.status, record.exit_code),
+        (RunStatus::Failed, Some(3))
+    );
 }
 
 #[tokio::test]
 async fn output_past_the_cap_is_cut_and_flagged() {
     let mut l = limits();
     l.output_cap = 1000;
-    let record = run(spec("head -c 5000 /dev/zero | tr '\\0' x"), l, Arc::new(SystemClock), RunningRuns::default(), |_| {}).await;
+    let record = run(
+        spec("head -c 5000 /dev/zero | tr '\\0' x"),
+        l,
+        Arc::new(SystemClock),
+        RunningRuns::default(),
+        |_| {},
+    )
+    .await;
     assert_eq!(record.output.len(), 1000);
     assert!(record.truncated);
 }
@@ -114,12 +154,23 @@ async fn kill_reaches_grandchildren_that_trap_sigterm_and_leaves_no_zombies() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(running.kill("job1", "killed by operator"), 1);
-    let (record, pgid) = tokio::time::timeout(Duration::from_secs(20), task).await.unwrap().unwrap();
+    let (record, pgid) = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(record.status, RunStatus::Killed);
     assert_eq!(record.err, "killed by operator");
-    assert_eq!(record.signal, Some(9), "the shell ignored SIGTERM: SIGKILL ended it");
+    assert_eq!(
+        record.signal,
+        Some(9),
+        "the shell ignored SIGTERM: SIGKILL ended it"
+    );
     assert!(record.output.contains("started"));
-    assert_eq!(processes_in_group(pgid), Vec::<String>::new(), "nothing of the group survives, not even a zombie");
+    assert_eq!(
+        processes_in_group(pgid),
+        Vec::<String>::new(),
+        "nothing of the group survives, not even a zombie"
+    );
     assert_eq!(running.total(), 0);
 }
 

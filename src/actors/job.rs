@@ -1,0 +1,287 @@
+//! JobActor: one per job this worker owns. It arms its own timer for the
+//! next tick; at the tick it claims the tick through the LockActor, and only
+//! the winner runs it, applying the job's overlap policy.
+//!
+//! A tick never kills the actor: a failed claim is logged and the timer is
+//! re-armed. Runs are spawned outside the actor, so a run goes on (and is
+//! recorded) even when ownership of the job moves and this actor stops.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::context::WorkerContext;
+use super::lock::{ClaimOutcome, ClaimTick};
+use super::messages::Record;
+use crate::coord::session::LivenessToken;
+use crate::job::{Job, Overlap};
+use crate::runlog::{RunRecord, RunStatus};
+use crate::runner::{self, RunSpec};
+use crate::schedule::Schedule;
+
+/// The value of a `running/<job>/<run_id>` key: enough for a live worker to
+/// write the `lost` record if this worker dies mid-run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunningEntry {
+    #[serde(rename = "run_id")]
+    pub run_id: String,
+    pub job_name: String,
+    pub command: String,
+    pub worker: String,
+    pub plan_time: i64,
+    pub schedule_time: i64,
+    pub start_time: i64,
+}
+
+/// The key under which a run in progress is registered.
+pub fn running_key(job: &str, run_id: &str) -> String {
+    format!("running/{job}/{run_id}")
+}
+
+/// A run id: unique because one worker wins each tick; readable in logs.
+pub fn run_id(job: &str, tick_ms: i64, worker: &str) -> String {
+    format!("{job}-{tick_ms}-{worker}")
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct JobCounters {
+    pub ticks: u64,
+    pub runs_started: u64,
+    pub skipped: u64,
+    pub claims_lost: u64,
+    pub claim_failures: u64,
+    /// Won ticks not run because the session died before the start.
+    pub token_dead: u64,
+}
+
+pub struct JobActor {
+    ctx: WorkerContext,
+    job: Job,
+    schedule: Schedule,
+    /// The tick the timer is armed for.
+    armed_for: Option<i64>,
+    timer: Option<SpawnHandle>,
+    counters: JobCounters,
+}
+
+/// The job's definition changed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpdateJob(pub Job, pub Schedule);
+
+#[derive(Message)]
+#[rtype(result = "JobCounters")]
+pub struct GetJobCounters;
+
+/// Stop firing (ownership moved, job deleted or paused, worker stopping).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopJob;
+
+/// The timer for `tick_ms` fired.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Fire {
+    tick_ms: i64,
+}
+
+impl JobActor {
+    pub fn new(ctx: WorkerContext, job: Job, schedule: Schedule) -> JobActor {
+        JobActor {
+            ctx,
+            job,
+            schedule,
+            armed_for: None,
+            timer: None,
+            counters: JobCounters::default(),
+        }
+    }
+
+    /// Arm the timer for the first tick after `after_ms` (and not before now).
+    fn arm(&mut self, after_ms: i64, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let now = self.ctx.clock.now_ms();
+        let after =
+            chrono::DateTime::from_timestamp_millis(after_ms.max(now - 1)).unwrap_or_default();
+        let Some(next) = self.schedule.next_after(after) else {
+            tracing::info!(job = %self.job.name, "schedule has no more fire times");
+            self.armed_for = None;
+            return;
+        };
+        let tick_ms = next.timestamp_millis();
+        let delay = Duration::from_millis((tick_ms - now).max(0) as u64);
+        self.armed_for = Some(tick_ms);
+        self.timer = Some(ctx.notify_later(Fire { tick_ms }, delay));
+    }
+
+    fn skip(&mut self, tick_ms: i64, schedule_time: i64) {
+        self.counters.skipped += 1;
+        let now = self.ctx.clock.now_ms();
+        self.ctx.batcher.do_send(Record(RunRecord {
+            run_id: run_id(&self.job.name, tick_ms, &self.ctx.worker_id),
+            job_name: self.job.name.clone(),
+            command: self.job.command.clone(),
+            worker: self.ctx.worker_id.clone(),
+            plan_time: tick_ms,
+            schedule_time,
+            start_time: now,
+            end_time: now,
+            status: RunStatus::Skipped,
+            exit_code: None,
+            signal: None,
+            output: String::new(),
+            truncated: false,
+            err: "skipped: the previous run is still in progress (overlap: forbid)".into(),
+        }));
+    }
+
+    /// Start the run of a won tick, outside the actor.
+    fn start_run(&mut self, tick_ms: i64, schedule_time: i64, token: LivenessToken) {
+        self.counters.runs_started += 1;
+        let spec = RunSpec {
+            job: self.job.clone(),
+            run_id: run_id(&self.job.name, tick_ms, &self.ctx.worker_id),
+            worker: self.ctx.worker_id.clone(),
+            plan_time: tick_ms,
+            schedule_time,
+        };
+        actix::spawn(run_claimed_tick(self.ctx.clone(), spec, token));
+    }
+}
+
+/// Register the run under `running/`, run it, unregister it and hand the
+/// record to the log batcher. The token is checked right before the start.
+pub async fn run_claimed_tick(ctx: WorkerContext, spec: RunSpec, token: LivenessToken) {
+    if !token.is_alive() {
+        tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "session died before the run could start; not running");
+        return;
+    }
+    let key = running_key(&spec.job.name, &spec.run_id);
+    let entry = RunningEntry {
+        run_id: spec.run_id.clone(),
+        job_name: spec.job.name.clone(),
+        command: spec.job.command.clone(),
+        worker: spec.worker.clone(),
+        plan_time: spec.plan_time,
+        schedule_time: spec.schedule_time,
+        start_time: ctx.clock.now_ms(),
+    };
+    let value = serde_json::to_vec(&entry).unwrap_or_default();
+    if let Err(error) = ctx.coord.put(&key, value, Some(token.lease())).await {
+        tracing::warn!(job = %spec.job.name, %error, "cannot register the run in progress; running it anyway");
+    }
+    if !token.is_alive() {
+        tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "session died before the run could start; not running");
+        let _ = ctx.coord.delete(&key).await;
+        return;
+    }
+    tracing::debug!(job = %spec.job.name, tick = spec.plan_time, run_id = %spec.run_id, "run started");
+    let record = runner::run(
+        spec,
+        ctx.limits,
+        ctx.clock.clone(),
+        ctx.running.clone(),
+        |_| {},
+    )
+    .await;
+    tracing::debug!(job = %record.job_name, run_id = %record.run_id, status = record.status.as_str(), "run ended");
+    ctx.batcher.do_send(Record(record));
+    if let Err(error) = ctx.coord.delete(&key).await {
+        tracing::warn!(%key, %error, "cannot unregister the finished run; it ends with the session");
+    }
+}
+
+impl Actor for JobActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let now = self.ctx.clock.now_ms();
+        self.arm(now, ctx);
+    }
+}
+
+impl Handler<Fire> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, Fire { tick_ms }: Fire, ctx: &mut Context<Self>) {
+        if self.armed_for != Some(tick_ms) {
+            return; // a timer of a definition since replaced
+        }
+        self.counters.ticks += 1;
+        // Re-arm first: whatever happens to this tick, the next one fires.
+        self.arm(tick_ms, ctx);
+        let claim = ClaimTick {
+            job: self.job.name.clone(),
+            tick_ms,
+        };
+        ctx.spawn(
+            self.ctx
+                .lock
+                .send(claim)
+                .into_actor(self)
+                .map(move |result, act, _| {
+                    let schedule_time = act.ctx.clock.now_ms();
+                    match result {
+                        Ok(Ok(ClaimOutcome::Won(token))) => {
+                            let running = act.ctx.running.count(&act.job.name);
+                            match (act.job.overlap, running) {
+                                (_, 0) | (Overlap::Allow, _) => act.start_run(tick_ms, schedule_time, token),
+                                (Overlap::Forbid, _) => act.skip(tick_ms, schedule_time),
+                                (Overlap::Replace, _) => {
+                                    act.ctx.running.kill(
+                                        &act.job.name,
+                                        &format!("replaced by the run of tick {tick_ms} (overlap: replace)"),
+                                    );
+                                    act.start_run(tick_ms, schedule_time, token);
+                                }
+                            }
+                        }
+                        Ok(Ok(ClaimOutcome::Lost { .. })) => act.counters.claims_lost += 1,
+                        Ok(Ok(ClaimOutcome::NoSession)) => {
+                            act.counters.claim_failures += 1;
+                            tracing::debug!(job = %act.job.name, tick = tick_ms, "no session: tick not claimed");
+                        }
+                        Ok(Err(error)) => {
+                            act.counters.claim_failures += 1;
+                            tracing::warn!(job = %act.job.name, tick = tick_ms, %error, "tick claim failed");
+                        }
+                        Err(error) => {
+                            act.counters.claim_failures += 1;
+                            tracing::warn!(job = %act.job.name, %error, "lock actor unreachable");
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<UpdateJob> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, UpdateJob(job, schedule): UpdateJob, ctx: &mut Context<Self>) {
+        self.job = job;
+        self.schedule = schedule;
+        let now = self.ctx.clock.now_ms();
+        self.arm(now, ctx);
+    }
+}
+
+impl Handler<StopJob> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopJob, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+impl Handler<GetJobCounters> for JobActor {
+    type Result = MessageResult<GetJobCounters>;
+
+    fn handle(&mut self, _: GetJobCounters, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.counters.clone())
+    }
+}

@@ -1,0 +1,258 @@
+//! LockActor: owns the worker's session lease and its keep-alive, claims
+//! ticks, and hands each winning run a liveness token.
+//!
+//! When the session is lost every token dies at once (they all read the
+//! session's deadline), no claim is made until a new session is held, and a
+//! new one is requested with backoff. A worker frozen past its lease finds
+//! its session dead on the first look after waking, so it claims nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::Serialize;
+
+use crate::clock::SharedClock;
+use crate::coord::claims::{ClaimPolicy, TickClaims};
+use crate::coord::session::{LivenessToken, Session, wait_lost};
+use crate::coord::{Claim, Coordinator, LeaseId};
+
+/// Pause before asking for a new session after one was lost or refused.
+const SESSION_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct LockCounters {
+    pub claims_won: u64,
+    pub claims_lost: u64,
+    pub claims_refused_no_session: u64,
+    pub claim_errors: u64,
+    pub sessions_started: u64,
+    pub sessions_lost: u64,
+}
+
+pub struct LockActor {
+    coord: Arc<dyn Coordinator>,
+    clock: SharedClock,
+    worker_id: String,
+    ttl: Duration,
+    session: Option<Session>,
+    /// Tick claims of the current session (their bucket leases are
+    /// independent of it, so they survive a session change).
+    claims: Arc<TickClaims>,
+    starting: bool,
+    counters: LockCounters,
+}
+
+/// The outcome of a claim.
+#[derive(Debug, Clone)]
+pub enum ClaimOutcome {
+    /// This worker runs the tick; check the token right before starting.
+    Won(LivenessToken),
+    /// Another worker holds it.
+    Lost { holder: String },
+    /// No live session: nothing may be claimed now.
+    NoSession,
+}
+
+/// Claim `(job, tick_ms)` for this worker.
+#[derive(Message)]
+#[rtype(result = "Result<ClaimOutcome, String>")]
+pub struct ClaimTick {
+    pub job: String,
+    pub tick_ms: i64,
+}
+
+/// The current session's lease and a token, if the session is alive.
+#[derive(Message)]
+#[rtype(result = "Option<(LeaseId, LivenessToken)>")]
+pub struct CurrentSession;
+
+/// Graceful stop: revoke the session (its keys go with it) and stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Release;
+
+#[derive(Message)]
+#[rtype(result = "LockCounters")]
+pub struct GetLockCounters;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SessionLost(LeaseId);
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StartSession;
+
+impl LockActor {
+    pub fn new(
+        coord: Arc<dyn Coordinator>,
+        clock: SharedClock,
+        worker_id: String,
+        ttl: Duration,
+        claim_policy: ClaimPolicy,
+    ) -> LockActor {
+        let claims = Arc::new(TickClaims::new(coord.clone(), claim_policy));
+        LockActor {
+            coord,
+            clock,
+            worker_id,
+            ttl,
+            session: None,
+            claims,
+            starting: false,
+            counters: LockCounters::default(),
+        }
+    }
+
+    fn alive_session(&self) -> Option<&Session> {
+        self.session.as_ref().filter(|s| s.is_alive())
+    }
+}
+
+impl Actor for LockActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.notify(StartSession);
+    }
+}
+
+impl Handler<StartSession> for LockActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StartSession, ctx: &mut Context<Self>) {
+        if self.starting || self.alive_session().is_some() {
+            return;
+        }
+        self.starting = true;
+        let (coord, ttl) = (self.coord.clone(), self.ttl);
+        ctx.spawn(
+            async move { Session::start(coord, ttl).await }
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    act.starting = false;
+                    match result {
+                        Ok(session) => {
+                            tracing::info!(worker = %act.worker_id, lease = session.lease(), "session started");
+                            act.counters.sessions_started += 1;
+                            let lease = session.lease();
+                            let lost = wait_lost(session.watch());
+                            let addr = ctx.address();
+                            actix::spawn(async move {
+                                lost.await;
+                                addr.do_send(SessionLost(lease));
+                            });
+                            act.session = Some(session);
+                        }
+                        Err(error) => {
+                            tracing::warn!(worker = %act.worker_id, %error, "cannot start a session; retrying");
+                            ctx.notify_later(StartSession, SESSION_RETRY);
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<SessionLost> for LockActor {
+    type Result = ();
+
+    fn handle(&mut self, SessionLost(lease): SessionLost, ctx: &mut Context<Self>) {
+        if self.session.as_ref().map(Session::lease) != Some(lease) {
+            return;
+        }
+        tracing::warn!(worker = %self.worker_id, lease, "session lost: no tick is claimed until a new one is held");
+        self.counters.sessions_lost += 1;
+        self.session = None;
+        ctx.notify_later(StartSession, SESSION_RETRY);
+    }
+}
+
+impl Handler<ClaimTick> for LockActor {
+    type Result = ResponseFuture<Result<ClaimOutcome, String>>;
+
+    fn handle(&mut self, claim: ClaimTick, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(session) = self.alive_session() else {
+            self.counters.claims_refused_no_session += 1;
+            if self.session.is_some() {
+                // Alive by the coordinator's last word but past its local
+                // deadline (the process was frozen): treat as lost now.
+                let lease = self.session.as_ref().map_or(0, Session::lease);
+                ctx.notify(SessionLost(lease));
+            }
+            return Box::pin(async { Ok(ClaimOutcome::NoSession) });
+        };
+        let token = session.token();
+        let claims = self.claims.clone();
+        let (worker, now) = (self.worker_id.clone(), self.clock.now_ms());
+        let addr = ctx.address();
+        Box::pin(async move {
+            let result = claims.claim(&claim.job, claim.tick_ms, &worker, now).await;
+            let outcome = match result {
+                Ok(Claim::Won { .. }) => ClaimOutcome::Won(token),
+                Ok(Claim::Held(holder)) => ClaimOutcome::Lost {
+                    holder: holder.value_str().to_string(),
+                },
+                Err(error) => {
+                    addr.do_send(CountClaim(None));
+                    return Err(error.to_string());
+                }
+            };
+            addr.do_send(CountClaim(Some(matches!(outcome, ClaimOutcome::Won(_)))));
+            Ok(outcome)
+        })
+    }
+}
+
+/// Counts a claim's outcome once it is known (`None`: an error).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct CountClaim(Option<bool>);
+
+impl Handler<CountClaim> for LockActor {
+    type Result = ();
+
+    fn handle(&mut self, CountClaim(won): CountClaim, _: &mut Context<Self>) {
+        match won {
+            Some(true) => self.counters.claims_won += 1,
+            Some(false) => self.counters.claims_lost += 1,
+            None => self.counters.claim_errors += 1,
+        }
+    }
+}
+
+impl Handler<CurrentSession> for LockActor {
+    type Result = Option<(LeaseId, LivenessToken)>;
+
+    fn handle(&mut self, _: CurrentSession, _: &mut Context<Self>) -> Self::Result {
+        self.alive_session().map(|s| (s.lease(), s.token()))
+    }
+}
+
+impl Handler<GetLockCounters> for LockActor {
+    type Result = MessageResult<GetLockCounters>;
+
+    fn handle(&mut self, _: GetLockCounters, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.counters.clone())
+    }
+}
+
+impl Handler<Release> for LockActor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Release, _: &mut Context<Self>) -> Self::Result {
+        let session = self.session.take();
+        Box::pin(
+            async move {
+                if let Some(session) = session
+                    && let Err(error) = session.revoke().await
+                {
+                    tracing::warn!(%error, "cannot revoke the session; it will expire");
+                }
+            }
+            .into_actor(self)
+            .map(|_, _, ctx| ctx.stop()),
+        )
+    }
+}

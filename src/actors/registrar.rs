@@ -1,0 +1,142 @@
+//! Registrar: keeps `workers/<id>` alive under the worker's session lease,
+//! with what an operator wants to see of a worker: address, group, version,
+//! start time, last heartbeat, CPU and memory load, runs in progress.
+//! The key is what makes this worker count in ownership decisions.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use serde::{Deserialize, Serialize};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+use super::context::WorkerContext;
+use super::lock::CurrentSession;
+
+/// How often the registration is refreshed; the key itself lives as long
+/// as the session, so this only sets how fresh the load figures are.
+pub const REFRESH: Duration = Duration::from_secs(3);
+
+/// The value of `workers/<id>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerInfo {
+    pub id: String,
+    /// Host name of the machine the worker runs on.
+    pub address: String,
+    pub group: String,
+    pub version: String,
+    /// Epoch ms.
+    pub started: i64,
+    /// Epoch ms of this refresh.
+    pub heartbeat: i64,
+    /// CPU use of the worker process, percent of one core.
+    pub cpu_percent: f32,
+    /// Resident memory of the worker process, bytes.
+    pub memory_bytes: u64,
+    /// Machine-wide memory in use, percent.
+    pub host_memory_percent: f32,
+    pub running: usize,
+}
+
+pub struct Registrar {
+    ctx: WorkerContext,
+    started: i64,
+    /// `None` where sysinfo cannot read this platform: figures are then 0.
+    system: Option<System>,
+    /// The lease the key was last written under.
+    registered_lease: Option<i64>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Refresh;
+
+impl Registrar {
+    pub fn new(ctx: WorkerContext) -> Registrar {
+        let started = ctx.clock.now_ms();
+        Registrar {
+            ctx,
+            started,
+            system: System::new().ok(),
+            registered_lease: None,
+        }
+    }
+
+    fn info(&mut self) -> WorkerInfo {
+        let pid = Pid::from_u32(std::process::id());
+        let (mut cpu, mut memory, mut host_memory) = (0.0, 0, 0.0);
+        if let Some(system) = self.system.as_mut() {
+            system.refresh_memory();
+            system.refresh_processes_specifics(
+                ProcessesToUpdate::Some(&[pid]),
+                true,
+                ProcessRefreshKind::nothing().with_cpu().with_memory(),
+            );
+            if let Some(process) = system.process(pid) {
+                (cpu, memory) = (process.cpu_usage(), process.memory());
+            }
+            host_memory = system.used_memory() as f32 * 100.0 / system.total_memory().max(1) as f32;
+        }
+        WorkerInfo {
+            id: self.ctx.worker_id.clone(),
+            address: System::host_name().unwrap_or_else(|_| "localhost".into()),
+            group: self.ctx.group.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started: self.started,
+            heartbeat: self.ctx.clock.now_ms(),
+            cpu_percent: cpu,
+            memory_bytes: memory,
+            host_memory_percent: host_memory,
+            running: self.ctx.running.total(),
+        }
+    }
+}
+
+impl Actor for Registrar {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.notify(Refresh);
+    }
+}
+
+impl Handler<Refresh> for Registrar {
+    type Result = ();
+
+    fn handle(&mut self, _: Refresh, ctx: &mut Context<Self>) {
+        let info = self.info();
+        let (lock, coord) = (self.ctx.lock.clone(), self.ctx.coord.clone());
+        let key = format!("workers/{}", self.ctx.worker_id);
+        ctx.spawn(
+            async move {
+                let Ok(Some((lease, _))) = lock.send(CurrentSession).await else {
+                    return Ok(None);
+                };
+                let value = serde_json::to_vec(&info).unwrap_or_default();
+                coord
+                    .put(&key, value, Some(lease))
+                    .await
+                    .map(|_| Some(lease))
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                match result {
+                    Ok(Some(lease)) => {
+                        if act.registered_lease != Some(lease) {
+                            tracing::info!(worker = %act.ctx.worker_id, lease, "registered");
+                            act.registered_lease = Some(lease);
+                        }
+                    }
+                    // No session yet: register as soon as there is one.
+                    Ok(None) => {
+                        ctx.notify_later(Refresh, Duration::from_millis(200));
+                        return;
+                    }
+                    Err(error) => tracing::warn!(%error, "cannot refresh the worker registration"),
+                }
+                // A tick never kills the actor: re-arm whatever happened.
+                ctx.notify_later(Refresh, REFRESH);
+            }),
+        );
+    }
+}

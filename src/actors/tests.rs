@@ -1,0 +1,260 @@
+//! JobActor and LockActor on virtual time (`tokio::time::pause`), with the
+//! embedded coordinator and a fake run log. Commands are real processes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::context::WorkerContext;
+use super::job::{GetJobCounters, JobActor, StopJob};
+use super::lock::{ClaimOutcome, ClaimTick, CurrentSession, LockActor};
+use super::log_batcher::{BatcherConfig, LogBatcher};
+use crate::clock::TokioClock;
+use crate::coord::Coordinator;
+use crate::coord::claims::ClaimPolicy;
+use crate::coord::embedded::EmbeddedCoordinator;
+use crate::job::{Job, Overlap};
+use crate::runlog::RunStatus;
+use crate::runlog::fake::FakeRunLog;
+use crate::runner::{RunLimits, RunningRuns};
+use crate::schedule::Schedule;
+
+/// 2026-01-01T00:00:00Z: a round instant, so ticks are easy to read.
+const START_MS: i64 = 1_767_225_600_000;
+
+struct Rig {
+    ctx: WorkerContext,
+    coord: Arc<dyn Coordinator>,
+    store: Arc<FakeRunLog>,
+    _dir: tempfile::TempDir,
+}
+
+fn rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let coord: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::in_memory());
+    let clock = Arc::new(TokioClock::starting_at(START_MS));
+    let store = Arc::new(FakeRunLog::default());
+    let mut batcher = BatcherConfig::new(dir.path().join("spool.jsonl"));
+    batcher.max_delay = Duration::from_millis(100);
+    let lock = LockActor::new(
+        coord.clone(),
+        clock.clone(),
+        "w1".into(),
+        Duration::from_secs(10),
+        ClaimPolicy::default(),
+    )
+    .start();
+    let ctx = WorkerContext {
+        worker_id: "w1".into(),
+        group: "default".into(),
+        coord: coord.clone(),
+        clock,
+        lock,
+        batcher: LogBatcher::new(store.clone(), batcher).unwrap().start(),
+        running: RunningRuns::default(),
+        limits: RunLimits {
+            kill_grace: Duration::from_millis(200),
+            ..RunLimits::default()
+        },
+    };
+    Rig {
+        ctx,
+        coord,
+        store,
+        _dir: dir,
+    }
+}
+
+fn job_actor(rig: &Rig, job: Job) -> Addr<JobActor> {
+    let schedule = Schedule::parse(&job.cron_expr, chrono_tz::Tz::UTC).unwrap();
+    JobActor::new(rig.ctx.clone(), job, schedule).start()
+}
+
+/// Let virtual time pass in steps of 50 ms, giving real processes 5 ms of
+/// real time per step: while a `spawn_blocking` task runs, tokio does not
+/// auto-advance its paused clock, and the runtime is free to read child
+/// exits and pipes.
+async fn pass(duration: Duration) {
+    let step = Duration::from_millis(50);
+    let mut passed = Duration::ZERO;
+    while passed < duration {
+        tokio::time::sleep(step).await;
+        let _ = tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(5))).await;
+        passed += step;
+    }
+}
+
+fn records(rig: &Rig) -> Vec<crate::runlog::RunRecord> {
+    rig.store.records()
+}
+
+#[actix_rt::test]
+async fn the_timer_fires_at_each_tick_and_every_tick_is_recorded() {
+    tokio::time::pause();
+    let rig = rig();
+    let job = job_actor(&rig, Job::new("every10", "true", "@every 10s"));
+    pass(Duration::from_millis(35_500)).await;
+    let counters = job.send(GetJobCounters).await.unwrap();
+    assert_eq!((counters.ticks, counters.runs_started), (3, 3));
+    let ticks: Vec<i64> = records(&rig)
+        .iter()
+        .map(|r| r.plan_time - START_MS)
+        .collect();
+    assert_eq!(ticks, [10_000, 20_000, 30_000]);
+    assert!(
+        records(&rig)
+            .iter()
+            .all(|r| r.status == RunStatus::Succeeded)
+    );
+}
+
+#[actix_rt::test]
+async fn overlap_forbid_skips_ticks_while_a_run_is_in_progress() {
+    tokio::time::pause();
+    let rig = rig();
+    job_actor(&rig, Job::new("slow", "sleep 600", "* * * * * *"));
+    pass(Duration::from_millis(4_500)).await;
+    assert_eq!(rig.ctx.running.count("slow"), 1, "one run in progress");
+    let skipped: Vec<i64> = records(&rig)
+        .iter()
+        .filter(|r| r.status == RunStatus::Skipped)
+        .map(|r| r.plan_time - START_MS)
+        .collect();
+    assert_eq!(skipped, [2_000, 3_000, 4_000]);
+    rig.ctx.running.kill("slow", "test over");
+    pass(Duration::from_millis(1_000)).await;
+}
+
+/// Real time: the outcome hangs on real process exits, so this test waits
+/// for conditions with a deadline instead of stepping a paused clock.
+#[actix_rt::test]
+async fn overlap_replace_kills_the_running_run_first() {
+    let mut rig = rig();
+    rig.ctx.clock = Arc::new(crate::clock::SystemClock);
+    let mut job = Job::new("replaced", "sleep 600", "* * * * * *");
+    job.overlap = Overlap::Replace;
+    let actor = job_actor(&rig, job);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let killed = loop {
+        let killed: Vec<_> = records(&rig)
+            .into_iter()
+            .filter(|r| r.status == RunStatus::Killed)
+            .collect();
+        if !killed.is_empty() {
+            break killed;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no run was replaced"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    actor.send(StopJob).await.unwrap();
+    let replaced = &killed[0];
+    assert_eq!(
+        replaced.err,
+        format!(
+            "replaced by the run of tick {} (overlap: replace)",
+            replaced.plan_time + 1_000
+        )
+    );
+    assert!(
+        rig.ctx.running.count("replaced") >= 1,
+        "the replacing run goes on"
+    );
+    rig.ctx.running.kill("replaced", "test over");
+    while rig.ctx.running.count("replaced") > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline + Duration::from_secs(5),
+            "runs did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn overlap_allow_runs_ticks_side_by_side() {
+    tokio::time::pause();
+    let rig = rig();
+    let mut job = Job::new("parallel", "sleep 600", "* * * * * *");
+    job.overlap = Overlap::Allow;
+    job_actor(&rig, job);
+    pass(Duration::from_millis(3_500)).await;
+    assert_eq!(rig.ctx.running.count("parallel"), 3);
+    assert!(records(&rig).is_empty(), "nothing ended, nothing skipped");
+    rig.ctx.running.kill("parallel", "test over");
+    pass(Duration::from_millis(1_000)).await;
+}
+
+#[actix_rt::test]
+async fn a_tick_is_claimed_once_across_workers() {
+    tokio::time::pause();
+    let rig = rig();
+    let other = LockActor::new(
+        rig.coord.clone(),
+        rig.ctx.clock.clone(),
+        "w2".into(),
+        Duration::from_secs(10),
+        ClaimPolicy::default(),
+    )
+    .start();
+    pass(Duration::from_millis(100)).await;
+    let claim = || ClaimTick {
+        job: "j".into(),
+        tick_ms: START_MS + 1000,
+    };
+    let first = rig.ctx.lock.send(claim()).await.unwrap().unwrap();
+    let second = other.send(claim()).await.unwrap().unwrap();
+    assert!(matches!(first, ClaimOutcome::Won(_)));
+    assert!(
+        matches!(second, ClaimOutcome::Lost { ref holder } if holder == "w1"),
+        "{second:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn every_token_dies_when_the_lease_is_lost_and_no_claim_is_made() {
+    tokio::time::pause();
+    let rig = rig();
+    pass(Duration::from_millis(100)).await;
+    let (lease, token) = rig
+        .ctx
+        .lock
+        .send(CurrentSession)
+        .await
+        .unwrap()
+        .expect("a session");
+    let ClaimOutcome::Won(claimed) = rig
+        .ctx
+        .lock
+        .send(ClaimTick {
+            job: "j".into(),
+            tick_ms: START_MS,
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    else {
+        panic!("first claim wins");
+    };
+    assert!(token.is_alive() && claimed.is_alive());
+    // The lease ends behind the worker's back (as when etcd expires it).
+    rig.coord.revoke(lease).await.unwrap();
+    pass(Duration::from_secs(4)).await;
+    assert!(
+        !token.is_alive() && !claimed.is_alive(),
+        "all tokens die at once"
+    );
+    // A new session follows; claims work again with a new lease.
+    pass(Duration::from_secs(2)).await;
+    let (new_lease, _) = rig
+        .ctx
+        .lock
+        .send(CurrentSession)
+        .await
+        .unwrap()
+        .expect("a new session");
+    assert_ne!(new_lease, lease);
+    assert!(!claimed.is_alive(), "old tokens stay dead");
+}

@@ -1,0 +1,146 @@
+//! A worker: the actors of `src/actors/` assembled, started and stopped.
+//!
+//! Graceful stop (SIGTERM/SIGINT): stop claiming ticks, let runs in
+//! progress finish up to a grace (then kill them), drain the log batcher,
+//! revoke the session lease (which removes `workers/<id>` at once, so other
+//! workers take over the jobs without waiting for the TTL).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::actors::context::WorkerContext;
+use crate::actors::kill_watcher::KillWatcher;
+use crate::actors::lock::{LockActor, Release};
+use crate::actors::log_batcher::{BatcherConfig, BatcherCounters, LogBatcher};
+use crate::actors::messages::Drain;
+use crate::actors::registrar::Registrar;
+use crate::actors::supervisor::{JobSupervisor, StopAll};
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::coord::Coordinator;
+use crate::coord::claims::ClaimPolicy;
+use crate::runlog::RunLog;
+use crate::runner::{RunLimits, RunningRuns};
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub worker_id: String,
+    pub group: String,
+    pub session_ttl: Duration,
+    pub limits: RunLimits,
+    pub batcher: BatcherConfig,
+    pub claim_policy: ClaimPolicy,
+    pub stop_grace: Duration,
+}
+
+impl WorkerSettings {
+    pub fn from_config(config: &Config) -> WorkerSettings {
+        let spool_path = if config.spool_path.is_empty() {
+            PathBuf::from(&config.data_dir).join(format!("spool-{}.jsonl", config.worker_id))
+        } else {
+            PathBuf::from(&config.spool_path)
+        };
+        let mut batcher = BatcherConfig::new(spool_path);
+        batcher.max_batch = config.batch_size as usize;
+        batcher.max_delay = Duration::from_millis(config.batch_delay_ms);
+        batcher.spool_max_bytes = config.spool_max_bytes;
+        WorkerSettings {
+            worker_id: config.worker_id.clone(),
+            group: config.group.clone(),
+            session_ttl: Duration::from_secs(config.session_ttl_secs),
+            limits: RunLimits {
+                output_cap: config.output_cap_bytes as usize,
+                kill_grace: Duration::from_millis(config.kill_grace_ms),
+                ..RunLimits::default()
+            },
+            batcher,
+            claim_policy: ClaimPolicy {
+                retention: Duration::from_secs(config.claim_retention_secs),
+                ..ClaimPolicy::default()
+            },
+            stop_grace: Duration::from_secs(config.stop_grace_secs),
+        }
+    }
+}
+
+/// A running worker; call [`Worker::stop`] to end it gracefully.
+pub struct Worker {
+    ctx: WorkerContext,
+    supervisor: Addr<JobSupervisor>,
+    stop_grace: Duration,
+}
+
+/// Start a worker's actors. Must be called inside an actix system.
+pub fn start(
+    coord: Arc<dyn Coordinator>,
+    run_log: Arc<dyn RunLog>,
+    settings: WorkerSettings,
+    clock: SharedClock,
+) -> std::io::Result<Worker> {
+    crate::runner::process::become_subreaper();
+    let batcher = LogBatcher::new(run_log, settings.batcher.clone())?.start();
+    let lock = LockActor::new(
+        coord.clone(),
+        clock.clone(),
+        settings.worker_id.clone(),
+        settings.session_ttl,
+        settings.claim_policy,
+    )
+    .start();
+    let ctx = WorkerContext {
+        worker_id: settings.worker_id.clone(),
+        group: settings.group.clone(),
+        coord,
+        clock,
+        lock,
+        batcher,
+        running: RunningRuns::default(),
+        limits: settings.limits,
+    };
+    Registrar::new(ctx.clone()).start();
+    KillWatcher::new(ctx.clone()).start();
+    let supervisor = JobSupervisor::new(ctx.clone()).start();
+    tracing::info!(worker = %settings.worker_id, group = %settings.group, "worker started");
+    Ok(Worker {
+        ctx,
+        supervisor,
+        stop_grace: settings.stop_grace,
+    })
+}
+
+impl Worker {
+    pub fn context(&self) -> &WorkerContext {
+        &self.ctx
+    }
+
+    /// Graceful stop; returns the log batcher's final counters.
+    pub async fn stop(self) -> BatcherCounters {
+        let _ = self.supervisor.send(StopAll).await;
+        let running = &self.ctx.running;
+        let deadline = tokio::time::Instant::now() + self.stop_grace;
+        while running.total() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if running.total() > 0 {
+            tracing::warn!(
+                runs = running.total(),
+                "runs still in progress after the stop grace; killing them"
+            );
+            running.kill_all("killed: worker stopping");
+            let deadline =
+                tokio::time::Instant::now() + self.ctx.limits.kill_grace + Duration::from_secs(2);
+            while running.total() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        // Let the last runs hand their records over before draining.
+        tokio::task::yield_now().await;
+        let counters = self.ctx.batcher.send(Drain).await.unwrap_or_default();
+        let _ = self.ctx.lock.send(Release).await;
+        tracing::info!(worker = %self.ctx.worker_id, flushed = counters.flushed, spooled = counters.spool_bytes, "worker stopped");
+        counters
+    }
+}
