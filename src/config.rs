@@ -592,7 +592,10 @@ mod tests {
             msg.starts_with("unknown config key `listne` (from file "),
             "{msg}"
         );
-        assert!(msg.contains("known keys: dataDir, etcdCaFile,"), "{msg}");
+        assert!(
+            msg.contains("; known keys: ") && msg.contains(", listen, "),
+            "{msg}"
+        );
         let msg = load_err(&["--lissen", "x"], &[]);
         assert!(
             msg.starts_with("unknown config key `lissen` (from --lissen)"),

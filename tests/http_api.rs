@@ -1,100 +1,416 @@
-//! The HTTP API through the same app builder the binaries use.
+//! The HTTP API through the same app builder the binaries use, on the
+//! embedded coordinator and run log.
 
 use std::sync::Arc;
 
 use actix_web::test;
 use chrono::{DateTime, Utc};
+use distcron::coord::embedded::EmbeddedCoordinator;
 use distcron::http::{self, AppState};
+use distcron::runlog::embedded::EmbeddedRunLog;
+use distcron::runlog::{RunRecord, RunStatus};
 use serde_json::{Value, json};
 
-fn fixed_clock() -> AppState {
-    let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().expect("valid timestamp");
-    AppState {
+const FORM: &str = "application/x-www-form-urlencoded";
+
+struct Api {
+    state: AppState,
+    _dir: tempfile::TempDir,
+}
+
+fn api() -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+    let state = AppState {
         clock: Arc::new(move || now),
+        coord: Arc::new(EmbeddedCoordinator::in_memory()),
+        run_log: Arc::new(EmbeddedRunLog::open(&dir.path().join("runs.redb")).unwrap()),
+    };
+    Api { state, _dir: dir }
+}
+
+impl Api {
+    async fn call(&self, req: test::TestRequest) -> (u16, Value) {
+        let app = test::init_service(http::app(self.state.clone())).await;
+        let resp = test::call_service(&app, req.to_request()).await;
+        let status = resp.status().as_u16();
+        let body = test::read_body(resp).await;
+        let value = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+        (status, value)
+    }
+
+    async fn get(&self, uri: &str) -> (u16, Value) {
+        self.call(test::TestRequest::get().uri(uri)).await
+    }
+
+    async fn form(&self, uri: &str, body: &str) -> (u16, Value) {
+        self.call(
+            test::TestRequest::post()
+                .uri(uri)
+                .insert_header(("content-type", FORM))
+                .set_payload(body.to_string()),
+        )
+        .await
+    }
+
+    /// The old clients' save: form field `job` holding the JSON.
+    async fn save(&self, job: Value) -> (u16, Value) {
+        let body = format!("job={}", urlencode(&job.to_string()));
+        self.form("/job/save", &body).await
     }
 }
 
-async fn get(uri: &str) -> (u16, Value) {
-    let app = test::init_service(http::app(fixed_clock())).await;
-    let resp = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
-    let status = resp.status().as_u16();
-    let body: Value = test::read_body_json(resp).await;
-    (status, body)
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
+fn run(id: &str, job: &str, start: i64) -> RunRecord {
+    RunRecord {
+        run_id: id.into(),
+        job_name: job.into(),
+        command: "echo hello".into(),
+        worker: "w1".into(),
+        plan_time: start,
+        schedule_time: start,
+        start_time: start,
+        end_time: start + 5,
+        status: RunStatus::Succeeded,
+        exit_code: Some(0),
+        signal: None,
+        output: format!("hello from {id}\n"),
+        truncated: false,
+        err: String::new(),
+    }
+}
+
+fn job1() -> Value {
+    json!({"name": "job1", "command": "echo hello", "cronExpr": "*/5 * * * * * *"})
+}
+
+// --- The old system's request examples -------------------------------------
+
 #[actix_rt::test]
-async fn healthz_answers_in_the_envelope() {
+async fn old_save_list_log_kill_delete_round_trip() {
+    let api = api();
     assert_eq!(
-        get("/healthz").await,
-        (200, json!({"errno": 0, "msg": "success", "data": "ok"}))
+        api.save(job1()).await,
+        (200, json!({"errno": 0, "msg": "success", "data": null}))
     );
+
+    // Saving again answers the previous version.
+    let mut changed = job1();
+    changed["command"] = json!("echo changed");
+    let (status, body) = api.save(changed).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["command"], "echo hello");
+
+    let (status, body) = api.get("/job/list").await;
+    assert_eq!(status, 200);
+    let jobs = body["data"].as_array().unwrap();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(
+        (&jobs[0]["name"], &jobs[0]["command"], &jobs[0]["cronExpr"]),
+        (
+            &json!("job1"),
+            &json!("echo changed"),
+            &json!("*/5 * * * * * *")
+        )
+    );
+
+    let runs: Vec<RunRecord> = (0..30)
+        .map(|i| run(&format!("r{i:02}"), "job1", 1000 + i))
+        .collect();
+    api.state.run_log.insert_batch(&runs).await.unwrap();
+    let (_, body) = api.get("/job/log?name=job1&skip=0&limit=5").await;
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["r29", "r28", "r27", "r26", "r25"]);
+    assert_eq!(body["data"][0]["output"], "hello from r29\n");
+    let (_, body) = api.get("/job/log?name=job1&skip=25&limit=10").await;
+    assert_eq!(body["data"].as_array().unwrap().len(), 5);
+    let (_, body) = api.get("/job/log?name=job1").await;
+    assert_eq!(
+        body["data"].as_array().unwrap().len(),
+        20,
+        "the old default page"
+    );
+
+    assert_eq!(
+        api.form("/job/kill", "name=job1").await,
+        (200, json!({"errno": 0, "msg": "success", "data": null}))
+    );
+    let request = api
+        .state
+        .coord
+        .get("kill/job1")
+        .await
+        .unwrap()
+        .expect("a kill request");
+    assert_ne!(request.lease, 0, "kill requests expire by themselves");
+
+    let (status, body) = api.form("/job/delete", "name=job1").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["name"], "job1");
+    assert_eq!(api.get("/job/list").await.1["data"], json!([]));
 }
 
 #[actix_rt::test]
-async fn schedule_preview_lists_the_next_five_fire_times() {
-    let (status, body) = get("/schedule/preview?cronExpr=0%200%20*%20*%201").await;
+async fn worker_list_gives_addresses_as_before() {
+    let api = api();
+    let info = json!({"id": "w1", "address": "host-a", "group": "default", "version": "0.1.0",
+        "started": 1, "heartbeat": 1767225600000i64, "cpuPercent": 1.5, "memoryBytes": 1024,
+        "hostMemoryPercent": 10.0, "running": 2});
+    api.state
+        .coord
+        .put("workers/w1", info.to_string().into_bytes(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        api.get("/worker/list").await,
+        (
+            200,
+            json!({"errno": 0, "msg": "success", "data": ["host-a"]})
+        )
+    );
+    let (_, body) = api.get("/worker/info").await;
+    assert_eq!(body["data"][0]["id"], "w1");
+    assert_eq!(body["data"][0]["running"], 2);
+    assert_eq!(body["data"][0]["stale"], false);
+}
+
+// --- New endpoints -----------------------------------------------------------
+
+#[actix_rt::test]
+async fn save_accepts_a_json_body_with_new_fields() {
+    let api = api();
+    let job = json!({"name": "nightly", "command": "backup", "cronExpr": "0 2 * * *",
+        "timezone": "Europe/Berlin", "timeout": 600, "overlap": "replace", "env": {"A": "1"}});
+    let (status, _) = api
+        .call(test::TestRequest::post().uri("/job/save").set_json(&job))
+        .await;
     assert_eq!(status, 200);
-    assert_eq!(body["data"]["timezone"], "UTC");
+    let (_, body) = api.get("/job/get?name=nightly").await;
+    let detail = &body["data"];
+    assert_eq!(detail["job"]["timezone"], "Europe/Berlin");
+    assert_eq!(detail["job"]["overlap"], "replace");
+    assert_eq!(detail["next"][0], "2026-01-01T01:00:00Z", "02:00 in Berlin");
+    assert_eq!(detail["next"].as_array().unwrap().len(), 5);
+    assert_eq!(detail["lastRun"], Value::Null);
+}
+
+#[actix_rt::test]
+async fn pause_and_resume_keep_the_definition() {
+    let api = api();
+    api.save(job1()).await;
+    let (status, body) = api.form("/job/pause", "name=job1").await;
+    assert_eq!((status, &body["data"]["enabled"]), (200, &json!(false)));
+    let (_, body) = api.get("/job/get?name=job1").await;
     assert_eq!(
         body["data"]["next"],
-        json!([
-            "2026-01-05T00:00:00Z",
-            "2026-01-12T00:00:00Z",
-            "2026-01-19T00:00:00Z",
-            "2026-01-26T00:00:00Z",
-            "2026-02-02T00:00:00Z"
-        ])
+        json!([]),
+        "a paused job fires nothing"
     );
+    assert_eq!(body["data"]["job"]["command"], "echo hello");
+    let (_, body) = api
+        .call(
+            test::TestRequest::post()
+                .uri("/job/resume")
+                .set_json(json!({"name": "job1"})),
+        )
+        .await;
+    assert_eq!(body["data"]["enabled"], true);
 }
 
 #[actix_rt::test]
-async fn schedule_preview_reads_the_time_zone() {
-    let (status, body) = get("/schedule/preview?cronExpr=@daily&timezone=Asia/Tokyo").await;
-    assert_eq!(status, 200);
-    assert_eq!(body["data"]["next"][0], "2026-01-01T15:00:00Z");
+async fn running_and_run_get_show_runs() {
+    let api = api();
+    api.save(job1()).await;
+    let entry = json!({"run_id": "job1-1-w1", "jobName": "job1", "command": "echo hello", "worker": "w1",
+        "planTime": 1767225590000i64, "scheduleTime": 1767225590000i64, "startTime": 1767225590000i64});
+    api.state
+        .coord
+        .put(
+            "running/job1/job1-1-w1",
+            entry.to_string().into_bytes(),
+            None,
+        )
+        .await
+        .unwrap();
+    let (_, body) = api.get("/job/running").await;
+    assert_eq!(body["data"][0]["run_id"], "job1-1-w1");
+    assert_eq!(body["data"][0]["elapsedMs"], 10_000);
+    let (_, body) = api.get("/job/get?name=job1").await;
+    assert_eq!(body["data"]["running"][0]["worker"], "w1");
+
+    api.state
+        .run_log
+        .insert_batch(&[run("r1", "job1", 5)])
+        .await
+        .unwrap();
+    let (status, body) = api.get("/run/get?id=r1").await;
+    assert_eq!(
+        (status, &body["data"]["output"]),
+        (200, &json!("hello from r1\n"))
+    );
+    assert_eq!(api.get("/run/get?id=nope").await.0, 404);
 }
 
 #[actix_rt::test]
-async fn schedule_preview_errors_name_the_field() {
-    let (status, body) = get("/schedule/preview?cronExpr=0%200%2030%202%20*").await;
+async fn health_and_readiness() {
+    let api = api();
+    assert_eq!(
+        api.get("/healthz").await,
+        (200, json!({"errno": 0, "msg": "success", "data": "ok"}))
+    );
+    assert_eq!(api.get("/readyz").await.0, 200);
+}
+
+// --- Errors ------------------------------------------------------------------
+
+#[actix_rt::test]
+async fn a_bad_job_is_400_naming_the_field_and_stores_nothing() {
+    let api = api();
+    api.save(job1()).await;
+    let mut bad = job1();
+    bad["cronExpr"] = json!("0 0 30 2 *");
+    bad["command"] = json!("rm -rf /tmp/x");
+    let (status, body) = api.save(bad).await;
     assert_eq!(status, 400);
     assert_eq!(
         body,
         json!({"errno": -1, "msg": "cronExpr: the expression never fires (no calendar date matches it)", "data": null})
     );
-    let (status, body) = get("/schedule/preview?cronExpr=@daily&timezone=Mars/Base").await;
-    assert_eq!(status, 400);
-    assert!(
-        body["msg"]
-            .as_str()
-            .unwrap()
-            .starts_with("timezone: unknown time zone")
-    );
-    let (status, body) = get("/schedule/preview").await;
+    let (_, body) = api.get("/job/get?name=job1").await;
     assert_eq!(
-        (status, body["msg"].as_str()),
-        (400, Some("cronExpr: is required"))
+        body["data"]["job"]["command"], "echo hello",
+        "the stored job is unchanged"
     );
-}
 
-#[actix_rt::test]
-async fn malformed_query_gets_the_same_error_shape() {
-    let (status, body) = get("/schedule/preview?cronExpr=@daily&bogus=1").await;
+    let (status, body) = api
+        .save(json!({"name": "a b", "command": "x", "cronExpr": "@daily"}))
+        .await;
     assert_eq!(status, 400);
-    assert_eq!(body["errno"], -1);
     assert!(
         body["msg"]
             .as_str()
             .unwrap()
-            .contains("unknown field `bogus`"),
+            .starts_with("name: character ' ' is not allowed")
+    );
+    let (status, body) = api
+        .save(json!({"name": "a", "command": "x", "cronExpr": "@daily", "colour": 1}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["msg"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `colour`"),
         "{body}"
     );
 }
 
 #[actix_rt::test]
-async fn unknown_route_is_404_in_the_envelope() {
-    let (status, body) = get("/no/such/thing").await;
-    assert_eq!(status, 404);
+async fn unknown_jobs_are_404() {
+    let api = api();
+    for (uri, body) in [
+        ("/job/delete", "name=ghost"),
+        ("/job/kill", "name=ghost"),
+        ("/job/pause", "name=ghost"),
+    ] {
+        let (status, reply) = api.form(uri, body).await;
+        assert_eq!(
+            (status, &reply["msg"]),
+            (404, &json!("job ghost not found")),
+            "{uri}"
+        );
+    }
+    assert_eq!(api.get("/job/get?name=ghost").await.0, 404);
+}
+
+#[actix_rt::test]
+async fn malformed_requests_get_the_same_envelope() {
+    let api = api();
+    let (status, body) = api.form("/job/save", "jobb=1").await;
+    assert_eq!((status, body["errno"].clone()), (400, json!(-1)));
+    assert!(
+        body["msg"].as_str().unwrap().starts_with("form body:"),
+        "{body}"
+    );
+    let (status, body) = api
+        .call(
+            test::TestRequest::post()
+                .uri("/job/save")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("{not json"),
+        )
+        .await;
+    assert_eq!((status, body["errno"].clone()), (400, json!(-1)));
+    assert_eq!(api.form("/job/save", "job={oops").await.0, 400);
+    let (status, body) = api.get("/job/log?name=job1&limit=5000").await;
+    assert_eq!(
+        (status, body["msg"].clone()),
+        (400, json!("limit: must be from 1 to 1000"))
+    );
+    assert_eq!(api.get("/job/log?name=job1&status=great").await.0, 400);
+    assert_eq!(api.get("/job/log").await.1["msg"], "name: is required");
+    assert_eq!(api.get("/job/list?limit=many").await.0, 400);
+}
+
+#[actix_rt::test]
+async fn a_body_over_one_mebibyte_is_413() {
+    let api = api();
+    let big = format!("job={}", "x".repeat(http::MAX_BODY_BYTES + 1));
+    let (status, body) = api.form("/job/save", &big).await;
+    assert_eq!(status, 413);
     assert_eq!(body["errno"], -1);
-    assert_eq!(body["msg"], "no route for GET /no/such/thing");
+    assert_eq!(api.get("/job/list").await.1["data"], json!([]));
+}
+
+#[actix_rt::test]
+async fn unknown_route_is_404_in_the_envelope() {
+    let api = api();
+    let (status, body) = api.get("/no/such/thing").await;
+    assert_eq!(
+        (status, body["msg"].clone()),
+        (404, json!("no route for GET /no/such/thing"))
+    );
+}
+
+#[actix_rt::test]
+async fn schedule_preview_lists_the_next_five_fire_times() {
+    let api = api();
+    let (status, body) = api
+        .get("/schedule/preview?cronExpr=0%200%20*%20*%201")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["next"][0], "2026-01-05T00:00:00Z");
+    assert_eq!(body["data"]["next"].as_array().unwrap().len(), 5);
+    let (status, body) = api
+        .get("/schedule/preview?cronExpr=0%200%2030%202%20*")
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["msg"],
+        "cronExpr: the expression never fires (no calendar date matches it)"
+    );
+    let (status, body) = api.get("/schedule/preview?cronExpr=@daily&bogus=1").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["msg"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `bogus`")
+    );
 }

@@ -1,19 +1,38 @@
-//! `distcron-manager`: the HTTP API and console. Stateless; run several
-//! behind a load balancer.
+//! `distcron-manager`: the HTTP API and console on etcd and MongoDB.
+//! Stateless: run several behind a load balancer.
 
 use std::net::TcpListener;
+use std::process::ExitCode;
+use std::sync::Arc;
 
-use distcron::config::{Role, load_or_exit};
+use distcron::config::{Role, etcd_options, load_or_exit, mongo_options};
+use distcron::coord::etcd::EtcdCoordinator;
+use distcron::runlog::mongo::MongoRunLog;
 use distcron::{http, logging, signals};
 
-fn main() -> std::io::Result<()> {
+fn main() -> ExitCode {
     let config = load_or_exit(Role::Manager, "distcron-manager", 1);
     logging::init(&config.log_level);
-    let listener = TcpListener::bind(&config.listen)?;
-    tracing::info!(listen = %config.listen, "manager listening");
-    actix_rt::System::new().block_on(http::serve(
-        http::AppState::new(),
-        listener,
-        signals::shutdown(),
-    ))
+    let result = actix_rt::System::new().block_on(async move {
+        let listener = TcpListener::bind(&config.listen)
+            .map_err(|e| format!("listen: cannot listen on {}: {e}", config.listen))?;
+        let coord = EtcdCoordinator::connect(etcd_options(&config))
+            .await
+            .map_err(|e| format!("etcdEndpoints: {e}"))?;
+        let run_log = MongoRunLog::connect(&mongo_options(&config))
+            .await
+            .map_err(|e| format!("mongodbUri: {e}"))?;
+        tracing::info!(listen = %config.listen, "manager listening");
+        let state = http::AppState::new(Arc::new(coord), Arc::new(run_log));
+        http::serve(state, listener, signals::shutdown())
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("distcron-manager: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -66,15 +66,17 @@ fn standalone() -> ExitCode {
             .map_err(|e| std::io::Error::other(format!("dataDir: {e}")))?;
         let run_log = EmbeddedRunLog::open(&data_path(&config, "runs.redb"))
             .map_err(|e| std::io::Error::other(format!("dataDir: {e}")))?;
+        let (coord, run_log) = (Arc::new(coord), Arc::new(run_log));
         let settings = WorkerSettings::from_config(&config);
         let worker = worker::start(
-            Arc::new(coord),
-            Arc::new(run_log),
+            coord.clone(),
+            run_log.clone(),
             settings,
             Arc::new(SystemClock),
         )?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = http::serve(http::AppState::new(), listener, async move {
+        let state = http::AppState::new(coord, run_log);
+        let server = http::serve(state, listener, async move {
             let _ = stop_rx.await;
         });
         let server = actix_rt::spawn(server);

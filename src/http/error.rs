@@ -58,6 +58,24 @@ impl ResponseError for ApiError {
     }
 }
 
+impl From<crate::coord::CoordError> for ApiError {
+    fn from(e: crate::coord::CoordError) -> ApiError {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<crate::runlog::RunLogError> for ApiError {
+    fn from(e: crate::runlog::RunLogError) -> ApiError {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<crate::job::JobError> for ApiError {
+    fn from(e: crate::job::JobError) -> ApiError {
+        ApiError::BadRequest(e.to_string())
+    }
+}
+
 pub fn query_config() -> web::QueryConfig {
     web::QueryConfig::default()
         .error_handler(|err, _| ApiError::BadRequest(format!("query string: {err}")).into())

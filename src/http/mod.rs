@@ -6,6 +6,7 @@
 //! `{"errno": 0 | -1, "msg": "success" | <error>, "data": ...}` together with
 //! a real HTTP status (see [`error`]).
 
+mod body;
 pub mod error;
 mod routes;
 
@@ -17,6 +18,9 @@ use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::{App, HttpServer, web};
 use chrono::{DateTime, Utc};
 
+use crate::coord::Coordinator;
+use crate::runlog::RunLog;
+
 pub use error::{ApiError, Envelope};
 
 /// Largest request body: a job with a 64 KiB command fits many times over;
@@ -26,23 +30,23 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// A source of "now", injected so tests control time.
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
-/// What every handler can reach.
+/// What every handler can reach. The manager keeps no state of its own:
+/// everything lives in the coordinator and the run log, so any number of
+/// managers serve the same jobs and runs.
 #[derive(Clone)]
 pub struct AppState {
     pub clock: Clock,
+    pub coord: Arc<dyn Coordinator>,
+    pub run_log: Arc<dyn RunLog>,
 }
 
 impl AppState {
-    pub fn new() -> AppState {
+    pub fn new(coord: Arc<dyn Coordinator>, run_log: Arc<dyn RunLog>) -> AppState {
         AppState {
             clock: Arc::new(Utc::now),
+            coord,
+            run_log,
         }
-    }
-}
-
-impl Default for AppState {
-    fn default() -> AppState {
-        AppState::new()
     }
 }
 

@@ -66,3 +66,26 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind an ephemeral port on 127.0.0.1")
 }
+
+/// Run curl and parse its answer as JSON (None on any failure), as an
+/// operator's client would call the API.
+pub fn curl(args: &[&str]) -> Option<serde_json::Value> {
+    let out = std::process::Command::new("curl")
+        .args(args)
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+/// Wait until `GET url` answers 200.
+pub async fn wait_http_ok(url: &str) {
+    let url = url.to_string();
+    eventually(&format!("{url} to answer"), Duration::from_secs(30), || {
+        let url = url.clone();
+        async move { curl(&["-sf", &url]).map(|_| ()) }
+    })
+    .await;
+}

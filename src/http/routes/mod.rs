@@ -1,7 +1,9 @@
 //! Route table: one file per URL prefix.
 
 mod health;
+mod job;
 mod schedule;
+mod worker;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -9,6 +11,19 @@ use super::ApiError;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/job/save", web::post().to(job::save))
+        .route("/job/delete", web::post().to(job::delete))
+        .route("/job/kill", web::post().to(job::kill))
+        .route("/job/pause", web::post().to(job::pause))
+        .route("/job/resume", web::post().to(job::resume))
+        .route("/job/list", web::get().to(job::list))
+        .route("/job/log", web::get().to(job::log))
+        .route("/job/get", web::get().to(job::get))
+        .route("/job/running", web::get().to(job::running))
+        .route("/run/get", web::get().to(job::run_get))
+        .route("/worker/list", web::get().to(worker::list))
+        .route("/worker/info", web::get().to(worker::info))
         .route("/schedule/preview", web::get().to(schedule::preview));
 }
 

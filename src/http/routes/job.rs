@@ -1,0 +1,329 @@
+//! `/job/*`: the old system's job endpoints (save, delete, kill, list, log)
+//! with their exact shapes, and the new ones (pause, resume, get, running).
+//!
+//! Name-only requests take the old form (`name=...`), a JSON body
+//! (`{"name": ...}`), or a query string.
+
+use std::time::Duration;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use crate::actors::job::RunningEntry;
+use crate::http::error::ok;
+use crate::http::{ApiError, AppState, body};
+use crate::job::{Job, validate_name};
+use crate::runlog::{RunQuery, RunRecord, RunStatus};
+
+/// A kill request lives this long: workers act on it at once; the lease
+/// just keeps `kill/` from filling up.
+const KILL_REQUEST_TTL: Duration = Duration::from_secs(10);
+/// `/job/log` page size: the old default, and the most one page returns.
+const LOG_DEFAULT_LIMIT: u64 = 20;
+const LOG_MAX_LIMIT: u64 = 1_000;
+
+fn job_key(name: &str) -> String {
+    format!("jobs/{name}")
+}
+
+async fn load_job(state: &AppState, name: &str) -> Result<Job, ApiError> {
+    validate_name(name)?;
+    let kv = state
+        .coord
+        .get(&job_key(name))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {name} not found")))?;
+    serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::Internal(format!("stored job {name} is unreadable: {e}")))
+}
+
+async fn store_job(state: &AppState, job: &Job) -> Result<(), ApiError> {
+    let value = serde_json::to_vec(job).map_err(|e| ApiError::Internal(e.to_string()))?;
+    state.coord.put(&job_key(&job.name), value, None).await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+pub struct SaveForm {
+    job: String,
+}
+
+/// `POST /job/save`: form field `job` holding the job JSON (the old
+/// clients), or the job JSON as the body. Answers the previous version.
+pub async fn save(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = body::read(payload).await?;
+    let job = if body::is_json(&req) {
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| ApiError::BadRequest("JSON body: not UTF-8".into()))?;
+        Job::from_json(text)?
+    } else {
+        let form: SaveForm = body::parse(&req, &body)?;
+        Job::from_json(&form.job)?
+    };
+    job.validate((state.clock)())?;
+    let previous = match load_job(&state, &job.name).await {
+        Ok(previous) => Some(previous),
+        Err(ApiError::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    store_job(&state, &job).await?;
+    tracing::info!(job = %job.name, "job saved");
+    Ok(ok(previous))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameForm {
+    name: String,
+}
+
+/// The job name of a name-only request: body (form or JSON), else query.
+async fn name_of(req: &HttpRequest, payload: web::Payload) -> Result<String, ApiError> {
+    let body = body::read(payload).await?;
+    let form: NameForm = if body.is_empty() {
+        body::parse_query(req)?
+    } else {
+        body::parse(req, &body)?
+    };
+    validate_name(&form.name)?;
+    Ok(form.name)
+}
+
+/// `POST /job/delete`: answers the deleted job.
+pub async fn delete(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let name = name_of(&req, payload).await?;
+    let kv = state
+        .coord
+        .delete(&job_key(&name))
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {name} not found")))?;
+    let job: Option<Job> = serde_json::from_slice(&kv.value).ok();
+    tracing::info!(job = %name, "job deleted");
+    Ok(ok(job))
+}
+
+/// `POST /job/kill`: every run of the job in progress, on any worker, is
+/// ended (SIGTERM to its process group, SIGKILL after the grace).
+pub async fn kill(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let name = name_of(&req, payload).await?;
+    load_job(&state, &name).await?;
+    let lease = state.coord.grant(KILL_REQUEST_TTL).await?;
+    let at = (state.clock)().timestamp_millis().to_string();
+    state
+        .coord
+        .put(&format!("kill/{name}"), at.into_bytes(), Some(lease))
+        .await?;
+    tracing::info!(job = %name, "kill requested");
+    Ok(ok(serde_json::Value::Null))
+}
+
+async fn set_enabled(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+    enabled: bool,
+) -> Result<HttpResponse, ApiError> {
+    let name = name_of(&req, payload).await?;
+    let mut job = load_job(&state, &name).await?;
+    job.enabled = enabled;
+    store_job(&state, &job).await?;
+    Ok(ok(job))
+}
+
+/// `POST /job/pause`: the job keeps its definition and fires nothing.
+pub async fn pause(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    set_enabled(state, req, payload, false).await
+}
+
+/// `POST /job/resume`.
+pub async fn resume(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    set_enabled(state, req, payload, true).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    skip: Option<usize>,
+    limit: Option<usize>,
+    /// Keep jobs whose name contains this text (case-insensitive).
+    q: Option<String>,
+}
+
+/// `GET /job/list`: all jobs in name order, as before; `skip`, `limit` and
+/// `q` page and filter.
+pub async fn list(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let (kvs, _) = state.coord.list("jobs/").await?;
+    let needle = query.q.as_deref().map(str::to_lowercase);
+    let jobs: Vec<Job> = kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<Job>(&kv.value).ok())
+        .filter(|job| {
+            needle
+                .as_deref()
+                .is_none_or(|q| job.name.to_lowercase().contains(q))
+        })
+        .skip(query.skip.unwrap_or(0))
+        .take(query.limit.unwrap_or(usize::MAX))
+        .collect();
+    Ok(ok(jobs))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    name: Option<String>,
+    skip: Option<u64>,
+    limit: Option<u64>,
+    status: Option<String>,
+}
+
+/// `GET /job/log?name=&skip=&limit=&status=`: a job's runs, newest first.
+pub async fn log(
+    state: web::Data<AppState>,
+    query: web::Query<LogQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let query = query.into_inner();
+    let name = query
+        .name
+        .ok_or_else(|| ApiError::BadRequest("name: is required".into()))?;
+    validate_name(&name)?;
+    let limit = query.limit.unwrap_or(LOG_DEFAULT_LIMIT);
+    if limit == 0 || limit > LOG_MAX_LIMIT {
+        return Err(ApiError::BadRequest(format!(
+            "limit: must be from 1 to {LOG_MAX_LIMIT}"
+        )));
+    }
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "status: '{text}' is not one of succeeded failed timed_out killed lost skipped"
+            ))
+        })?),
+    };
+    let runs = state
+        .run_log
+        .page(&RunQuery {
+            job_name: name,
+            status,
+            skip: query.skip.unwrap_or(0),
+            limit,
+        })
+        .await?;
+    Ok(ok(runs))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JobDetail {
+    job: Job,
+    /// The next 5 fire times, RFC 3339 UTC (none while paused).
+    next: Vec<String>,
+    last_run: Option<RunRecord>,
+    running: Vec<RunningEntry>,
+}
+
+/// `GET /job/get?name=`: definition, next fire times, last run, runs in
+/// progress.
+pub async fn get(
+    state: web::Data<AppState>,
+    query: web::Query<NameForm>,
+) -> Result<HttpResponse, ApiError> {
+    let job = load_job(&state, &query.name).await?;
+    let now = (state.clock)();
+    let next = match (job.enabled, job.validate(now)) {
+        (true, Ok(schedule)) => schedule
+            .upcoming(now, 5)
+            .iter()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let last_run = state
+        .run_log
+        .page(&RunQuery {
+            job_name: job.name.clone(),
+            status: None,
+            skip: 0,
+            limit: 1,
+        })
+        .await?
+        .into_iter()
+        .next();
+    let (kvs, _) = state.coord.list(&format!("running/{}/", job.name)).await?;
+    let running = kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect();
+    Ok(ok(JobDetail {
+        job,
+        next,
+        last_run,
+        running,
+    }))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RunningRun {
+    #[serde(flatten)]
+    entry: RunningEntry,
+    elapsed_ms: i64,
+}
+
+/// `GET /job/running`: every run in progress, on every worker.
+pub async fn running(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (kvs, _) = state.coord.list("running/").await?;
+    let now = (state.clock)().timestamp_millis();
+    let runs: Vec<RunningRun> = kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<RunningEntry>(&kv.value).ok())
+        .map(|entry| RunningRun {
+            elapsed_ms: (now - entry.start_time).max(0),
+            entry,
+        })
+        .collect();
+    Ok(ok(runs))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunQueryById {
+    id: String,
+}
+
+/// `GET /run/get?id=`: one run with its full output.
+pub async fn run_get(
+    state: web::Data<AppState>,
+    query: web::Query<RunQueryById>,
+) -> Result<HttpResponse, ApiError> {
+    let run = state
+        .run_log
+        .get(&query.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("run {} not found", query.id)))?;
+    Ok(ok(run))
+}

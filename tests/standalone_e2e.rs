@@ -1,0 +1,133 @@
+//! `distcron standalone` as a user runs it: a job saved over HTTP runs, and
+//! its run (with output) appears in `/job/log`; a kill over HTTP ends a
+//! long run. The HTTP client is curl, as an operator's would be.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::{curl, eventually, free_port, wait_http_ok};
+
+struct Standalone {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start() -> Standalone {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_distcron"))
+        .args([
+            "standalone",
+            "--listen",
+            &listen,
+            "--log-level",
+            "warn",
+            "--kill-grace-ms",
+            "500",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start distcron standalone");
+    let base = format!("http://{listen}");
+    wait_http_ok(&format!("{base}/healthz")).await;
+    Standalone {
+        child,
+        base,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_saved_over_http_runs_and_its_run_is_logged() {
+    let s = start().await;
+    let job =
+        r#"{"name":"hello","command":"echo hello from $DISTCRON_JOB","cronExpr":"* * * * * *"}"#;
+    let saved = curl(&[
+        "-sf",
+        "-X",
+        "POST",
+        &format!("{}/job/save", s.base),
+        "--data-urlencode",
+        &format!("job={job}"),
+    ]);
+    assert_eq!(saved.expect("save answered")["errno"], 0);
+    let log = format!("{}/job/log?name=hello&limit=5", s.base);
+    let first = eventually(
+        "a run of the job in /job/log",
+        Duration::from_secs(20),
+        || {
+            let log = log.clone();
+            async move {
+                let body = curl(&["-sf", &log])?;
+                body["data"].as_array()?.first().cloned()
+            }
+        },
+    )
+    .await;
+    assert_eq!(first["status"], "succeeded");
+    assert_eq!(first["output"], "hello from hello\n");
+    assert_eq!(first["jobName"], "hello");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_over_http_ends_a_long_run() {
+    let s = start().await;
+    let job = r#"{"name":"long","command":"sleep 300","cronExpr":"* * * * * *"}"#;
+    let saved = curl(&[
+        "-sf",
+        "-X",
+        "POST",
+        &format!("{}/job/save", s.base),
+        "--data-urlencode",
+        &format!("job={job}"),
+    ]);
+    assert_eq!(saved.expect("save answered")["errno"], 0);
+    let running = format!("{}/job/running", s.base);
+    eventually(
+        "the long run to show in /job/running",
+        Duration::from_secs(20),
+        || {
+            let running = running.clone();
+            async move { (!curl(&["-sf", &running])?["data"].as_array()?.is_empty()).then_some(()) }
+        },
+    )
+    .await;
+    // Pause first so no new tick starts, then kill what runs.
+    curl(&[
+        "-sf",
+        "-X",
+        "POST",
+        &format!("{}/job/pause", s.base),
+        "-d",
+        "name=long",
+    ])
+    .expect("pause");
+    let killed = curl(&[
+        "-sf",
+        "-X",
+        "POST",
+        &format!("{}/job/kill", s.base),
+        "-d",
+        "name=long",
+    ]);
+    assert_eq!(killed.expect("kill answered")["errno"], 0);
+    let log = format!("{}/job/log?name=long&status=killed", s.base);
+    let run = eventually("a killed run in /job/log", Duration::from_secs(20), || {
+        let log = log.clone();
+        async move { curl(&["-sf", &log])?["data"].as_array()?.first().cloned() }
+    })
+    .await;
+    assert_eq!(run["err"], "killed by request");
+}
