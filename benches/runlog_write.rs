@@ -61,6 +61,15 @@ async fn measure(engine: &str, store: Arc<dyn RunLog>) {
 
 #[actix_rt::main]
 async fn main() {
+    // `cargo test --all-targets` runs this binary too; only `cargo bench`
+    // (which passes --bench) should spend minutes measuring.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "{}: a benchmark; run it with cargo bench",
+            env!("CARGO_CRATE_NAME")
+        );
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let embedded = EmbeddedRunLog::open(&dir.path().join("runs.redb")).expect("open redb");
     measure("embedded", Arc::new(embedded)).await;

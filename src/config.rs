@@ -68,6 +68,9 @@ pub struct Config {
     pub spool_max_bytes: u64,
     /// How long a tick claim is kept after its minute.
     pub claim_retention_secs: u64,
+    /// How long before its tick a worker claims it, so etcd's latency is
+    /// not added to the start.
+    pub claim_lead_ms: u64,
     /// etcd history kept by distcron's compactor (0: leave compaction to etcd).
     pub etcd_history_secs: u64,
 }
@@ -101,6 +104,7 @@ impl Default for Config {
             spool_path: String::new(),
             spool_max_bytes: 1 << 30,
             claim_retention_secs: 300,
+            claim_lead_ms: 500,
             etcd_history_secs: 300,
         }
     }

@@ -34,6 +34,7 @@ pub struct WorkerSettings {
     pub batcher: BatcherConfig,
     pub claim_policy: ClaimPolicy,
     pub stop_grace: Duration,
+    pub claim_lead: Duration,
 }
 
 impl WorkerSettings {
@@ -62,6 +63,7 @@ impl WorkerSettings {
                 ..ClaimPolicy::default()
             },
             stop_grace: Duration::from_secs(config.stop_grace_secs),
+            claim_lead: Duration::from_millis(config.claim_lead_ms),
         }
     }
 }
@@ -99,6 +101,7 @@ pub fn start(
         batcher,
         running: RunningRuns::default(),
         limits: settings.limits,
+        claim_lead: settings.claim_lead,
     };
     Registrar::new(ctx.clone()).start();
     KillWatcher::new(ctx.clone()).start();

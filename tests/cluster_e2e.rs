@@ -7,7 +7,9 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::{curl, eventually, free_port, service_endpoint, unique, wait_http_ok};
+use support::{
+    curl, eventually, free_port, post_name, save_job, service_endpoint, unique, wait_http_ok,
+};
 
 struct Process(Child);
 
@@ -77,14 +79,7 @@ async fn two_managers_and_two_workers_share_jobs_runs_and_kills() {
 
     // Saved through A, seen and logged through B.
     let job = r#"{"name":"greet","command":"echo hi","cronExpr":"* * * * * *"}"#;
-    let saved = curl(&[
-        "-sf",
-        "-X",
-        "POST",
-        &format!("{a}/job/save"),
-        "--data-urlencode",
-        &format!("job={job}"),
-    ]);
+    let saved = save_job(a, job);
     assert_eq!(saved.expect("save answered")["errno"], 0);
     assert_eq!(
         curl(&["-sf", &format!("{b}/job/list")]).unwrap()["data"][0]["name"],
@@ -103,15 +98,7 @@ async fn two_managers_and_two_workers_share_jobs_runs_and_kills() {
 
     // A long run started through A, killed through B.
     let job = r#"{"name":"long","command":"sleep 300","cronExpr":"* * * * * *"}"#;
-    curl(&[
-        "-sf",
-        "-X",
-        "POST",
-        &format!("{a}/job/save"),
-        "--data-urlencode",
-        &format!("job={job}"),
-    ])
-    .expect("save");
+    save_job(a, job).expect("save");
     let running = format!("{a}/job/running");
     eventually(
         "the long run in /job/running",
@@ -129,27 +116,8 @@ async fn two_managers_and_two_workers_share_jobs_runs_and_kills() {
         },
     )
     .await;
-    curl(&[
-        "-sf",
-        "-X",
-        "POST",
-        &format!("{b}/job/pause"),
-        "-d",
-        "name=long",
-    ])
-    .expect("pause");
-    assert_eq!(
-        curl(&[
-            "-sf",
-            "-X",
-            "POST",
-            &format!("{b}/job/kill"),
-            "-d",
-            "name=long"
-        ])
-        .expect("kill")["errno"],
-        0
-    );
+    post_name(b, "/job/pause", "long").expect("pause");
+    assert_eq!(post_name(b, "/job/kill", "long").expect("kill")["errno"], 0);
     let killed = format!("{a}/job/log?name=long&status=killed");
     let run = eventually(
         "the killed run in /job/log",

@@ -10,7 +10,7 @@ use distcron::coord::embedded::EmbeddedCoordinator;
 use distcron::coord::etcd::{EtcdCoordinator, EtcdOptions};
 use distcron::coord::session::Session;
 use distcron::coord::{Claim, CoordError, Coordinator, WatchEvent, WatchItem, WatchStream};
-use support::{eventually, service_endpoint, unique};
+use support::{OwnedServer, eventually, service_endpoint, unique};
 
 /// Generous bound for anything etcd does on a loaded 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(20);

@@ -211,6 +211,25 @@ async fn save_accepts_a_json_body_with_new_fields() {
 }
 
 #[actix_rt::test]
+async fn run_now_leaves_a_short_lived_request_for_the_owning_worker() {
+    let api = api();
+    api.save(job1()).await;
+    let (status, body) = api.form("/job/run", "name=job1").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["planTime"], 1_767_225_600_000i64);
+    let request = api
+        .state
+        .coord
+        .get("run/job1")
+        .await
+        .unwrap()
+        .expect("a run request");
+    assert_eq!(request.value_str(), "1767225600000");
+    assert_ne!(request.lease, 0, "run requests expire by themselves");
+    assert_eq!(api.form("/job/run", "name=ghost").await.0, 404);
+}
+
+#[actix_rt::test]
 async fn pause_and_resume_keep_the_definition() {
     let api = api();
     api.save(job1()).await;

@@ -13,7 +13,7 @@ use distcron::actors::messages::{Drain, GetCounters, Record};
 use distcron::runlog::mongo::{MongoOptions, MongoRunLog};
 use distcron::runlog::{RunLog, RunQuery, RunRecord, RunStatus};
 use support::mongo::MongoProcess;
-use support::{eventually, service_endpoint};
+use support::{OwnedServer, eventually, service_endpoint};
 
 const RECORDS: usize = 3_000;
 const OUTAGE: Duration = Duration::from_secs(30);

@@ -7,7 +7,7 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::{curl, eventually, free_port, wait_http_ok};
+use support::{curl, eventually, free_port, post_name, save_job, wait_http_ok};
 
 struct Standalone {
     child: Child,
@@ -54,14 +54,7 @@ async fn a_job_saved_over_http_runs_and_its_run_is_logged() {
     let s = start().await;
     let job =
         r#"{"name":"hello","command":"echo hello from $DISTCRON_JOB","cronExpr":"* * * * * *"}"#;
-    let saved = curl(&[
-        "-sf",
-        "-X",
-        "POST",
-        &format!("{}/job/save", s.base),
-        "--data-urlencode",
-        &format!("job={job}"),
-    ]);
+    let saved = save_job(&s.base, job);
     assert_eq!(saved.expect("save answered")["errno"], 0);
     let log = format!("{}/job/log?name=hello&limit=5", s.base);
     let first = eventually(
@@ -85,14 +78,7 @@ async fn a_job_saved_over_http_runs_and_its_run_is_logged() {
 async fn a_kill_over_http_ends_a_long_run() {
     let s = start().await;
     let job = r#"{"name":"long","command":"sleep 300","cronExpr":"* * * * * *"}"#;
-    let saved = curl(&[
-        "-sf",
-        "-X",
-        "POST",
-        &format!("{}/job/save", s.base),
-        "--data-urlencode",
-        &format!("job={job}"),
-    ]);
+    let saved = save_job(&s.base, job);
     assert_eq!(saved.expect("save answered")["errno"], 0);
     let running = format!("{}/job/running", s.base);
     eventually(
@@ -105,23 +91,8 @@ async fn a_kill_over_http_ends_a_long_run() {
     )
     .await;
     // Pause first so no new tick starts, then kill what runs.
-    curl(&[
-        "-sf",
-        "-X",
-        "POST",
-        &format!("{}/job/pause", s.base),
-        "-d",
-        "name=long",
-    ])
-    .expect("pause");
-    let killed = curl(&[
-        "-sf",
-        "-X",
-        "POST",
-        &format!("{}/job/kill", s.base),
-        "-d",
-        "name=long",
-    ]);
+    post_name(&s.base, "/job/pause", "long").expect("pause");
+    let killed = post_name(&s.base, "/job/kill", "long");
     assert_eq!(killed.expect("kill answered")["errno"], 0);
     let log = format!("{}/job/log?name=long&status=killed", s.base);
     let run = eventually("a killed run in /job/log", Duration::from_secs(20), || {
@@ -130,4 +101,44 @@ async fn a_kill_over_http_ends_a_long_run() {
     })
     .await;
     assert_eq!(run["err"], "killed by request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_now_runs_a_job_outside_its_schedule() {
+    let s = start().await;
+    let job = r#"{"name":"yearly","command":"echo on demand","cronExpr":"@yearly"}"#;
+    let saved = save_job(&s.base, job);
+    assert_eq!(saved.expect("save answered")["errno"], 0);
+    // The worker picks the job up asynchronously: ask, wait up to 3 s for
+    // the run, and ask again only if it did not come (a request made before
+    // the worker owned the job finds no actor to run it).
+    let log = format!("{}/job/log?name=yearly", s.base);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut requests = 0;
+    let runs = 'outer: loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no run after {requests} requests"
+        );
+        post_name(&s.base, "/job/run", "yearly").expect("run answered");
+        requests += 1;
+        let wait_until = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < wait_until {
+            if let Some(runs) = curl(&["-sf", &log]).and_then(|b| b["data"].as_array().cloned())
+                && !runs.is_empty()
+            {
+                break 'outer runs;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert!(
+        runs.len() <= requests,
+        "{} runs for {requests} requests",
+        runs.len()
+    );
+    assert_eq!(
+        (runs[0]["status"].as_str(), runs[0]["output"].as_str()),
+        (Some("succeeded"), Some("on demand\n"))
+    );
 }

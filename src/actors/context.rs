@@ -21,4 +21,6 @@ pub struct WorkerContext {
     pub batcher: Addr<LogBatcher>,
     pub running: RunningRuns,
     pub limits: RunLimits,
+    /// How long before its tick a tick is claimed.
+    pub claim_lead: std::time::Duration,
 }

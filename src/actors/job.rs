@@ -1,6 +1,8 @@
 //! JobActor: one per job this worker owns. It arms its own timer for the
-//! next tick; at the tick it claims the tick through the LockActor, and only
-//! the winner runs it, applying the job's overlap policy.
+//! next tick and claims the tick through the LockActor `claim_lead` ahead of
+//! it, so etcd's latency is paid before the tick rather than added to the
+//! start; only the winner runs it, at the tick instant, applying the job's
+//! overlap policy then.
 //!
 //! A tick never kills the actor: a failed claim is logged and the timer is
 //! re-armed. Runs are spawned outside the actor, so a run goes on (and is
@@ -60,6 +62,8 @@ pub struct JobActor {
     ctx: WorkerContext,
     job: Job,
     schedule: Schedule,
+    /// How long before its tick a tick is claimed.
+    claim_lead: Duration,
     /// The tick the timer is armed for.
     armed_for: Option<i64>,
     timer: Option<SpawnHandle>,
@@ -80,16 +84,34 @@ pub struct GetJobCounters;
 #[rtype(result = "()")]
 pub struct StopJob;
 
-/// The timer for `tick_ms` fired.
+/// Run the job now for the requested instant (`POST /job/run`). Claimed
+/// like any tick, so a request seen twice still runs once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RunNow {
+    pub tick_ms: i64,
+}
+
+/// The timer for `tick_ms` fired (`claim_lead` before the tick).
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Fire {
     tick_ms: i64,
 }
 
+/// A won tick's instant has come: start it.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StartTick {
+    tick_ms: i64,
+    schedule_time: i64,
+    token: LivenessToken,
+}
+
 impl JobActor {
     pub fn new(ctx: WorkerContext, job: Job, schedule: Schedule) -> JobActor {
         JobActor {
+            claim_lead: ctx.claim_lead,
             ctx,
             job,
             schedule,
@@ -113,7 +135,8 @@ impl JobActor {
             return;
         };
         let tick_ms = next.timestamp_millis();
-        let delay = Duration::from_millis((tick_ms - now).max(0) as u64);
+        let claim_at = tick_ms - self.claim_lead.as_millis() as i64;
+        let delay = Duration::from_millis((claim_at - now).max(0) as u64);
         self.armed_for = Some(tick_ms);
         self.timer = Some(ctx.notify_later(Fire { tick_ms }, delay));
     }
@@ -153,8 +176,11 @@ impl JobActor {
     }
 }
 
-/// Register the run under `running/`, run it, unregister it and hand the
-/// record to the log batcher. The token is checked right before the start.
+/// Run a claimed tick: check the token right before the start, start the
+/// process, register it under `running/` while it runs, then unregister it
+/// and hand the record to the log batcher. The registration goes out
+/// alongside the start rather than before it, so a burst of runs is not
+/// delayed by one more etcd round trip each.
 pub async fn run_claimed_tick(ctx: WorkerContext, spec: RunSpec, token: LivenessToken) {
     if !token.is_alive() {
         tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "session died before the run could start; not running");
@@ -171,15 +197,10 @@ pub async fn run_claimed_tick(ctx: WorkerContext, spec: RunSpec, token: Liveness
         start_time: ctx.clock.now_ms(),
     };
     let value = serde_json::to_vec(&entry).unwrap_or_default();
-    if let Err(error) = ctx.coord.put(&key, value, Some(token.lease())).await {
-        tracing::warn!(job = %spec.job.name, %error, "cannot register the run in progress; running it anyway");
-    }
-    if !token.is_alive() {
-        tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "session died before the run could start; not running");
-        let _ = ctx.coord.delete(&key).await;
-        return;
-    }
-    tracing::debug!(job = %spec.job.name, tick = spec.plan_time, run_id = %spec.run_id, "run started");
+    let register = {
+        let (coord, key) = (ctx.coord.clone(), key.clone());
+        actix::spawn(async move { coord.put(&key, value, Some(token.lease())).await })
+    };
     let record = runner::run(
         spec,
         ctx.limits,
@@ -190,8 +211,16 @@ pub async fn run_claimed_tick(ctx: WorkerContext, spec: RunSpec, token: Liveness
     .await;
     tracing::debug!(job = %record.job_name, run_id = %record.run_id, status = record.status.as_str(), "run ended");
     ctx.batcher.do_send(Record(record));
-    if let Err(error) = ctx.coord.delete(&key).await {
-        tracing::warn!(%key, %error, "cannot unregister the finished run; it ends with the session");
+    // Unregister only after the registration landed, or a fast run would
+    // leave its key behind.
+    match register.await {
+        Ok(Ok(_)) => {
+            if let Err(error) = ctx.coord.delete(&key).await {
+                tracing::warn!(%key, %error, "cannot unregister the finished run; it ends with the session");
+            }
+        }
+        Ok(Err(error)) => tracing::warn!(%key, %error, "could not register the run in progress"),
+        Err(error) => tracing::warn!(%key, %error, "registration task failed"),
     }
 }
 
@@ -204,16 +233,9 @@ impl Actor for JobActor {
     }
 }
 
-impl Handler<Fire> for JobActor {
-    type Result = ();
-
-    fn handle(&mut self, Fire { tick_ms }: Fire, ctx: &mut Context<Self>) {
-        if self.armed_for != Some(tick_ms) {
-            return; // a timer of a definition since replaced
-        }
-        self.counters.ticks += 1;
-        // Re-arm first: whatever happens to this tick, the next one fires.
-        self.arm(tick_ms, ctx);
+impl JobActor {
+    /// Claim `tick_ms` and, if won, run it under the overlap policy.
+    fn claim_and_run(&mut self, tick_ms: i64, ctx: &mut Context<Self>) {
         let claim = ClaimTick {
             job: self.job.name.clone(),
             tick_ms,
@@ -223,21 +245,21 @@ impl Handler<Fire> for JobActor {
                 .lock
                 .send(claim)
                 .into_actor(self)
-                .map(move |result, act, _| {
+                .map(move |result, act, ctx| {
                     let schedule_time = act.ctx.clock.now_ms();
                     match result {
                         Ok(Ok(ClaimOutcome::Won(token))) => {
-                            let running = act.ctx.running.count(&act.job.name);
-                            match (act.job.overlap, running) {
-                                (_, 0) | (Overlap::Allow, _) => act.start_run(tick_ms, schedule_time, token),
-                                (Overlap::Forbid, _) => act.skip(tick_ms, schedule_time),
-                                (Overlap::Replace, _) => {
-                                    act.ctx.running.kill(
-                                        &act.job.name,
-                                        &format!("replaced by the run of tick {tick_ms} (overlap: replace)"),
-                                    );
-                                    act.start_run(tick_ms, schedule_time, token);
-                                }
+                            // Start at the tick instant (now, if it passed).
+                            let wait = Duration::from_millis((tick_ms - schedule_time).max(0) as u64);
+                            let start = StartTick {
+                                tick_ms,
+                                schedule_time,
+                                token,
+                            };
+                            if wait.is_zero() {
+                                ctx.notify(start);
+                            } else {
+                                ctx.notify_later(start, wait);
                             }
                         }
                         Ok(Ok(ClaimOutcome::Lost { .. })) => act.counters.claims_lost += 1,
@@ -256,6 +278,53 @@ impl Handler<Fire> for JobActor {
                     }
                 }),
         );
+    }
+}
+
+impl Handler<Fire> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, Fire { tick_ms }: Fire, ctx: &mut Context<Self>) {
+        if self.armed_for != Some(tick_ms) {
+            return; // a timer of a definition since replaced
+        }
+        self.counters.ticks += 1;
+        // Re-arm first: whatever happens to this tick, the next one fires.
+        self.arm(tick_ms, ctx);
+        self.claim_and_run(tick_ms, ctx);
+    }
+}
+
+impl Handler<StartTick> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, start: StartTick, _: &mut Context<Self>) {
+        let StartTick {
+            tick_ms,
+            schedule_time,
+            token,
+        } = start;
+        let running = self.ctx.running.count(&self.job.name);
+        match (self.job.overlap, running) {
+            (_, 0) | (Overlap::Allow, _) => self.start_run(tick_ms, schedule_time, token),
+            (Overlap::Forbid, _) => self.skip(tick_ms, schedule_time),
+            (Overlap::Replace, _) => {
+                self.ctx.running.kill(
+                    &self.job.name,
+                    &format!("replaced by the run of tick {tick_ms} (overlap: replace)"),
+                );
+                self.start_run(tick_ms, schedule_time, token);
+            }
+        }
+    }
+}
+
+impl Handler<RunNow> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, RunNow { tick_ms }: RunNow, ctx: &mut Context<Self>) {
+        tracing::info!(job = %self.job.name, tick = tick_ms, "run requested");
+        self.claim_and_run(tick_ms, ctx);
     }
 }
 

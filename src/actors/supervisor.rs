@@ -1,7 +1,8 @@
 //! JobSupervisor: decides which jobs this worker owns and keeps one
 //! JobActor per owned job.
 //!
-//! It lists and watches `jobs/`, `workers/` and `running/`. A job is owned by
+//! It lists and watches `jobs/`, `workers/`, `running/` and `run/`
+//! (run-now requests, handed to the owning JobActor). A job is owned by
 //! the live worker of its group with the highest rendezvous score
 //! (a stable hash of worker id and job name), so each worker decides alone,
 //! with no coordination, and a run costs the same etcd writes however many
@@ -23,7 +24,7 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use super::context::WorkerContext;
-use super::job::{JobActor, RunningEntry, StopJob, UpdateJob, run_claimed_tick};
+use super::job::{JobActor, RunNow, RunningEntry, StopJob, UpdateJob, run_claimed_tick};
 use super::lock::{ClaimOutcome, ClaimTick};
 use super::messages::Record;
 use super::registrar::WorkerInfo;
@@ -57,6 +58,8 @@ enum Prefix {
     Jobs,
     Workers,
     Running,
+    /// `run/<job>`: run-now requests.
+    RunRequests,
 }
 
 impl Prefix {
@@ -65,6 +68,7 @@ impl Prefix {
             Prefix::Jobs => "jobs/",
             Prefix::Workers => "workers/",
             Prefix::Running => "running/",
+            Prefix::RunRequests => "run/",
         }
     }
 }
@@ -190,7 +194,18 @@ impl JobSupervisor {
             .map(|job| job.name.clone())
             .collect();
         for name in &wanted {
-            let job = self.jobs[name].clone();
+            let job = &self.jobs[name];
+            // Compile a schedule only for a job that is new here or changed:
+            // reconcile runs on every membership or job change, and parsing
+            // 10,000 schedules each time would starve the actor thread.
+            let unchanged = self.owned.get(name).is_some_and(|o| o.job == *job);
+            if unchanged {
+                if let Some(handle) = self.owned.get_mut(name).and_then(|o| o.leaving.take()) {
+                    ctx.cancel_future(handle);
+                }
+                continue;
+            }
+            let job = job.clone();
             let schedule = match job.validate(now) {
                 Ok(schedule) => schedule,
                 Err(error) => {
@@ -204,10 +219,8 @@ impl JobSupervisor {
                     if let Some(handle) = owned.leaving.take() {
                         ctx.cancel_future(handle);
                     }
-                    if owned.job != job {
-                        owned.addr.do_send(UpdateJob(job.clone(), schedule));
-                        owned.job = job;
-                    }
+                    owned.addr.do_send(UpdateJob(job.clone(), schedule));
+                    owned.job = job;
                 }
                 None => self.start_job(job, schedule),
             }
@@ -308,6 +321,19 @@ impl JobSupervisor {
                         self.running.insert(kv.key, entry);
                     }
                 }
+                // A request listed at a resync may already have run: the
+                // tick claim makes running it again a no-op.
+                (Prefix::RunRequests, WatchEvent::Put(kv)) => {
+                    let job = kv.key.trim_start_matches("run/");
+                    match (self.owned.get(job), kv.value_str().parse::<i64>()) {
+                        (Some(owned), Ok(tick_ms)) => owned.addr.do_send(RunNow { tick_ms }),
+                        (Some(_), Err(_)) => {
+                            tracing::warn!(key = %kv.key, "unreadable run request")
+                        }
+                        (None, _) => {}
+                    }
+                }
+                (Prefix::RunRequests, WatchEvent::Delete { .. }) => {}
                 (Prefix::Running, WatchEvent::Delete { key, revision }) => {
                     let Some(entry) = self.running.remove(&key) else {
                         continue;
@@ -325,7 +351,11 @@ impl JobSupervisor {
             self.unmatched_deletes.retain(|(_, _, at)| *at >= horizon);
             self.dead_workers.retain(|_, (_, at)| *at >= horizon);
         }
-        self.reconcile(ctx);
+        // Ownership depends on jobs and workers only; runs in progress and
+        // run requests (the busy prefixes) do not move it.
+        if matches!(prefix, Prefix::Jobs | Prefix::Workers) {
+            self.reconcile(ctx);
+        }
     }
 
     /// Record a run whose worker died, and re-run its tick if the job asks
@@ -426,7 +456,12 @@ impl Handler<Resync> for JobSupervisor {
         ctx.spawn(
             async move {
                 let mut lists = Vec::new();
-                for prefix in [Prefix::Jobs, Prefix::Workers, Prefix::Running] {
+                for prefix in [
+                    Prefix::Jobs,
+                    Prefix::Workers,
+                    Prefix::Running,
+                    Prefix::RunRequests,
+                ] {
                     let (kvs, revision) =
                         coord.list(prefix.key()).await.map_err(|e| e.to_string())?;
                     lists.push((prefix, kvs, revision));

@@ -57,6 +57,7 @@ fn rig() -> Rig {
             kill_grace: Duration::from_millis(200),
             ..RunLimits::default()
         },
+        claim_lead: Duration::from_millis(500),
     };
     Rig {
         ctx,

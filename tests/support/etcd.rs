@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::free_port;
+use super::{OwnedServer, free_port};
 
 pub struct EtcdProcess {
     child: Option<Child>,
@@ -33,6 +33,12 @@ impl EtcdProcess {
 
     fn log_path(&self) -> PathBuf {
         self.data_dir.path().join("etcd.log")
+    }
+}
+
+impl OwnedServer for EtcdProcess {
+    fn child(&mut self) -> &mut Option<Child> {
+        &mut self.child
     }
 
     async fn spawn(&mut self) {
@@ -78,20 +84,6 @@ impl EtcdProcess {
             }
         })
         .await;
-    }
-
-    /// Stop the server (SIGKILL: the harshest case for clients).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Start it again on the same ports and data.
-    pub async fn restart(&mut self) {
-        self.stop();
-        self.spawn().await;
     }
 }
 

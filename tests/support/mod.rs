@@ -6,7 +6,31 @@ pub mod etcd;
 pub mod mongo;
 
 use std::future::Future;
+use std::process::Child;
 use std::time::Duration;
+
+/// A server process one test owns, to stop (SIGKILL, the harshest case for
+/// clients) and restart on the same ports and data.
+pub trait OwnedServer {
+    fn child(&mut self) -> &mut Option<Child>;
+
+    /// Start the process and wait until it answers.
+    fn spawn(&mut self) -> impl Future<Output = ()>;
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child().take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn restart(&mut self) -> impl Future<Output = ()> {
+        async move {
+            self.stop();
+            self.spawn().await
+        }
+    }
+}
 
 /// The endpoint of a real service from the environment (`ETCD_ENDPOINTS`,
 /// `MONGODB_URI`). `scripts/test.sh` sets them and `DISTCRON_REQUIRE_SERVICES`;
@@ -88,4 +112,28 @@ pub async fn wait_http_ok(url: &str) {
         async move { curl(&["-sf", &url]).map(|_| ()) }
     })
     .await;
+}
+
+/// Save a job through the old form API of the manager at `base`.
+pub fn save_job(base: &str, job_json: &str) -> Option<serde_json::Value> {
+    curl(&[
+        "-sf",
+        "-X",
+        "POST",
+        &format!("{base}/job/save"),
+        "--data-urlencode",
+        &format!("job={job_json}"),
+    ])
+}
+
+/// `POST {base}{path}` with the form `name=...`.
+pub fn post_name(base: &str, path: &str, name: &str) -> Option<serde_json::Value> {
+    curl(&[
+        "-sf",
+        "-X",
+        "POST",
+        &format!("{base}{path}"),
+        "-d",
+        &format!("name={name}"),
+    ])
 }

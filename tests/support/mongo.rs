@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::free_port;
+use super::{OwnedServer, free_port};
 
 pub struct MongoProcess {
     child: Option<Child>,
@@ -26,6 +26,12 @@ impl MongoProcess {
 
     pub fn uri(&self) -> String {
         format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+}
+
+impl OwnedServer for MongoProcess {
+    fn child(&mut self) -> &mut Option<Child> {
+        &mut self.child
     }
 
     async fn spawn(&mut self) {
@@ -61,18 +67,6 @@ impl MongoProcess {
             },
         )
         .await;
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub async fn restart(&mut self) {
-        self.stop();
-        self.spawn().await;
     }
 }
 

@@ -15,8 +15,8 @@ use crate::http::{ApiError, AppState, body};
 use crate::job::{Job, validate_name};
 use crate::runlog::{RunQuery, RunRecord, RunStatus};
 
-/// A kill request lives this long: workers act on it at once; the lease
-/// just keeps `kill/` from filling up.
+/// A kill or run request lives this long: workers act on it at once; the
+/// lease just keeps `kill/` and `run/` from filling up.
 const KILL_REQUEST_TTL: Duration = Duration::from_secs(10);
 /// `/job/log` page size: the old default, and the most one page returns.
 const LOG_DEFAULT_LIMIT: u64 = 20;
@@ -127,6 +127,37 @@ pub async fn kill(
         .await?;
     tracing::info!(job = %name, "kill requested");
     Ok(ok(serde_json::Value::Null))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RunRequested {
+    /// The instant the run is planned for (its `planTime`), epoch ms.
+    plan_time: i64,
+}
+
+/// `POST /job/run`: run the job now, once, on the worker that owns it. The
+/// request is a tick at this instant, claimed like any other, so it runs
+/// once even if several workers see it.
+pub async fn run_now(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let name = name_of(&req, payload).await?;
+    load_job(&state, &name).await?;
+    let plan_time = (state.clock)().timestamp_millis();
+    let lease = state.coord.grant(KILL_REQUEST_TTL).await?;
+    state
+        .coord
+        .put(
+            &format!("run/{name}"),
+            plan_time.to_string().into_bytes(),
+            Some(lease),
+        )
+        .await?;
+    tracing::info!(job = %name, plan_time, "run requested");
+    Ok(ok(RunRequested { plan_time }))
 }
 
 async fn set_enabled(

@@ -15,6 +15,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/job/save", web::post().to(job::save))
         .route("/job/delete", web::post().to(job::delete))
         .route("/job/kill", web::post().to(job::kill))
+        .route("/job/run", web::post().to(job::run_now))
         .route("/job/pause", web::post().to(job::pause))
         .route("/job/resume", web::post().to(job::resume))
         .route("/job/list", web::get().to(job::list))
