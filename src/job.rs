@@ -52,6 +52,27 @@ pub struct Job {
     /// A disabled (paused) job keeps its definition and fires nothing.
     #[serde(default = "default_enabled")]
     pub enabled: bool,
+    /// A failed or timed-out run is tried again up to this many times, each
+    /// attempt with its own run record.
+    #[serde(default)]
+    pub retries: u32,
+    /// Seconds before the first retry; doubled for each further one.
+    #[serde(default = "default_retry_backoff")]
+    pub retry_backoff: u64,
+    /// Seconds: when a worker takes the job over, the latest tick missed
+    /// within this window (while no worker owned the job) fires once.
+    #[serde(default)]
+    pub catch_up: u64,
+}
+
+/// Most retries a job may ask for: beyond this a job is broken, not flaky.
+pub const MAX_RETRIES: u32 = 10;
+/// The longest catch-up window: tick claims are kept 5 minutes after their
+/// minute by default, so a catch-up never re-runs a tick that already ran.
+pub const MAX_CATCH_UP_SECS: u64 = 300;
+
+fn default_retry_backoff() -> u64 {
+    10
 }
 
 /// Overlap policy: what a tick does while a run of the same job is in progress.
@@ -124,6 +145,9 @@ impl Job {
             env: BTreeMap::new(),
             workdir: None,
             enabled: true,
+            retries: 0,
+            retry_backoff: default_retry_backoff(),
+            catch_up: 0,
         }
     }
 
@@ -166,6 +190,23 @@ impl Job {
             return Err(JobError::new(
                 "env",
                 format!("{key:?} is not a valid variable name"),
+            ));
+        }
+        if self.retries > MAX_RETRIES {
+            return Err(JobError::new(
+                "retries",
+                format!("must be at most {MAX_RETRIES}"),
+            ));
+        }
+        if self.retry_backoff == 0 {
+            return Err(JobError::new("retryBackoff", "must be at least 1 second"));
+        }
+        if self.catch_up > MAX_CATCH_UP_SECS {
+            return Err(JobError::new(
+                "catchUp",
+                format!(
+                    "must be at most {MAX_CATCH_UP_SECS} seconds (tick claims are kept that long)"
+                ),
             ));
         }
         if self.workdir.as_deref().is_some_and(|w| !w.starts_with('/')) {
@@ -238,7 +279,8 @@ mod tests {
         assert_eq!(
             value,
             serde_json::json!({"name":"a","command":"true","cronExpr":"@hourly","timezone":"UTC",
-                "group":"default","overlap":"forbid","onLost":"ignore","enabled":true})
+                "group":"default","overlap":"forbid","onLost":"ignore","enabled":true,
+                "retries":0,"retryBackoff":10,"catchUp":0})
         );
     }
 
@@ -271,6 +313,18 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("unknown variant `sometimes`"), "{err}");
+        for (field, mut bad) in [
+            ("retries", job.clone()),
+            ("retryBackoff", job.clone()),
+            ("catchUp", job.clone()),
+        ] {
+            match field {
+                "retries" => bad.retries = MAX_RETRIES + 1,
+                "retryBackoff" => bad.retry_backoff = 0,
+                _ => bad.catch_up = MAX_CATCH_UP_SECS + 1,
+            }
+            assert_eq!(bad.validate(now()).unwrap_err().field, field);
+        }
         let mut bad = job.clone();
         bad.timeout = Some(0);
         assert_eq!(bad.validate(now()).unwrap_err().field, "timeout");

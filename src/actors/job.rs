@@ -171,20 +171,50 @@ impl JobActor {
             worker: self.ctx.worker_id.clone(),
             plan_time: tick_ms,
             schedule_time,
+            attempt: 0,
         };
         actix::spawn(run_claimed_tick(self.ctx.clone(), spec, token));
     }
 }
 
-/// Run a claimed tick: check the token right before the start, start the
-/// process, register it under `running/` while it runs, then unregister it
-/// and hand the record to the log batcher. The registration goes out
-/// alongside the start rather than before it, so a burst of runs is not
-/// delayed by one more etcd round trip each.
-pub async fn run_claimed_tick(ctx: WorkerContext, spec: RunSpec, token: LivenessToken) {
+/// Run a claimed tick, and its retries if the job asks for them (each
+/// attempt its own run record, `<run_id>-retry<n>`, after an exponential
+/// backoff). The session token is checked right before every start.
+pub async fn run_claimed_tick(ctx: WorkerContext, mut spec: RunSpec, token: LivenessToken) {
+    let first_run_id = spec.run_id.clone();
+    loop {
+        let Some(status) = run_attempt(&ctx, spec.clone(), &token).await else {
+            return;
+        };
+        let failed = matches!(status, RunStatus::Failed | RunStatus::TimedOut);
+        if !failed || spec.attempt >= spec.job.retries {
+            return;
+        }
+        let pause = Duration::from_secs(
+            spec.job
+                .retry_backoff
+                .saturating_mul(1 << spec.attempt.min(16)),
+        );
+        tracing::info!(job = %spec.job.name, attempt = spec.attempt + 1, pause_s = pause.as_secs(), "run failed; retrying");
+        tokio::time::sleep(pause).await;
+        spec.attempt += 1;
+        spec.run_id = format!("{first_run_id}-retry{}", spec.attempt);
+        spec.schedule_time = ctx.clock.now_ms();
+    }
+}
+
+/// One attempt: start the process, register it under `running/` while it
+/// runs (the registration goes out alongside the start, so a burst of runs
+/// is not delayed by one more etcd round trip each), then unregister it and
+/// hand the record to the log batcher. `None` if the session died first.
+async fn run_attempt(
+    ctx: &WorkerContext,
+    spec: RunSpec,
+    token: &LivenessToken,
+) -> Option<RunStatus> {
     if !token.is_alive() {
         tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "session died before the run could start; not running");
-        return;
+        return None;
     }
     let key = running_key(&spec.job.name, &spec.run_id);
     let entry = RunningEntry {
@@ -198,8 +228,8 @@ pub async fn run_claimed_tick(ctx: WorkerContext, spec: RunSpec, token: Liveness
     };
     let value = serde_json::to_vec(&entry).unwrap_or_default();
     let register = {
-        let (coord, key) = (ctx.coord.clone(), key.clone());
-        actix::spawn(async move { coord.put(&key, value, Some(token.lease())).await })
+        let (coord, key, lease) = (ctx.coord.clone(), key.clone(), token.lease());
+        actix::spawn(async move { coord.put(&key, value, Some(lease)).await })
     };
     let record = runner::run(
         spec,
@@ -210,6 +240,7 @@ pub async fn run_claimed_tick(ctx: WorkerContext, spec: RunSpec, token: Liveness
     )
     .await;
     tracing::debug!(job = %record.job_name, run_id = %record.run_id, status = record.status.as_str(), "run ended");
+    let status = record.status;
     ctx.batcher.do_send(Record(record));
     // Unregister only after the registration landed, or a fast run would
     // leave its key behind.
@@ -222,6 +253,7 @@ pub async fn run_claimed_tick(ctx: WorkerContext, spec: RunSpec, token: Liveness
         Ok(Err(error)) => tracing::warn!(%key, %error, "could not register the run in progress"),
         Err(error) => tracing::warn!(%key, %error, "registration task failed"),
     }
+    Some(status)
 }
 
 impl Actor for JobActor {
@@ -229,6 +261,7 @@ impl Actor for JobActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let now = self.ctx.clock.now_ms();
+        self.catch_up(now, ctx);
         self.arm(now, ctx);
     }
 }
@@ -278,6 +311,32 @@ impl JobActor {
                     }
                 }),
         );
+    }
+}
+
+impl JobActor {
+    /// On taking the job over: fire the latest tick missed within the
+    /// job's `catchUp` window, once. Its claim keeps a tick that another
+    /// worker already ran from running again.
+    fn catch_up(&mut self, now: i64, ctx: &mut Context<Self>) {
+        if self.job.catch_up == 0 {
+            return;
+        }
+        let window_start = now - (self.job.catch_up * 1000) as i64;
+        let mut cursor =
+            chrono::DateTime::from_timestamp_millis(window_start - 1).unwrap_or_default();
+        let mut latest = None;
+        while let Some(tick) = self.schedule.next_after(cursor) {
+            if tick.timestamp_millis() > now {
+                break;
+            }
+            latest = Some(tick.timestamp_millis());
+            cursor = tick;
+        }
+        if let Some(tick_ms) = latest {
+            tracing::info!(job = %self.job.name, tick = tick_ms, "catching up a missed tick");
+            self.claim_and_run(tick_ms, ctx);
+        }
     }
 }
 

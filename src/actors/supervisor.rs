@@ -400,6 +400,7 @@ impl JobSupervisor {
                     worker: ctx.worker_id.clone(),
                     plan_time: entry.plan_time,
                     schedule_time: ctx.clock.now_ms(),
+                    attempt: 0,
                     job,
                 };
                 run_claimed_tick(ctx, spec, token).await;

@@ -259,3 +259,68 @@ async fn every_token_dies_when_the_lease_is_lost_and_no_claim_is_made() {
     assert_ne!(new_lease, lease);
     assert!(!claimed.is_alive(), "old tokens stay dead");
 }
+
+#[actix_rt::test]
+async fn a_failed_run_is_retried_with_backoff_each_attempt_recorded() {
+    tokio::time::pause();
+    let rig = rig();
+    let mut job = Job::new("flaky", "exit 3", "@yearly");
+    job.retries = 2;
+    job.retry_backoff = 2;
+    let actor = job_actor(&rig, job);
+    actor
+        .send(super::job::RunNow { tick_ms: START_MS })
+        .await
+        .unwrap();
+    // Attempts at 0 s, +2 s and +4 s after that (backoff doubles).
+    pass(Duration::from_secs(10)).await;
+    let runs = records(&rig);
+    let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    let first = format!("flaky-{START_MS}-w1");
+    assert_eq!(
+        ids,
+        [
+            first.clone(),
+            format!("{first}-retry1"),
+            format!("{first}-retry2")
+        ]
+    );
+    assert!(
+        runs.iter()
+            .all(|r| r.status == RunStatus::Failed && r.plan_time == START_MS)
+    );
+    let gaps: Vec<i64> = runs
+        .windows(2)
+        .map(|w| (w[1].start_time - w[0].start_time + 500) / 1000)
+        .collect();
+    assert_eq!(gaps, [2, 4], "exponential backoff in seconds");
+}
+
+#[actix_rt::test]
+async fn taking_a_job_over_fires_the_latest_missed_tick_once_within_catch_up() {
+    tokio::time::pause();
+    let rig = rig();
+    // Every 10 s; the actor starts at :00 + 7 s, so :00 was missed.
+    pass(Duration::from_secs(7)).await;
+    let mut job = Job::new("catcher", "true", "@every 10s");
+    job.catch_up = 30;
+    job_actor(&rig, job);
+    pass(Duration::from_millis(1_500)).await;
+    let ticks: Vec<i64> = records(&rig)
+        .iter()
+        .map(|r| r.plan_time - START_MS)
+        .collect();
+    assert_eq!(ticks, [0], "the missed tick, once, at once");
+    pass(Duration::from_secs(2)).await;
+    assert_eq!(records(&rig).len(), 2, "then the schedule as usual (+10 s)");
+}
+
+#[actix_rt::test]
+async fn without_catch_up_a_missed_tick_is_not_fired() {
+    tokio::time::pause();
+    let rig = rig();
+    pass(Duration::from_secs(7)).await;
+    job_actor(&rig, Job::new("punctual", "true", "@every 10s"));
+    pass(Duration::from_millis(1_500)).await;
+    assert!(records(&rig).is_empty());
+}

@@ -32,6 +32,8 @@ pub struct RunSpec {
     pub plan_time: i64,
     /// When the tick was claimed (epoch ms).
     pub schedule_time: i64,
+    /// 0 for the first attempt, then 1, 2... for retries.
+    pub attempt: u32,
 }
 
 /// Limits that apply to every run of a worker.

@@ -13,6 +13,7 @@ fn spec(command: &str) -> RunSpec {
         worker: "w1".into(),
         plan_time: 1_000,
         schedule_time: 1_001,
+        attempt: 0,
     }
 }
 
