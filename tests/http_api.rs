@@ -21,11 +21,11 @@ struct Api {
 fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let now: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
-    let state = AppState {
-        clock: Arc::new(move || now),
-        coord: Arc::new(EmbeddedCoordinator::in_memory()),
-        run_log: Arc::new(EmbeddedRunLog::open(&dir.path().join("runs.redb")).unwrap()),
-    };
+    let mut state = AppState::new(
+        Arc::new(EmbeddedCoordinator::in_memory()),
+        Arc::new(EmbeddedRunLog::open(&dir.path().join("runs.redb")).unwrap()),
+    );
+    state.clock = Arc::new(move || now);
     Api { state, _dir: dir }
 }
 
@@ -294,6 +294,49 @@ async fn health_and_readiness() {
         (200, json!({"errno": 0, "msg": "success", "data": "ok"}))
     );
     assert_eq!(api.get("/readyz").await.0, 200);
+}
+
+#[actix_rt::test]
+async fn metrics_render_worker_counters_and_http_requests() {
+    let api = api();
+    let info = json!({"id": "w1", "address": "host-a", "group": "default", "version": "0.1.0",
+        "started": 1, "heartbeat": 1767225600000i64, "cpuPercent": 0.0, "memoryBytes": 0,
+        "hostMemoryPercent": 0.0, "running": 1,
+        "batcher": {"received": 3, "queued": 2, "spoolBytes": 10,
+            "runsByStatus": {"succeeded": 2, "failed": 1},
+            "latenessBuckets": [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0], "latenessSumMs": 40},
+        "claims": {"claimsWon": 3, "claimsLost": 4}});
+    api.state
+        .coord
+        .put("workers/w1", info.to_string().into_bytes(), None)
+        .await
+        .unwrap();
+    api.get("/job/list").await;
+    let app = test::init_service(http::app(api.state.clone())).await;
+    let resp =
+        test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    for line in [
+        "distcron_workers_alive 1",
+        "distcron_runs_total{worker=\"w1\",status=\"succeeded\"} 2",
+        "distcron_runs_total{worker=\"w1\",status=\"failed\"} 1",
+        "distcron_start_lateness_seconds_bucket{worker=\"w1\",le=\"0.005\"} 1",
+        "distcron_start_lateness_seconds_bucket{worker=\"w1\",le=\"0.025\"} 3",
+        "distcron_start_lateness_seconds_bucket{worker=\"w1\",le=\"+Inf\"} 3",
+        "distcron_start_lateness_seconds_sum{worker=\"w1\"} 0.04",
+        "distcron_tick_claims_total{worker=\"w1\",result=\"won\"} 3",
+        "distcron_tick_claims_total{worker=\"w1\",result=\"lost\"} 4",
+        "distcron_batcher_queue_records{worker=\"w1\"} 2",
+        "distcron_batcher_spool_bytes{worker=\"w1\"} 10",
+        "distcron_runs_in_progress{worker=\"w1\"} 1",
+        "distcron_http_requests_total{route=\"/job/list\",status=\"200\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
 }
 
 // --- Errors ------------------------------------------------------------------

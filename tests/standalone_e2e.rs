@@ -72,6 +72,28 @@ async fn a_job_saved_over_http_runs_and_its_run_is_logged() {
     assert_eq!(first["status"], "succeeded");
     assert_eq!(first["output"], "hello from hello\n");
     assert_eq!(first["jobName"], "hello");
+    // The worker's counters reach /metrics through its registration.
+    let metrics = format!("{}/metrics", s.base);
+    eventually(
+        "succeeded runs in /metrics",
+        Duration::from_secs(20),
+        || {
+            let metrics = metrics.clone();
+            async move {
+                let out = std::process::Command::new("curl")
+                    .args(["-sf", &metrics])
+                    .output()
+                    .ok()?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                text.lines()
+                    .any(|l| {
+                        l.starts_with("distcron_runs_total{") && l.contains("status=\"succeeded\"")
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

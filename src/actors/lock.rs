@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::SharedClock;
 use crate::coord::claims::{ClaimPolicy, TickClaims};
@@ -20,7 +20,8 @@ use crate::coord::{Claim, Coordinator, LeaseId};
 /// Pause before asking for a new session after one was lost or refused.
 const SESSION_RETRY: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
 pub struct LockCounters {
     pub claims_won: u64,
     pub claims_lost: u64,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::messages::{Drain, GetCounters, Record};
@@ -57,8 +57,12 @@ impl BatcherConfig {
     }
 }
 
+/// Upper bounds (ms) of the start-lateness histogram buckets.
+pub const LATENESS_BUCKETS_MS: [i64; 10] = [5, 10, 25, 50, 100, 250, 500, 1_000, 5_000, 30_000];
+
 /// What the batcher has done; `/metrics` and tests read the same numbers.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct BatcherCounters {
     pub received: u64,
     /// Records written straight from memory.
@@ -75,6 +79,13 @@ pub struct BatcherCounters {
     pub queued: u64,
     /// Bytes in the spool waiting for the store.
     pub spool_bytes: u64,
+    /// Records received, by run status.
+    pub runs_by_status: std::collections::BTreeMap<String, u64>,
+    /// Start lateness (start minus planned time) of started runs: count in
+    /// each bucket of [`LATENESS_BUCKETS_MS`] (not cumulative), then the
+    /// overflow, plus the sum.
+    pub lateness_buckets: Vec<u64>,
+    pub lateness_sum_ms: u64,
 }
 
 pub struct LogBatcher {
@@ -289,6 +300,29 @@ impl LogBatcher {
         ctx.stop();
     }
 
+    fn count_run(&mut self, record: &RunRecord) {
+        *self
+            .counters
+            .runs_by_status
+            .entry(record.status.as_str().to_string())
+            .or_default() += 1;
+        if matches!(
+            record.status,
+            crate::runlog::RunStatus::Skipped | crate::runlog::RunStatus::Lost
+        ) {
+            return;
+        }
+        let lateness = (record.start_time - record.plan_time).max(0);
+        let buckets = &mut self.counters.lateness_buckets;
+        buckets.resize(LATENESS_BUCKETS_MS.len() + 1, 0);
+        let index = LATENESS_BUCKETS_MS
+            .iter()
+            .position(|bound| lateness <= *bound)
+            .unwrap_or(LATENESS_BUCKETS_MS.len());
+        buckets[index] += 1;
+        self.counters.lateness_sum_ms += lateness as u64;
+    }
+
     fn snapshot(&self) -> BatcherCounters {
         let mut counters = self.counters.clone();
         counters.queued =
@@ -312,6 +346,7 @@ impl Handler<Record> for LogBatcher {
 
     fn handle(&mut self, Record(record): Record, ctx: &mut Context<Self>) {
         self.counters.received += 1;
+        self.count_run(&record);
         self.filling.push(record);
         if self.filling.len() >= self.config.max_batch {
             self.close_batch(ctx);

@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use super::context::WorkerContext;
-use super::lock::CurrentSession;
+use super::lock::{CurrentSession, GetLockCounters, LockCounters};
+use super::log_batcher::BatcherCounters;
+use super::messages::GetCounters;
 
 /// How often the registration is refreshed; the key itself lives as long
 /// as the session, so this only sets how fresh the load figures are.
@@ -36,6 +38,11 @@ pub struct WorkerInfo {
     /// Machine-wide memory in use, percent.
     pub host_memory_percent: f32,
     pub running: usize,
+    /// This worker's counters, for the manager's `/metrics`.
+    #[serde(default)]
+    pub batcher: BatcherCounters,
+    #[serde(default)]
+    pub claims: LockCounters,
 }
 
 pub struct Registrar {
@@ -88,6 +95,8 @@ impl Registrar {
             memory_bytes: memory,
             host_memory_percent: host_memory,
             running: self.ctx.running.total(),
+            batcher: BatcherCounters::default(),
+            claims: LockCounters::default(),
         }
     }
 }
@@ -104,14 +113,20 @@ impl Handler<Refresh> for Registrar {
     type Result = ();
 
     fn handle(&mut self, _: Refresh, ctx: &mut Context<Self>) {
-        let info = self.info();
-        let (lock, coord) = (self.ctx.lock.clone(), self.ctx.coord.clone());
+        let mut info = self.info();
+        let (lock, coord, batcher) = (
+            self.ctx.lock.clone(),
+            self.ctx.coord.clone(),
+            self.ctx.batcher.clone(),
+        );
         let key = format!("workers/{}", self.ctx.worker_id);
         ctx.spawn(
             async move {
                 let Ok(Some((lease, _))) = lock.send(CurrentSession).await else {
                     return Ok(None);
                 };
+                info.batcher = batcher.send(GetCounters).await.unwrap_or_default();
+                info.claims = lock.send(GetLockCounters).await.unwrap_or_default();
                 let value = serde_json::to_vec(&info).unwrap_or_default();
                 coord
                     .put(&key, value, Some(lease))

@@ -38,6 +38,24 @@ pub struct AppState {
     pub clock: Clock,
     pub coord: Arc<dyn Coordinator>,
     pub run_log: Arc<dyn RunLog>,
+    /// Requests served by this process, by route pattern and status.
+    pub requests: Arc<RequestCounts>,
+}
+
+/// HTTP requests served, by (route pattern, status), for `/metrics`.
+#[derive(Default)]
+pub struct RequestCounts(std::sync::Mutex<std::collections::BTreeMap<(String, u16), u64>>);
+
+impl RequestCounts {
+    fn record(&self, route: String, status: u16) {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *counts.entry((route, status)).or_default() += 1;
+    }
+
+    pub fn snapshot(&self) -> Vec<((String, u16), u64)> {
+        let counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        counts.iter().map(|(k, v)| (k.clone(), *v)).collect()
+    }
 }
 
 impl AppState {
@@ -46,6 +64,7 @@ impl AppState {
             clock: Arc::new(Utc::now),
             coord,
             run_log,
+            requests: Arc::default(),
         }
     }
 }
@@ -63,7 +82,21 @@ pub fn app(
         InitError = (),
     >,
 > {
+    let requests = state.requests.clone();
     App::new()
+        .wrap_fn(move |req, srv| {
+            let requests = requests.clone();
+            let response = actix_web::dev::Service::call(srv, req);
+            async move {
+                let response = response.await?;
+                let route = response
+                    .request()
+                    .match_pattern()
+                    .unwrap_or_else(|| "unmatched".into());
+                requests.record(route, response.status().as_u16());
+                Ok(response)
+            }
+        })
         .app_data(web::Data::new(state))
         .app_data(error::query_config())
         .app_data(error::form_config())

@@ -2,6 +2,7 @@
 
 mod health;
 mod job;
+mod metrics;
 mod schedule;
 mod worker;
 
@@ -12,6 +13,7 @@ use super::ApiError;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
+        .route("/metrics", web::get().to(metrics::metrics))
         .route("/job/save", web::post().to(job::save))
         .route("/job/delete", web::post().to(job::delete))
         .route("/job/kill", web::post().to(job::kill))

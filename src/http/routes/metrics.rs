@@ -1,0 +1,179 @@
+//! `GET /metrics`: Prometheus text format.
+//!
+//! The manager is stateless, so worker figures come from the workers'
+//! registrations (`workers/<id>`, refreshed every few seconds), labelled by
+//! worker; HTTP figures are this manager's own.
+
+use std::fmt::Write;
+
+use actix_web::{HttpResponse, web};
+
+use crate::actors::log_batcher::LATENESS_BUCKETS_MS;
+use crate::actors::registrar::WorkerInfo;
+use crate::http::{ApiError, AppState};
+
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let (kvs, _) = state.coord.list("workers/").await?;
+    let workers: Vec<WorkerInfo> = kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
+        .collect();
+    let mut out = String::new();
+    render(&mut out, &workers, &state.requests.snapshot());
+    Ok(HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out))
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn render(out: &mut String, workers: &[WorkerInfo], requests: &[((String, u16), u64)]) {
+    family(
+        out,
+        "distcron_workers_alive",
+        "gauge",
+        "Workers with a live registration.",
+    );
+    let _ = writeln!(out, "distcron_workers_alive {}", workers.len());
+
+    family(
+        out,
+        "distcron_runs_total",
+        "counter",
+        "Runs recorded by each worker since it started, by status.",
+    );
+    for w in workers {
+        for (status, n) in &w.batcher.runs_by_status {
+            let _ = writeln!(
+                out,
+                "distcron_runs_total{{worker=\"{}\",status=\"{status}\"}} {n}",
+                w.id
+            );
+        }
+    }
+
+    family(
+        out,
+        "distcron_start_lateness_seconds",
+        "histogram",
+        "Start time minus planned time of started runs.",
+    );
+    for w in workers {
+        let mut cumulative = 0;
+        for (i, bound) in LATENESS_BUCKETS_MS.iter().enumerate() {
+            cumulative += w.batcher.lateness_buckets.get(i).copied().unwrap_or(0);
+            let le = *bound as f64 / 1000.0;
+            let _ = writeln!(
+                out,
+                "distcron_start_lateness_seconds_bucket{{worker=\"{}\",le=\"{le}\"}} {cumulative}",
+                w.id
+            );
+        }
+        let total: u64 = w.batcher.lateness_buckets.iter().sum();
+        let _ = writeln!(
+            out,
+            "distcron_start_lateness_seconds_bucket{{worker=\"{}\",le=\"+Inf\"}} {total}",
+            w.id
+        );
+        let _ = writeln!(
+            out,
+            "distcron_start_lateness_seconds_sum{{worker=\"{}\"}} {}",
+            w.id,
+            w.batcher.lateness_sum_ms as f64 / 1000.0
+        );
+        let _ = writeln!(
+            out,
+            "distcron_start_lateness_seconds_count{{worker=\"{}\"}} {total}",
+            w.id
+        );
+    }
+
+    family(
+        out,
+        "distcron_tick_claims_total",
+        "counter",
+        "Tick claims by outcome.",
+    );
+    for w in workers {
+        for (result, n) in [
+            ("won", w.claims.claims_won),
+            ("lost", w.claims.claims_lost),
+            ("error", w.claims.claim_errors),
+            ("no_session", w.claims.claims_refused_no_session),
+        ] {
+            let _ = writeln!(
+                out,
+                "distcron_tick_claims_total{{worker=\"{}\",result=\"{result}\"}} {n}",
+                w.id
+            );
+        }
+    }
+
+    family(
+        out,
+        "distcron_batcher_queue_records",
+        "gauge",
+        "Run records in memory, not yet written or spooled.",
+    );
+    for w in workers {
+        let _ = writeln!(
+            out,
+            "distcron_batcher_queue_records{{worker=\"{}\"}} {}",
+            w.id, w.batcher.queued
+        );
+    }
+    family(
+        out,
+        "distcron_batcher_spool_bytes",
+        "gauge",
+        "Bytes spooled while the run log is unreachable.",
+    );
+    for w in workers {
+        let _ = writeln!(
+            out,
+            "distcron_batcher_spool_bytes{{worker=\"{}\"}} {}",
+            w.id, w.batcher.spool_bytes
+        );
+    }
+    family(
+        out,
+        "distcron_batcher_dropped_total",
+        "counter",
+        "Run records dropped because the spool was full.",
+    );
+    for w in workers {
+        let _ = writeln!(
+            out,
+            "distcron_batcher_dropped_total{{worker=\"{}\"}} {}",
+            w.id, w.batcher.dropped
+        );
+    }
+    family(
+        out,
+        "distcron_runs_in_progress",
+        "gauge",
+        "Runs in progress on each worker.",
+    );
+    for w in workers {
+        let _ = writeln!(
+            out,
+            "distcron_runs_in_progress{{worker=\"{}\"}} {}",
+            w.id, w.running
+        );
+    }
+
+    family(
+        out,
+        "distcron_http_requests_total",
+        "counter",
+        "HTTP requests served by this manager, by route and status.",
+    );
+    for ((route, status), n) in requests {
+        let _ = writeln!(
+            out,
+            "distcron_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+        );
+    }
+}
