@@ -339,6 +339,43 @@ async fn metrics_render_worker_counters_and_http_requests() {
     }
 }
 
+#[actix_rt::test]
+async fn openapi_describes_every_route() {
+    let api = api();
+    let (status, doc) = api.get("/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.0.3");
+    // Every route of src/http/routes/mod.rs, with its method.
+    let routes = include_str!("../src/http/routes/mod.rs");
+    let mut checked = 0;
+    for line in routes.lines().filter(|l| l.contains(".route(\"")) {
+        let path = line.split('"').nth(1).unwrap();
+        let method = if line.contains("web::post()") {
+            "post"
+        } else {
+            "get"
+        };
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing from openapi.json"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 18, "the route table changed: update openapi.json and this count");
+    let job_fields: Vec<&String> = doc["components"]["schemas"]["Job"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    let saved = serde_json::to_value(distcron::job::Job::new("a", "true", "@daily")).unwrap();
+    for field in saved.as_object().unwrap().keys() {
+        assert!(
+            job_fields.contains(&field),
+            "Job field {field} not described"
+        );
+    }
+}
+
 // --- Errors ------------------------------------------------------------------
 
 #[actix_rt::test]

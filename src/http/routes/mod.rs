@@ -3,6 +3,7 @@
 mod health;
 mod job;
 mod metrics;
+mod openapi;
 mod schedule;
 mod worker;
 
@@ -14,6 +15,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(metrics::metrics))
+        .route("/openapi.json", web::get().to(openapi::openapi))
         .route("/job/save", web::post().to(job::save))
         .route("/job/delete", web::post().to(job::delete))
         .route("/job/kill", web::post().to(job::kill))
