@@ -94,6 +94,33 @@ macro_rules! contract_suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn list_first_pages_a_prefix_in_key_order() {
+                let Some(c) = super::$engine().await else {
+                    return;
+                };
+                for name in ["c", "a", "d", "b"] {
+                    c.put(&format!("jobs/{name}"), b"j".to_vec(), None)
+                        .await
+                        .unwrap();
+                }
+                c.put("jobsx/z", b"other prefix".to_vec(), None)
+                    .await
+                    .unwrap();
+                let keys = |kvs: Vec<distcron::coord::KeyValue>| {
+                    kvs.into_iter().map(|kv| kv.key).collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    keys(c.list_first("jobs/", 2).await.unwrap()),
+                    ["jobs/a", "jobs/b"]
+                );
+                assert_eq!(
+                    keys(c.list_first("jobs/", 10).await.unwrap()),
+                    ["jobs/a", "jobs/b", "jobs/c", "jobs/d"]
+                );
+                assert!(c.list_first("jobs/", 0).await.unwrap().is_empty());
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn put_if_absent_names_the_holder() {
                 let Some(c) = super::$engine().await else {
                     return;

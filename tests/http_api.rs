@@ -167,6 +167,22 @@ async fn old_save_list_log_kill_delete_round_trip() {
 }
 
 #[actix_rt::test]
+async fn job_list_pages_and_filters_by_name() {
+    let api = api();
+    for name in ["backup-db", "backup-files", "report", "cleanup"] {
+        api.save(json!({"name": name, "command": "true", "cronExpr": "@daily"})).await;
+    }
+    let names = |body: Value| -> Vec<String> {
+        body["data"].as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(names(api.get("/job/list?limit=2").await.1), ["backup-db", "backup-files"]);
+    assert_eq!(names(api.get("/job/list?skip=2&limit=1").await.1), ["cleanup"]);
+    assert_eq!(names(api.get("/job/list?q=BACKUP").await.1), ["backup-db", "backup-files"]);
+    assert_eq!(names(api.get("/job/list?q=backup&skip=1&limit=5").await.1), ["backup-files"]);
+    assert_eq!(api.get("/job/list").await.1["data"].as_array().unwrap().len(), 4);
+}
+
+#[actix_rt::test]
 async fn worker_list_gives_addresses_as_before() {
     let api = api();
     let info = json!({"id": "w1", "address": "host-a", "group": "default", "version": "0.1.0",
@@ -361,7 +377,10 @@ async fn openapi_describes_every_route() {
         );
         checked += 1;
     }
-    assert_eq!(checked, 18, "the route table changed: update openapi.json and this count");
+    assert_eq!(
+        checked, 18,
+        "the route table changed: update openapi.json and this count"
+    );
     let job_fields: Vec<&String> = doc["components"]["schemas"]["Job"]["properties"]
         .as_object()
         .unwrap()

@@ -307,6 +307,17 @@ impl Coordinator for EmbeddedCoordinator {
         Ok((kvs, state.revision))
     }
 
+    async fn list_first(&self, prefix: &str, limit: u64) -> Result<Vec<KeyValue>> {
+        let state = self.lock();
+        Ok(state
+            .keys
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|(_, kv)| kv.clone())
+            .collect())
+    }
+
     async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {
         let mut state = self.lock();
         put_locked(&self.inner, &mut state, key, value, lease)

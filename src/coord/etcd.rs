@@ -218,6 +218,22 @@ impl Coordinator for EtcdCoordinator {
         ))
     }
 
+    async fn list_first(&self, prefix: &str, limit: u64) -> Result<Vec<KeyValue>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let resp = self
+            .client
+            .clone()
+            .get(self.full_key(prefix), Some(options))
+            .await
+            .map_err(unavailable)?;
+        Ok(resp.kvs().iter().map(|kv| self.to_key_value(kv)).collect())
+    }
+
     async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {
         let options = lease.map(|id| PutOptions::new().with_lease(id));
         let resp = self

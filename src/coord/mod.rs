@@ -111,6 +111,10 @@ pub trait Coordinator: Send + Sync + 'static {
     /// listing reflects (watch from `revision + 1` to miss nothing).
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)>;
 
+    /// The first `limit` keys under `prefix`, in key order: a page without
+    /// reading the whole prefix.
+    async fn list_first(&self, prefix: &str, limit: u64) -> Result<Vec<KeyValue>>;
+
     /// Create or replace a key, optionally attached to a lease. Returns the
     /// new revision.
     async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision>;

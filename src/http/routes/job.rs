@@ -206,7 +206,14 @@ pub async fn list(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let (kvs, _) = state.coord.list("jobs/").await?;
+    // Without a name filter, a page needs only its first skip + limit keys.
+    let kvs = match (&query.q, query.limit) {
+        (None, Some(limit)) => {
+            let wanted = query.skip.unwrap_or(0).saturating_add(limit);
+            state.coord.list_first("jobs/", wanted as u64).await?
+        }
+        _ => state.coord.list("jobs/").await?.0,
+    };
     let needle = query.q.as_deref().map(str::to_lowercase);
     let jobs: Vec<Job> = kvs
         .iter()
