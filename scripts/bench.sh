@@ -9,4 +9,7 @@ cd "$(dirname "$0")/.."
 source scripts/services.sh
 start_services
 bench=$1; shift
+if [ "$bench" = http_load ] && ! command -v wrk >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+fi
 cargo bench --bench "$bench" -- "$@"

@@ -73,6 +73,9 @@ pub struct Config {
     pub claim_lead_ms: u64,
     /// etcd history kept by distcron's compactor (0: leave compaction to etcd).
     pub etcd_history_secs: u64,
+    /// Run log retention, applied hourly by managers (0 turns a rule off).
+    pub retention_max_age_days: u64,
+    pub retention_max_runs_per_job: u64,
 }
 
 impl Default for Config {
@@ -106,6 +109,8 @@ impl Default for Config {
             claim_retention_secs: 300,
             claim_lead_ms: 500,
             etcd_history_secs: 300,
+            retention_max_age_days: 30,
+            retention_max_runs_per_job: 10_000,
         }
     }
 }
@@ -520,6 +525,14 @@ pub fn mongo_options(config: &Config) -> crate::runlog::mongo::MongoOptions {
     options.database = config.mongodb_database.clone();
     options.collection = config.mongodb_collection.clone();
     options
+}
+
+/// The run log retention of `config`.
+pub fn retention(config: &Config) -> crate::runlog::Retention {
+    crate::runlog::Retention {
+        max_age_days: config.retention_max_age_days,
+        max_runs_per_job: config.retention_max_runs_per_job,
+    }
 }
 
 /// Where the embedded stores keep their files.

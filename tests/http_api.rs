@@ -170,16 +170,40 @@ async fn old_save_list_log_kill_delete_round_trip() {
 async fn job_list_pages_and_filters_by_name() {
     let api = api();
     for name in ["backup-db", "backup-files", "report", "cleanup"] {
-        api.save(json!({"name": name, "command": "true", "cronExpr": "@daily"})).await;
+        api.save(json!({"name": name, "command": "true", "cronExpr": "@daily"}))
+            .await;
     }
     let names = |body: Value| -> Vec<String> {
-        body["data"].as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap().to_string()).collect()
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["name"].as_str().unwrap().to_string())
+            .collect()
     };
-    assert_eq!(names(api.get("/job/list?limit=2").await.1), ["backup-db", "backup-files"]);
-    assert_eq!(names(api.get("/job/list?skip=2&limit=1").await.1), ["cleanup"]);
-    assert_eq!(names(api.get("/job/list?q=BACKUP").await.1), ["backup-db", "backup-files"]);
-    assert_eq!(names(api.get("/job/list?q=backup&skip=1&limit=5").await.1), ["backup-files"]);
-    assert_eq!(api.get("/job/list").await.1["data"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        names(api.get("/job/list?limit=2").await.1),
+        ["backup-db", "backup-files"]
+    );
+    assert_eq!(
+        names(api.get("/job/list?skip=2&limit=1").await.1),
+        ["cleanup"]
+    );
+    assert_eq!(
+        names(api.get("/job/list?q=BACKUP").await.1),
+        ["backup-db", "backup-files"]
+    );
+    assert_eq!(
+        names(api.get("/job/list?q=backup&skip=1&limit=5").await.1),
+        ["backup-files"]
+    );
+    assert_eq!(
+        api.get("/job/list").await.1["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
 }
 
 #[actix_rt::test]

@@ -5,9 +5,10 @@ use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use distcron::config::{Role, etcd_options, load_or_exit, mongo_options};
+use distcron::config::{Role, etcd_options, load_or_exit, mongo_options, retention};
 use distcron::coord::etcd::EtcdCoordinator;
 use distcron::runlog::mongo::MongoRunLog;
+use distcron::runlog::{RETENTION_EVERY, spawn_retention};
 use distcron::{http, logging, signals};
 
 fn main() -> ExitCode {
@@ -23,7 +24,9 @@ fn main() -> ExitCode {
             .await
             .map_err(|e| format!("mongodbUri: {e}"))?;
         tracing::info!(listen = %config.listen, "manager listening");
-        let state = http::AppState::new(Arc::new(coord), Arc::new(run_log));
+        let run_log = Arc::new(run_log);
+        spawn_retention(run_log.clone(), retention(&config), RETENTION_EVERY);
+        let state = http::AppState::new(Arc::new(coord), run_log);
         http::serve(state, listener, signals::shutdown())
             .await
             .map_err(|e| e.to_string())

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use distcron::clock::SystemClock;
-use distcron::config::{Role, data_path, load_or_exit};
+use distcron::config::{Role, data_path, load_or_exit, retention};
 use distcron::coord::embedded::EmbeddedCoordinator;
 use distcron::runlog::embedded::EmbeddedRunLog;
+use distcron::runlog::{RETENTION_EVERY, spawn_retention};
 use distcron::worker::{self, WorkerSettings};
 use distcron::{cli, http, logging, signals};
 
@@ -67,6 +68,7 @@ fn standalone() -> ExitCode {
         let run_log = EmbeddedRunLog::open(&data_path(&config, "runs.redb"))
             .map_err(|e| std::io::Error::other(format!("dataDir: {e}")))?;
         let (coord, run_log) = (Arc::new(coord), Arc::new(run_log));
+        spawn_retention(run_log.clone(), retention(&config), RETENTION_EVERY);
         let settings = WorkerSettings::from_config(&config);
         let worker = worker::start(
             coord.clone(),

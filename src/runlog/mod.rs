@@ -165,6 +165,36 @@ pub trait RunLog: Send + Sync + 'static {
     async fn apply_retention(&self, retention: Retention, now_ms: i64) -> Result<u64>;
 }
 
+/// Apply `retention` now and then every `every`, for as long as the task
+/// lives. Every manager may run it: deleting what is already gone is a
+/// no-op. A failure is logged and retried at the next round.
+pub fn spawn_retention(
+    run_log: std::sync::Arc<dyn RunLog>,
+    retention: Retention,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if retention.max_age_days == 0 && retention.max_runs_per_job == 0 {
+            return;
+        }
+        let mut ticker = tokio::time::interval(every);
+        loop {
+            ticker.tick().await;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            match run_log.apply_retention(retention, now_ms).await {
+                Ok(0) => {}
+                Ok(removed) => tracing::info!(removed, "run log retention applied"),
+                Err(error) => tracing::warn!(%error, "run log retention failed; will retry"),
+            }
+        }
+    })
+}
+
+/// How often retention runs.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
 /// Cut `output` to at most `cap` bytes on a character boundary; says
 /// whether anything was cut.
 pub fn cap_output(output: &mut String, cap: usize) -> bool {
@@ -224,6 +254,38 @@ mod tests {
             assert_eq!(RunStatus::parse(status.as_str()), Some(status));
         }
         assert_eq!(RunStatus::parse("ok"), None);
+    }
+
+    #[tokio::test]
+    async fn the_retention_task_removes_old_runs_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(
+            embedded::EmbeddedRunLog::open(&dir.path().join("runs.redb")).unwrap(),
+        );
+        let mut old = serde_json::from_value::<RunRecord>(serde_json::json!({
+            "run_id": "ancient", "jobName": "j", "command": "true", "worker": "w",
+            "planTime": 0, "scheduleTime": 0, "startTime": 0, "endTime": 0,
+            "status": "succeeded", "output": "", "truncated": false, "err": ""
+        }))
+        .unwrap();
+        log.insert_batch(std::slice::from_ref(&old)).await.unwrap();
+        old.run_id = "recent".into();
+        old.start_time = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        log.insert_batch(&[old]).await.unwrap();
+        let task = spawn_retention(log.clone(), Retention::default(), RETENTION_EVERY);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while log.count(None, None).await.unwrap() != 1 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "retention did not run"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(log.get("recent").await.unwrap().is_some());
+        task.abort();
     }
 
     #[test]
