@@ -207,6 +207,40 @@ async fn job_list_pages_and_filters_by_name() {
 }
 
 #[actix_rt::test]
+async fn job_list_follows_jobs_written_by_another_manager() {
+    let api = api();
+    let other = distcron::job::Job::new("elsewhere", "true", "@daily");
+    api.state
+        .coord
+        .put("jobs/elsewhere", serde_json::to_vec(&other).unwrap(), None)
+        .await
+        .unwrap();
+    let listed = |body: Value| {
+        body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["name"] == "elsewhere")
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !listed(api.get("/job/list?limit=50").await.1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the index never saw the job"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    api.state.coord.delete("jobs/elsewhere").await.unwrap();
+    while listed(api.get("/job/list?limit=50").await.1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the index kept a deleted job"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[actix_rt::test]
 async fn worker_list_gives_addresses_as_before() {
     let api = api();
     let info = json!({"id": "w1", "address": "host-a", "group": "default", "version": "0.1.0",

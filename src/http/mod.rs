@@ -8,6 +8,7 @@
 
 mod body;
 pub mod error;
+pub mod job_index;
 mod routes;
 
 use std::net::TcpListener;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub run_log: Arc<dyn RunLog>,
     /// Requests served by this process, by route pattern and status.
     pub requests: Arc<RequestCounts>,
+    /// Job definitions, following `jobs/`, for fast listing.
+    pub jobs: Arc<job_index::JobIndex>,
 }
 
 /// HTTP requests served, by (route pattern, status), for `/metrics`.
@@ -59,9 +62,11 @@ impl RequestCounts {
 }
 
 impl AppState {
+    /// Must be called inside a tokio runtime: it starts following `jobs/`.
     pub fn new(coord: Arc<dyn Coordinator>, run_log: Arc<dyn RunLog>) -> AppState {
         AppState {
             clock: Arc::new(Utc::now),
+            jobs: job_index::JobIndex::follow(coord.clone()),
             coord,
             run_log,
             requests: Arc::default(),

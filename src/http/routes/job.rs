@@ -40,6 +40,7 @@ async fn load_job(state: &AppState, name: &str) -> Result<Job, ApiError> {
 async fn store_job(state: &AppState, job: &Job) -> Result<(), ApiError> {
     let value = serde_json::to_vec(job).map_err(|e| ApiError::Internal(e.to_string()))?;
     state.coord.put(&job_key(&job.name), value, None).await?;
+    state.jobs.saved(job);
     Ok(())
 }
 
@@ -105,6 +106,7 @@ pub async fn delete(
         .delete(&job_key(&name))
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("job {name} not found")))?;
+    state.jobs.deleted(&name);
     let job: Option<Job> = serde_json::from_slice(&kv.value).ok();
     tracing::info!(job = %name, "job deleted");
     Ok(ok(job))
@@ -206,6 +208,12 @@ pub async fn list(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let needle = query.q.as_deref().map(str::to_lowercase);
+    let (skip, limit) = (query.skip.unwrap_or(0), query.limit.unwrap_or(usize::MAX));
+    if let Some(page) = state.jobs.page(needle.as_deref(), skip, limit) {
+        return Ok(ok(page));
+    }
+    // The index is not ready yet (the manager just started): ask etcd.
     // Without a name filter, a page needs only its first skip + limit keys.
     let kvs = match (&query.q, query.limit) {
         (None, Some(limit)) => {
@@ -214,7 +222,6 @@ pub async fn list(
         }
         _ => state.coord.list("jobs/").await?.0,
     };
-    let needle = query.q.as_deref().map(str::to_lowercase);
     let jobs: Vec<Job> = kvs
         .iter()
         .filter_map(|kv| serde_json::from_slice::<Job>(&kv.value).ok())
@@ -223,8 +230,8 @@ pub async fn list(
                 .as_deref()
                 .is_none_or(|q| job.name.to_lowercase().contains(q))
         })
-        .skip(query.skip.unwrap_or(0))
-        .take(query.limit.unwrap_or(usize::MAX))
+        .skip(skip)
+        .take(limit)
         .collect();
     Ok(ok(jobs))
 }
