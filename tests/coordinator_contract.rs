@@ -349,7 +349,13 @@ async fn embedded_keeps_unleased_keys_across_a_restart_but_not_leased_ones() {
             .unwrap();
         c.list("").await.unwrap().1
     };
-    let c = EmbeddedCoordinator::open(&path).unwrap();
+    // The dropped store's lease reaper (another thread) may hold the last
+    // handle for a moment; a real restart is a new process and never waits.
+    let c = eventually("the store's file lock to be released", DEADLINE, || {
+        let path = path.clone();
+        async move { EmbeddedCoordinator::open(&path).ok() }
+    })
+    .await;
     let (keys, after) = c.list("").await.unwrap();
     assert_eq!(
         keys.iter().map(|kv| kv.key.as_str()).collect::<Vec<_>>(),
