@@ -7,6 +7,8 @@
 //! revision it has not delivered, so a caller only hears of a disconnection
 //! when history was compacted meanwhile ([`WatchItem::Resync`]).
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -53,6 +55,12 @@ impl EtcdOptions {
     }
 }
 
+/// Retries of a request that could not connect: with one cluster member
+/// down, the balancer may still pick its endpoint; a refused connection
+/// never reached etcd, so retrying any request (even a transaction) is safe.
+const CONNECT_RETRIES: u32 = 3;
+const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// Depth of a watch's channel: a slow consumer applies backpressure to the
 /// watch task rather than growing memory.
 const WATCH_CHANNEL_DEPTH: usize = 1024;
@@ -63,7 +71,15 @@ const WATCH_RETRY_PAUSE: Duration = Duration::from_millis(500);
 pub struct EtcdCoordinator {
     client: Client,
     prefix: String,
+    /// Endpoint URLs as given to the client.
+    endpoints: Arc<Vec<String>>,
+    /// Endpoints taken out of the balancer after a refused connection,
+    /// until a probe finds them listening again.
+    quarantined: Arc<Mutex<HashSet<String>>>,
 }
+
+/// How often a quarantined endpoint is probed.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 impl EtcdCoordinator {
     pub async fn connect(options: EtcdOptions) -> Result<EtcdCoordinator> {
@@ -93,6 +109,8 @@ impl EtcdCoordinator {
         Ok(EtcdCoordinator {
             client,
             prefix: options.prefix,
+            endpoints: Arc::new(endpoints),
+            quarantined: Arc::default(),
         })
     }
 
@@ -154,6 +172,69 @@ impl EtcdCoordinator {
         })
     }
 
+    /// Run `op` on the client, retrying when the connection was refused.
+    async fn call<T, F, Fut>(&self, op: F) -> std::result::Result<T, etcd_client::Error>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match op(self.client.clone()).await {
+                Err(e) if attempt < CONNECT_RETRIES && is_connect_error(&e) => {
+                    self.quarantine(&e.to_string()).await;
+                    attempt += 1;
+                    tokio::time::sleep(CONNECT_RETRY_PAUSE).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Take the endpoint named in a connection error out of the balancer
+    /// (the balancer would keep choosing it: failing fast, it looks idle),
+    /// and probe it until it listens again. The last endpoint is never
+    /// removed.
+    async fn quarantine(&self, error: &str) {
+        let Some(url) = self
+            .endpoints
+            .iter()
+            .find(|url| error.contains(url.rsplit("://").next().unwrap_or(url)))
+            .cloned()
+        else {
+            return;
+        };
+        {
+            let mut quarantined = self.quarantined.lock().unwrap_or_else(|e| e.into_inner());
+            if quarantined.contains(&url) || quarantined.len() + 1 >= self.endpoints.len() {
+                return;
+            }
+            quarantined.insert(url.clone());
+        }
+        if let Err(error) = self.client.remove_endpoint(&url).await {
+            tracing::warn!(endpoint = %url, %error, "cannot take an etcd endpoint out of rotation");
+        }
+        tracing::warn!(endpoint = %url, "etcd endpoint refuses connections; out of rotation until it listens again");
+        let (client, quarantined) = (self.client.clone(), self.quarantined.clone());
+        tokio::spawn(async move {
+            let address = url.rsplit("://").next().unwrap_or(&url).to_string();
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                if tokio::net::TcpStream::connect(&address).await.is_ok() {
+                    if let Err(error) = client.add_endpoint(&url).await {
+                        tracing::warn!(endpoint = %url, %error, "cannot put an etcd endpoint back");
+                    }
+                    quarantined
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&url);
+                    tracing::info!(endpoint = %url, "etcd endpoint back in rotation");
+                    return;
+                }
+            }
+        });
+    }
+
     fn full_key(&self, key: &str) -> String {
         format!("{}{}", self.prefix, key)
     }
@@ -188,6 +269,12 @@ fn relative_key(prefix: &str, key: &[u8]) -> String {
     key.strip_prefix(prefix).unwrap_or(&key).to_string()
 }
 
+/// The request could not reach an etcd member at all.
+fn is_connect_error(e: &etcd_client::Error) -> bool {
+    let text = e.to_string();
+    text.contains("tcp connect error") || text.contains("Connection refused")
+}
+
 fn unavailable(e: etcd_client::Error) -> CoordError {
     CoordError::Unavailable(e.to_string())
 }
@@ -195,20 +282,24 @@ fn unavailable(e: etcd_client::Error) -> CoordError {
 #[async_trait]
 impl Coordinator for EtcdCoordinator {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let full = self.full_key(key);
         let resp = self
-            .client
-            .clone()
-            .get(self.full_key(key), None)
+            .call(|mut c| {
+                let full = full.clone();
+                async move { c.get(full, None).await }
+            })
             .await
             .map_err(unavailable)?;
         Ok(resp.kvs().first().map(|kv| self.to_key_value(kv)))
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)> {
+        let full = self.full_key(prefix);
         let resp = self
-            .client
-            .clone()
-            .get(self.full_key(prefix), Some(GetOptions::new().with_prefix()))
+            .call(|mut c| {
+                let full = full.clone();
+                async move { c.get(full, Some(GetOptions::new().with_prefix())).await }
+            })
             .await
             .map_err(unavailable)?;
         let revision = resp.header().map_or(0, |h| h.revision());
@@ -225,34 +316,43 @@ impl Coordinator for EtcdCoordinator {
         let options = GetOptions::new()
             .with_prefix()
             .with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let full = self.full_key(prefix);
         let resp = self
-            .client
-            .clone()
-            .get(self.full_key(prefix), Some(options))
+            .call(|mut c| {
+                let (full, options) = (full.clone(), options.clone());
+                async move { c.get(full, Some(options)).await }
+            })
             .await
             .map_err(unavailable)?;
         Ok(resp.kvs().iter().map(|kv| self.to_key_value(kv)).collect())
     }
 
     async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<Revision> {
-        let options = lease.map(|id| PutOptions::new().with_lease(id));
+        let full = self.full_key(key);
         let resp = self
-            .client
-            .clone()
-            .put(self.full_key(key), value, options)
+            .call(|mut c| {
+                let (full, value) = (full.clone(), value.clone());
+                let options = lease.map(|id| PutOptions::new().with_lease(id));
+                async move { c.put(full, value, options).await }
+            })
             .await
             .map_err(|e| lease_error(e, lease))?;
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
     async fn delete(&self, key: &str) -> Result<Option<KeyValue>> {
+        let full = self.full_key(key);
         let resp = self
-            .client
-            .clone()
-            .delete(
-                self.full_key(key),
-                Some(etcd_client::DeleteOptions::new().with_prev_key()),
-            )
+            .call(|mut c| {
+                let full = full.clone();
+                async move {
+                    c.delete(
+                        full,
+                        Some(etcd_client::DeleteOptions::new().with_prev_key()),
+                    )
+                    .await
+                }
+            })
             .await
             .map_err(unavailable)?;
         Ok(resp.prev_kvs().first().map(|kv| self.to_key_value(kv)))
@@ -265,15 +365,15 @@ impl Coordinator for EtcdCoordinator {
         lease: Option<LeaseId>,
     ) -> Result<Claim> {
         let full = self.full_key(key);
-        let options = lease.map(|id| PutOptions::new().with_lease(id));
-        let txn = Txn::new()
-            .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(full.clone(), value, options)])
-            .or_else([TxnOp::get(full, None)]);
         let resp = self
-            .client
-            .clone()
-            .txn(txn)
+            .call(|mut c| {
+                let options = lease.map(|id| PutOptions::new().with_lease(id));
+                let txn = Txn::new()
+                    .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(full.clone(), value.clone(), options)])
+                    .or_else([TxnOp::get(full.clone(), None)]);
+                async move { c.txn(txn).await }
+            })
             .await
             .map_err(|e| lease_error(e, lease))?;
         if resp.succeeded() {
@@ -313,9 +413,7 @@ impl Coordinator for EtcdCoordinator {
 
     async fn grant(&self, ttl: Duration) -> Result<LeaseId> {
         let resp = self
-            .client
-            .clone()
-            .lease_grant(ttl_seconds(ttl), None)
+            .call(|mut c| async move { c.lease_grant(ttl_seconds(ttl), None).await })
             .await
             .map_err(unavailable)?;
         Ok(resp.id())
@@ -323,9 +421,7 @@ impl Coordinator for EtcdCoordinator {
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
         let (mut keeper, mut stream) = self
-            .client
-            .clone()
-            .lease_keep_alive(lease)
+            .call(|mut c| async move { c.lease_keep_alive(lease).await })
             .await
             .map_err(|e| lease_error(e, Some(lease)))?;
         keeper
@@ -346,7 +442,10 @@ impl Coordinator for EtcdCoordinator {
     }
 
     async fn revoke(&self, lease: LeaseId) -> Result<()> {
-        match self.client.clone().lease_revoke(lease).await {
+        match self
+            .call(|mut c| async move { c.lease_revoke(lease).await })
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if is_lease_not_found(&e) => Ok(()),
             Err(e) => Err(unavailable(e)),
