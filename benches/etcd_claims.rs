@@ -15,6 +15,8 @@
 //! Each prints claims/s for every 10,000 claims (to show any slowdown as keys
 //! and tombstones accumulate) and the live key count at the end.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -31,13 +33,7 @@ const JOBS: usize = 10_000;
 
 #[tokio::main]
 async fn main() {
-    // `cargo test --all-targets` runs this binary too; only `cargo bench`
-    // (which passes --bench) should spend minutes measuring.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "{}: a benchmark; run it with cargo bench",
-            env!("CARGO_CRATE_NAME")
-        );
+    if !support::requested() {
         return;
     }
     let Ok(endpoints) = std::env::var("ETCD_ENDPOINTS") else {

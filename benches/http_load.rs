@@ -6,6 +6,8 @@
 //! Run: `scripts/bench.sh http_load` (fresh etcd and MongoDB-wire server;
 //! installs wrk).
 
+mod support;
+
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,20 +86,10 @@ fn wrk(url: &str, script: Option<&str>) -> (f64, f64) {
 
 #[tokio::main]
 async fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "{}: a benchmark; run it with cargo bench",
-            env!("CARGO_CRATE_NAME")
-        );
+    if !support::requested() {
         return;
     }
-    let (Ok(etcd), Ok(mongo)) = (
-        std::env::var("ETCD_ENDPOINTS"),
-        std::env::var("MONGODB_URI"),
-    ) else {
-        eprintln!(
-            "http_load: set ETCD_ENDPOINTS and MONGODB_URI (scripts/bench.sh http_load does)"
-        );
+    let Some((etcd, mongo)) = support::servers() else {
         return;
     };
     let coord: Arc<dyn Coordinator> = Arc::new(

@@ -4,6 +4,8 @@
 //! Run: `scripts/bench.sh runlog_write` (starts a fresh MongoDB-wire server),
 //! or `MONGODB_URI=... cargo bench --bench runlog_write`.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -61,13 +63,7 @@ async fn measure(engine: &str, store: Arc<dyn RunLog>) {
 
 #[actix_rt::main]
 async fn main() {
-    // `cargo test --all-targets` runs this binary too; only `cargo bench`
-    // (which passes --bench) should spend minutes measuring.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "{}: a benchmark; run it with cargo bench",
-            env!("CARGO_CRATE_NAME")
-        );
+    if !support::requested() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

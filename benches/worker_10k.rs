@@ -7,6 +7,8 @@
 //! `WORKER_10K_MINUTES` sets the measured minutes (default 2, after 1 of
 //! warm-up).
 
+mod support;
+
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -81,22 +83,10 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 
 #[actix_rt::main]
 async fn main() {
-    // `cargo test --all-targets` runs this binary too; only `cargo bench`
-    // (which passes --bench) should spend minutes measuring.
-    if !std::env::args().any(|a| a == "--bench") {
-        println!(
-            "{}: a benchmark; run it with cargo bench",
-            env!("CARGO_CRATE_NAME")
-        );
+    if !support::requested() {
         return;
     }
-    let (Ok(etcd), Ok(mongo)) = (
-        std::env::var("ETCD_ENDPOINTS"),
-        std::env::var("MONGODB_URI"),
-    ) else {
-        eprintln!(
-            "worker_10k: set ETCD_ENDPOINTS and MONGODB_URI (scripts/bench.sh worker_10k does)"
-        );
+    let Some((etcd, mongo)) = support::servers() else {
         return;
     };
     let minutes: i64 = std::env::var("WORKER_10K_MINUTES")

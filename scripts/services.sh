@@ -7,6 +7,18 @@
 
 log() { printf '== %s\n' "$*" >&2; }
 
+# Rust: Debian 12's cargo is too old for edition 2024, so use rustup.
+ensure_rust() {
+  if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+  if ! command -v cargo >/dev/null; then
+    command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+}
+
 install_missing() {
   missing=()
   command -v etcd >/dev/null || missing+=(etcd-server)
@@ -18,15 +30,7 @@ install_missing() {
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
-  # Rust: Debian 12's cargo is too old for edition 2024, so use rustup.
-  if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-  fi
-  if ! command -v cargo >/dev/null; then
-    command -v curl >/dev/null || { apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
-    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy,rustfmt
-    export PATH="$HOME/.cargo/bin:$PATH"
-  fi
+  ensure_rust
   # The MongoDB-wire server lives in a venv inside target/, rebuilt with the tree.
   venv=$PWD/target/test-venv
   if [ ! -x "$venv/bin/nx-27017" ]; then

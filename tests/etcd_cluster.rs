@@ -4,13 +4,14 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 
 use distcron::coord::etcd::{EtcdCoordinator, EtcdOptions};
 use distcron::coord::session::Session;
 use distcron::coord::{Coordinator, WatchItem};
+use support::etcd::etcd_command;
 use support::{eventually, free_port, service_endpoint};
 
 struct Member {
@@ -38,30 +39,13 @@ fn start_cluster(dir: &std::path::Path) -> Vec<Member> {
         .map(|(name, client_port, peer_port)| {
             let client = format!("http://127.0.0.1:{client_port}");
             let peer = format!("http://127.0.0.1:{peer_port}");
-            let child = Command::new("etcd")
-                .args(["--name", name, "--data-dir"])
-                .arg(dir.join(name))
-                .args([
-                    "--listen-client-urls",
-                    &client,
-                    "--advertise-client-urls",
-                    &client,
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peer,
-                    "--initial-advertise-peer-urls",
-                    &peer,
-                ])
-                .arg(format!("--initial-cluster={}", initial.join(",")))
+            let child = etcd_command(name, &dir.join(name), &client, &peer, &initial.join(","))
                 .args([
                     "--initial-cluster-state",
                     "new",
                     "--initial-cluster-token",
                     "distcron-test",
                 ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
                 .spawn()
                 .expect("start etcd");
             Member {

@@ -25,6 +25,19 @@ pub struct JobIndex {
     ready: AtomicBool,
 }
 
+/// Filter jobs (in name order) by a lowercase name fragment, then page.
+pub fn page_jobs(
+    jobs: impl Iterator<Item = Job>,
+    needle: Option<&str>,
+    skip: usize,
+    limit: usize,
+) -> Vec<Job> {
+    jobs.filter(|job| needle.is_none_or(|q| job.name.to_lowercase().contains(q)))
+        .skip(skip)
+        .take(limit)
+        .collect()
+}
+
 impl JobIndex {
     /// Start following `jobs/` in the background.
     pub fn follow(coord: Arc<dyn Coordinator>) -> Arc<JobIndex> {
@@ -90,14 +103,7 @@ impl JobIndex {
             return None;
         }
         let jobs = self.jobs.read().unwrap_or_else(|e| e.into_inner());
-        Some(
-            jobs.values()
-                .filter(|job| needle.is_none_or(|q| job.name.to_lowercase().contains(q)))
-                .skip(skip)
-                .take(limit)
-                .cloned()
-                .collect(),
-        )
+        Some(page_jobs(jobs.values().cloned(), needle, skip, limit))
     }
 
     /// This manager saved `job`: show it at once.

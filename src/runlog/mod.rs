@@ -180,9 +180,7 @@ pub fn spawn_retention(
         let mut ticker = tokio::time::interval(every);
         loop {
             ticker.tick().await;
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
+            let now_ms = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
             match run_log.apply_retention(retention, now_ms).await {
                 Ok(0) => {}
                 Ok(removed) => tracing::info!(removed, "run log retention applied"),

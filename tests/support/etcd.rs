@@ -1,10 +1,41 @@
 //! An etcd server owned by one test, for cases that stop and restart it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::{OwnedServer, free_port};
+
+/// An `etcd` member on loopback: its name, data directory, client and peer
+/// URLs, and the `--initial-cluster` list (`name=peer-url,...`).
+pub fn etcd_command(
+    name: &str,
+    data_dir: &Path,
+    client: &str,
+    peer: &str,
+    cluster: &str,
+) -> Command {
+    let mut command = Command::new("etcd");
+    command
+        .args(["--name", name, "--data-dir"])
+        .arg(data_dir)
+        .args([
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+        ])
+        .args([
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+        ])
+        .arg(format!("--initial-cluster={cluster}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
 
 pub struct EtcdProcess {
     child: Option<Child>,
@@ -49,26 +80,16 @@ impl OwnedServer for EtcdProcess {
             .append(true)
             .open(self.log_path())
             .expect("etcd log file");
-        let child = Command::new("etcd")
-            .args(["--name", "test", "--data-dir"])
-            .arg(self.data_dir.path().join("data"))
-            .args([
-                "--listen-client-urls",
-                &client,
-                "--advertise-client-urls",
-                &client,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &peer,
-                "--initial-advertise-peer-urls",
-                &peer,
-            ])
-            .arg(format!("--initial-cluster=test={peer}"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd (install etcd-server, or run scripts/test.sh)");
+        let child = etcd_command(
+            "test",
+            &self.data_dir.path().join("data"),
+            &client,
+            &peer,
+            &format!("test={peer}"),
+        )
+        .stderr(log)
+        .spawn()
+        .expect("start etcd (install etcd-server, or run scripts/test.sh)");
         self.child = Some(child);
         let health = format!("{client}/health");
         super::eventually("etcd to answer /health", Duration::from_secs(30), || {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::job::RunningEntry;
 use crate::http::error::ok;
+use crate::http::job_index::page_jobs;
 use crate::http::{ApiError, AppState, body};
 use crate::job::{Job, validate_name};
 use crate::runlog::{RunQuery, RunRecord, RunStatus};
@@ -216,24 +217,16 @@ pub async fn list(
     // The index is not ready yet (the manager just started): ask etcd.
     // Without a name filter, a page needs only its first skip + limit keys.
     let kvs = match (&query.q, query.limit) {
-        (None, Some(limit)) => {
-            let wanted = query.skip.unwrap_or(0).saturating_add(limit);
+        (None, Some(_)) => {
+            let wanted = skip.saturating_add(limit);
             state.coord.list_first("jobs/", wanted as u64).await?
         }
         _ => state.coord.list("jobs/").await?.0,
     };
-    let jobs: Vec<Job> = kvs
+    let jobs = kvs
         .iter()
-        .filter_map(|kv| serde_json::from_slice::<Job>(&kv.value).ok())
-        .filter(|job| {
-            needle
-                .as_deref()
-                .is_none_or(|q| job.name.to_lowercase().contains(q))
-        })
-        .skip(skip)
-        .take(limit)
-        .collect();
-    Ok(ok(jobs))
+        .filter_map(|kv| serde_json::from_slice::<Job>(&kv.value).ok());
+    Ok(ok(page_jobs(jobs, needle.as_deref(), skip, limit)))
 }
 
 #[derive(Deserialize)]

@@ -111,57 +111,39 @@ fn render(out: &mut String, workers: &[WorkerInfo], requests: &[((String, u16), 
         }
     }
 
-    family(
-        out,
-        "distcron_batcher_queue_records",
-        "gauge",
-        "Run records in memory, not yet written or spooled.",
-    );
-    for w in workers {
-        let _ = writeln!(
-            out,
-            "distcron_batcher_queue_records{{worker=\"{}\"}} {}",
-            w.id, w.batcher.queued
-        );
-    }
-    family(
-        out,
-        "distcron_batcher_spool_bytes",
-        "gauge",
-        "Bytes spooled while the run log is unreachable.",
-    );
-    for w in workers {
-        let _ = writeln!(
-            out,
-            "distcron_batcher_spool_bytes{{worker=\"{}\"}} {}",
-            w.id, w.batcher.spool_bytes
-        );
-    }
-    family(
-        out,
-        "distcron_batcher_dropped_total",
-        "counter",
-        "Run records dropped because the spool was full.",
-    );
-    for w in workers {
-        let _ = writeln!(
-            out,
-            "distcron_batcher_dropped_total{{worker=\"{}\"}} {}",
-            w.id, w.batcher.dropped
-        );
-    }
-    family(
-        out,
-        "distcron_runs_in_progress",
-        "gauge",
-        "Runs in progress on each worker.",
-    );
-    for w in workers {
-        let _ = writeln!(
-            out,
-            "distcron_runs_in_progress{{worker=\"{}\"}} {}",
-            w.id, w.running
-        );
+    // Gauges and counters with one value per worker.
+    type Value = fn(&WorkerInfo) -> u64;
+    let per_worker: [(&str, &str, &str, Value); 4] = [
+        (
+            "distcron_batcher_queue_records",
+            "gauge",
+            "Run records in memory, not yet written or spooled.",
+            |w| w.batcher.queued,
+        ),
+        (
+            "distcron_batcher_spool_bytes",
+            "gauge",
+            "Bytes spooled while the run log is unreachable.",
+            |w| w.batcher.spool_bytes,
+        ),
+        (
+            "distcron_batcher_dropped_total",
+            "counter",
+            "Run records dropped because the spool was full.",
+            |w| w.batcher.dropped,
+        ),
+        (
+            "distcron_runs_in_progress",
+            "gauge",
+            "Runs in progress on each worker.",
+            |w| w.running as u64,
+        ),
+    ];
+    for (name, kind, help, value) in per_worker {
+        family(out, name, kind, help);
+        for w in workers {
+            let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", w.id, value(w));
+        }
     }
 
     family(
