@@ -149,6 +149,12 @@ macro_rules! contract_suite {
                 );
                 assert_eq!(b.log.count(None, Some(RunStatus::Failed)).await.unwrap(), 5);
                 assert_eq!(b.log.count(None, None).await.unwrap(), 50);
+                assert_eq!(b.log.count_since(10_020, &[]).await.unwrap(), 10);
+                let failures = [RunStatus::Failed, RunStatus::Lost];
+                assert_eq!(b.log.count_since(10_020, &failures).await.unwrap(), 1);
+                assert_eq!(b.log.count_since(0, &failures).await.unwrap(), 5);
+                assert_eq!(b.log.count_since(10_025, &[]).await.unwrap(), 0);
+                b.log.ping().await.unwrap();
             }
 
             #[tokio::test]

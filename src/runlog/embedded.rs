@@ -226,6 +226,35 @@ impl RunLog for EmbeddedRunLog {
         .await
     }
 
+    async fn count_since(&self, since_ms: i64, statuses: &[RunStatus]) -> Result<u64> {
+        let statuses = statuses.to_vec();
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(storage)?;
+            let runs = read.open_table(RUNS).map_err(storage)?;
+            let by_time = read.open_table(BY_TIME).map_err(storage)?;
+            let mut n = 0;
+            for entry in by_time.range((since_ms, "")..).map_err(storage)? {
+                let (key, _) = entry.map_err(storage)?;
+                if statuses.is_empty() {
+                    n += 1;
+                    continue;
+                }
+                if let Some(bytes) = runs.get(key.value().1).map_err(storage)?
+                    && statuses.contains(&decode(bytes.value())?.status)
+                {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.blocking(|db| db.begin_read().map(drop).map_err(storage))
+            .await
+    }
+
     async fn apply_retention(&self, retention: Retention, now_ms: i64) -> Result<u64> {
         self.blocking(move |db| {
             // Collect what goes in a read transaction, then remove it in one

@@ -73,6 +73,19 @@ impl RunLog for FakeRunLog {
         Ok(self.records.lock().unwrap().len() as u64)
     }
 
+    async fn count_since(&self, since_ms: i64, statuses: &[RunStatus]) -> Result<u64> {
+        let records = self.records.lock().unwrap();
+        let matching = records
+            .iter()
+            .filter(|r| r.start_time >= since_ms)
+            .filter(|r| statuses.is_empty() || statuses.contains(&r.status));
+        Ok(matching.count() as u64)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn apply_retention(&self, _: Retention, _: i64) -> Result<u64> {
         Ok(0)
     }

@@ -161,6 +161,13 @@ pub trait RunLog: Send + Sync + 'static {
     /// How many runs match: all, one job's, and/or one status.
     async fn count(&self, job_name: Option<&str>, status: Option<RunStatus>) -> Result<u64>;
 
+    /// How many runs started at or after `since_ms` with one of `statuses`
+    /// (any status when empty): the console's overview counts.
+    async fn count_since(&self, since_ms: i64, statuses: &[RunStatus]) -> Result<u64>;
+
+    /// A cheap round trip that proves the store answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
     /// Apply `retention` as of `now_ms`; returns how many runs were removed.
     async fn apply_retention(&self, retention: Retention, now_ms: i64) -> Result<u64>;
 }

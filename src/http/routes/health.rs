@@ -18,7 +18,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         .map_err(|e| ApiError::Unavailable(format!("coordinator: {e}")))?;
     state
         .run_log
-        .count(Some(""), None)
+        .ping()
         .await
         .map_err(|e| ApiError::Unavailable(format!("run log: {e}")))?;
     Ok(ok("ready"))
