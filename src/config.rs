@@ -21,6 +21,9 @@ use serde_json::{Map, Value};
 pub struct Config {
     /// Address of the HTTP API and console.
     pub listen: String,
+    /// The console's files (`index.html`, `js/`, `css/`, and the npm
+    /// packages in `node_modules/`); empty serves no console.
+    pub webroot: String,
     /// etcd client endpoints (`host:port`), several for a cluster.
     pub etcd_endpoints: Vec<String>,
     /// Prefix of every distcron key in etcd.
@@ -82,6 +85,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             listen: "127.0.0.1:8070".into(),
+            webroot: "./webroot".into(),
             etcd_endpoints: vec!["127.0.0.1:2379".into()],
             etcd_prefix: "/distcron/".into(),
             etcd_dial_timeout_ms: 5_000,

@@ -436,7 +436,7 @@ async fn openapi_describes_every_route() {
         checked += 1;
     }
     assert_eq!(
-        checked, 18,
+        checked, 20,
         "the route table changed: update openapi.json and this count"
     );
     let job_fields: Vec<&String> = doc["components"]["schemas"]["Job"]["properties"]
@@ -589,4 +589,137 @@ async fn schedule_preview_lists_the_next_five_fire_times() {
             .unwrap()
             .contains("unknown field `bogus`")
     );
+}
+
+// --- The console's endpoints and files --------------------------------------
+
+#[actix_rt::test]
+async fn job_table_gives_a_page_with_total_next_fire_last_run_and_running() {
+    let api = api();
+    for name in ["alpha", "beta", "gamma"] {
+        let job = json!({"name": name, "command": "true", "cronExpr": "0 * * * *"});
+        assert_eq!(api.save(job).await.0, 200);
+    }
+    api.form("/job/pause", "name=gamma").await;
+    let now_ms = 1_767_225_600_000; // the test clock
+    api.state
+        .run_log
+        .insert_batch(&[
+            run("b-old", "beta", now_ms - 120_000),
+            run("b-new", "beta", now_ms - 60_000),
+        ])
+        .await
+        .unwrap();
+    let entry = json!({"run_id": "beta-1-w1", "jobName": "beta", "command": "true", "worker": "w1",
+        "planTime": now_ms, "scheduleTime": now_ms, "startTime": now_ms});
+    api.state
+        .coord
+        .put(
+            "running/beta/beta-1-w1",
+            entry.to_string().into_bytes(),
+            None,
+        )
+        .await
+        .unwrap();
+
+    let (status, body) = api.get("/job/table?skip=1&limit=2").await;
+    assert_eq!(status, 200, "{body}");
+    let data = &body["data"];
+    assert_eq!(data["total"], 3);
+    let rows = data["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["job"]["name"], "beta");
+    assert_eq!(rows[0]["next"], "2026-01-01T01:00:00Z");
+    assert_eq!(rows[0]["lastRun"]["run_id"], "b-new");
+    assert!(
+        rows[0]["lastRun"].get("output").is_none(),
+        "rows carry no output"
+    );
+    assert_eq!(rows[0]["running"], 1);
+    assert_eq!(rows[1]["job"]["name"], "gamma");
+    assert_eq!(rows[1]["next"], Value::Null, "paused jobs fire nothing");
+    assert_eq!(rows[1]["lastRun"], Value::Null);
+
+    let (_, body) = api.get("/job/table?q=MM").await;
+    assert_eq!(body["data"]["total"], 1);
+    assert_eq!(body["data"]["rows"][0]["job"]["name"], "gamma");
+    let (status, body) = api.get("/job/table?limit=201").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["msg"].as_str().unwrap().starts_with("limit:"),
+        "{body}"
+    );
+}
+
+#[actix_rt::test]
+async fn overview_counts_recent_runs_failures_and_running() {
+    let api = api();
+    api.save(job1()).await;
+    let now_ms = 1_767_225_600_000;
+    let mut failed = run("f1", "job1", now_ms - 30 * 60_000);
+    failed.status = RunStatus::Failed;
+    api.state
+        .run_log
+        .insert_batch(&[
+            run("r-now", "job1", now_ms - 10_000),
+            run("r-old", "job1", now_ms - 2 * 3_600_000),
+            failed,
+        ])
+        .await
+        .unwrap();
+    let (status, body) = api.get("/overview").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"],
+        json!({"jobs": 1, "workersAlive": 0, "running": 0,
+               "runsLastMinute": 1, "runsLastHour": 2, "failuresLastHour": 1})
+    );
+}
+
+#[actix_rt::test]
+async fn the_console_is_served_from_the_webroot_and_nothing_else_is() {
+    let root = tempfile::tempdir().unwrap();
+    let write = |path: &str, text: &str| {
+        let path = root.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    let mut api = api();
+    api.state = api
+        .state
+        .clone()
+        .with_webroot(root.path().to_str().unwrap());
+    let app = test::init_service(http::app(api.state.clone())).await;
+    let resp = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    assert_eq!(resp.status().as_u16(), 503, "no console installed");
+    let text = test::read_body(resp).await;
+    assert!(String::from_utf8_lossy(&text).contains("npm ci"));
+
+    write("index.html", "<title>distcron</title>");
+    write("js/console.js", "// console");
+    write("css/console.css", "/* console */");
+    write("node_modules/jquery/dist/jquery.min.js", "// jquery");
+    write(
+        "node_modules/bootstrap/dist/css/bootstrap.min.css",
+        "/* bs */",
+    );
+    write("package.json", "{}");
+    let app = test::init_service(http::app(api.state.clone())).await;
+    for (uri, status) in [
+        ("/", 200),
+        ("/js/console.js", 200),
+        ("/css/console.css", 200),
+        ("/vendor/jquery/jquery.min.js", 200),
+        ("/vendor/bootstrap/css/bootstrap.min.css", 200),
+        ("/package.json", 404),
+        ("/node_modules/jquery/dist/jquery.min.js", 404),
+        ("/js/../package.json", 404),
+    ] {
+        let resp = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
+        assert_eq!(resp.status().as_u16(), status, "{uri}");
+    }
+    let resp = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;
+    assert_eq!(test::read_body(resp).await, "<title>distcron</title>");
+    // The API is unchanged beside it.
+    assert_eq!(api.get("/job/list").await.0, 200);
 }

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         tracing::info!(listen = %config.listen, "manager listening");
         let run_log = Arc::new(run_log);
         spawn_retention(run_log.clone(), retention(&config), RETENTION_EVERY);
-        let state = http::AppState::new(Arc::new(coord), run_log);
+        let state = http::AppState::new(Arc::new(coord), run_log).with_webroot(&config.webroot);
         http::serve(state, listener, signals::shutdown())
             .await
             .map_err(|e| e.to_string())

@@ -77,7 +77,7 @@ fn standalone() -> ExitCode {
             Arc::new(SystemClock),
         )?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let state = http::AppState::new(coord, run_log);
+        let state = http::AppState::new(coord, run_log).with_webroot(&config.webroot);
         let server = http::serve(state, listener, async move {
             let _ = stop_rx.await;
         });

@@ -106,6 +106,31 @@ impl JobIndex {
         Some(page_jobs(jobs.values().cloned(), needle, skip, limit))
     }
 
+    /// How many jobs match `needle`, and one page of them; `None` until
+    /// the index has been listed once.
+    pub fn page_with_total(
+        &self,
+        needle: Option<&str>,
+        skip: usize,
+        limit: usize,
+    ) -> Option<(usize, Vec<Job>)> {
+        if !self.ready.load(Ordering::Acquire) {
+            return None;
+        }
+        let jobs = self.jobs.read().unwrap_or_else(|e| e.into_inner());
+        let total = match needle {
+            None => jobs.len(),
+            Some(q) => jobs
+                .keys()
+                .filter(|name| name.to_lowercase().contains(q))
+                .count(),
+        };
+        Some((
+            total,
+            page_jobs(jobs.values().cloned(), needle, skip, limit),
+        ))
+    }
+
     /// This manager saved `job`: show it at once.
     pub fn saved(&self, job: &Job) {
         self.write().insert(job.name.clone(), job.clone());

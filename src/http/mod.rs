@@ -10,6 +10,7 @@ mod body;
 pub mod error;
 pub mod job_index;
 mod routes;
+pub mod webroot;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub requests: Arc<RequestCounts>,
     /// Job definitions, following `jobs/`, for fast listing.
     pub jobs: Arc<job_index::JobIndex>,
+    /// The console's folder; `None` serves the API alone.
+    pub webroot: Option<std::path::PathBuf>,
 }
 
 /// HTTP requests served, by (route pattern, status), for `/metrics`.
@@ -70,7 +73,22 @@ impl AppState {
             coord,
             run_log,
             requests: Arc::default(),
+            webroot: None,
         }
+    }
+
+    /// Serve the console from `root` (empty: no console). Says so in the
+    /// log when the folder lacks it, and `/` then says how to install it.
+    pub fn with_webroot(mut self, root: &str) -> AppState {
+        if root.is_empty() {
+            return self;
+        }
+        let root = std::path::PathBuf::from(root);
+        if let Some(missing) = webroot::missing_part(&root) {
+            tracing::warn!(%missing, "console not installed: run `npm ci` in webroot/");
+        }
+        self.webroot = Some(root);
+        self
     }
 }
 
@@ -88,6 +106,7 @@ pub fn app(
     >,
 > {
     let requests = state.requests.clone();
+    let webroot = state.webroot.clone();
     App::new()
         .wrap_fn(move |req, srv| {
             let requests = requests.clone();
@@ -108,6 +127,11 @@ pub fn app(
         .app_data(error::json_config())
         .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
         .configure(routes::configure)
+        .configure(|cfg| {
+            if let Some(root) = &webroot {
+                webroot::configure(cfg, root);
+            }
+        })
         .default_service(web::to(routes::not_found))
 }
 

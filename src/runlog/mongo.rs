@@ -200,10 +200,7 @@ impl RunLog for MongoRunLog {
             let names: Vec<&str> = statuses.iter().map(|s| s.as_str()).collect();
             filter.insert("status", doc! { "$in": names });
         }
-        self.runs
-            .count_documents(filter)
-            .await
-            .map_err(unavailable)
+        self.runs.count_documents(filter).await.map_err(unavailable)
     }
 
     async fn ping(&self) -> Result<()> {

@@ -1,5 +1,6 @@
 //! Route table: one file per URL prefix.
 
+mod console;
 mod health;
 mod job;
 mod metrics;
@@ -26,6 +27,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/job/log", web::get().to(job::log))
         .route("/job/get", web::get().to(job::get))
         .route("/job/running", web::get().to(job::running))
+        .route("/job/table", web::get().to(console::table))
+        .route("/overview", web::get().to(console::overview))
         .route("/run/get", web::get().to(job::run_get))
         .route("/worker/list", web::get().to(worker::list))
         .route("/worker/info", web::get().to(worker::info))

@@ -7,7 +7,7 @@ use crate::actors::registrar::{REFRESH, WorkerInfo};
 use crate::http::error::ok;
 use crate::http::{ApiError, AppState};
 
-async fn workers(state: &AppState) -> Result<Vec<WorkerInfo>, ApiError> {
+pub(super) async fn workers(state: &AppState) -> Result<Vec<WorkerInfo>, ApiError> {
     let (kvs, _) = state.coord.list("workers/").await?;
     Ok(kvs
         .iter()
