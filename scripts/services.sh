@@ -40,6 +40,31 @@ install_missing() {
   fi
 }
 
+# The console's npm packages (jQuery, Bootstrap), pinned by package-lock.json.
+ensure_console() {
+  command -v npm >/dev/null || {
+    log "installing nodejs and npm"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+  }
+  if [ ! -d webroot/node_modules/jquery ] || [ webroot/package-lock.json -nt webroot/node_modules/.package-lock.json ]; then
+    log "npm ci in webroot/"
+    (cd webroot && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
+# The browser test's needs: Debian's chromium, and playwright-core to drive it.
+ensure_browser() {
+  ensure_console
+  command -v chromium >/dev/null || {
+    log "installing chromium"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  }
+  if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    log "npm ci in tests/browser/"
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 start_services() {
   install_missing
   state=$(mktemp -d /tmp/distcron-test.XXXXXX)

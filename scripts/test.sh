@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite from a fresh Debian 12 machine (as root):
 #   installs what is missing, starts a fresh etcd and a MongoDB-wire server on
-#   127.0.0.1 with throwaway data directories, runs formatting and lint checks
-#   and every test, then stops everything it started.
+#   127.0.0.1 with throwaway data directories, runs formatting and lint checks,
+#   every test and the console's browser test, then stops everything it
+#   started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
 start_services
+ensure_browser
 # Tests that need a server fail, rather than skip, when it is missing.
 export DISTCRON_REQUIRE_SERVICES=1
 
@@ -17,3 +19,5 @@ log "cargo clippy"
 cargo clippy --all-targets -- -D warnings
 log "cargo test"
 cargo test --all-targets --no-fail-fast
+log "console in a browser"
+node tests/browser/console.test.mjs

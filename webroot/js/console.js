@@ -1,0 +1,550 @@
+// The distcron console: one page, four views (jobs, runs of a job, running
+// now, workers), all from the manager's HTTP API.
+//
+// Safety rule: anything that came from a user or a job (names, commands,
+// output, error messages) reaches the page only through .text() or .val(),
+// never as HTML.
+'use strict';
+
+$(function () {
+  const JOBS_PER_PAGE = 50;
+  const RUNS_PER_PAGE = 20;
+
+  // --- Talking to the API ---------------------------------------------------
+
+  // Resolve with the envelope's `data`; reject with an Error carrying the
+  // envelope's message (which names the field at fault, "cronExpr: ...").
+  function api(method, path, data, asJson) {
+    const request = { method: method, url: path, dataType: 'json' };
+    if (asJson) {
+      request.contentType = 'application/json';
+      request.data = JSON.stringify(data);
+    } else if (data !== undefined) {
+      request.data = data;
+    }
+    return new Promise(function (resolve, reject) {
+      $.ajax(request)
+        .done(function (body) { resolve(body.data); })
+        .fail(function (xhr) {
+          const msg = (xhr.responseJSON && xhr.responseJSON.msg) ||
+            (xhr.status === 0 ? 'the manager cannot be reached' : xhr.status + ' ' + xhr.statusText);
+          const error = new Error(msg);
+          error.status = xhr.status;
+          reject(error);
+        });
+    });
+  }
+
+  // Disable `button` until `promise` settles.
+  function busy(button, promise) {
+    const $b = $(button).prop('disabled', true);
+    return promise.finally(function () { $b.prop('disabled', false); });
+  }
+
+  function toast(message, kind) {
+    const $t = $('<div class="toast align-items-center border-0" role="status" aria-live="polite">')
+      .addClass(kind === 'error' ? 'text-bg-danger' : 'text-bg-success')
+      .append($('<div class="d-flex">')
+        .append($('<div class="toast-body">').text(message))
+        .append('<button type="button" class="btn-close btn-close-white me-2 m-auto" data-bs-dismiss="toast" aria-label="Close"></button>'));
+    $('#toasts').append($t);
+    $t.on('hidden.bs.toast', function () { $t.remove(); });
+    bootstrap.Toast.getOrCreateInstance($t[0], { delay: kind === 'error' ? 8000 : 3000 }).show();
+  }
+
+  // Run an action from `button`, and say how it went.
+  function act(button, promise, success) {
+    return busy(button, promise)
+      .then(function (data) { toast(success); refreshView(); refreshOverview(); return data; })
+      .catch(function (e) { toast(e.message, 'error'); });
+  }
+
+  // --- Formatting -------------------------------------------------------------
+
+  function pad(n) { return String(n).padStart(2, '0'); }
+
+  // Local time, "2026-11-21 06:07:18"; the UTC instant in the tooltip.
+  function time(value) {
+    if (value === null || value === undefined || value === '' || value === 0) return $('<span>').text('–');
+    const d = new Date(value);
+    const text = d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) + ' ' +
+      pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' + pad(d.getSeconds());
+    return $('<span>').text(text).attr('title', d.toISOString());
+  }
+
+  function duration(ms) {
+    if (ms < 1000) return ms + ' ms';
+    const s = ms / 1000;
+    if (s < 60) return s.toFixed(1) + ' s';
+    const m = Math.floor(s / 60);
+    if (m < 60) return m + ' min ' + Math.floor(s % 60) + ' s';
+    return Math.floor(m / 60) + ' h ' + (m % 60) + ' min';
+  }
+
+  function bytes(n) {
+    if (n < 1024 * 1024) return (n / 1024).toFixed(0) + ' KiB';
+    return (n / 1024 / 1024).toFixed(1) + ' MiB';
+  }
+
+  const STATUS_CLASS = {
+    succeeded: 'text-bg-success', failed: 'text-bg-danger', timed_out: 'text-bg-warning',
+    killed: 'text-bg-secondary', lost: 'text-bg-dark', skipped: 'text-bg-light', running: 'text-bg-primary'
+  };
+
+  function badge(status) {
+    return $('<span class="badge status">').addClass(STATUS_CLASS[status] || 'text-bg-light').text(status);
+  }
+
+  function cell(content) { return $('<td>').append(content); }
+  function textCell(text) { return $('<td>').text(text); }
+
+  function runsHash(name) { return '#/jobs/' + encodeURIComponent(name) + '/runs'; }
+
+  // --- Views and their refresh ----------------------------------------------
+
+  let refreshTimer = null;
+  let refreshView = function () {};
+
+  // Show one view; `load` fills it, and runs again every `every` ms.
+  function showView(name, load, every) {
+    $('.view').prop('hidden', true);
+    $('#view-' + name).prop('hidden', false);
+    $('.nav-link').removeClass('active').filter('[data-view="' + (name === 'runs' ? 'jobs' : name) + '"]').addClass('active');
+    clearTimeout(refreshTimer);
+    refreshView = function () {
+      clearTimeout(refreshTimer);
+      return load().finally(function () {
+        clearTimeout(refreshTimer);
+        refreshTimer = setTimeout(refreshView, typeof every === 'function' ? every() : every);
+      });
+    };
+    refreshView();
+  }
+
+  function route() {
+    const hash = location.hash || '#/jobs';
+    const runs = hash.match(/^#\/jobs\/([^/]+)\/runs$/);
+    if (runs) {
+      openRuns(decodeURIComponent(runs[1]));
+    } else if (hash === '#/running') {
+      showView('running', loadRunning, 2000);
+    } else if (hash === '#/workers') {
+      showView('workers', loadWorkers, 5000);
+    } else {
+      showView('jobs', loadJobs, 10000);
+    }
+  }
+
+  // --- Overview strip ---------------------------------------------------------
+
+  function refreshOverview() {
+    return api('GET', '/overview').then(function (o) {
+      $('#overview [data-count]').each(function () {
+        const value = o[$(this).data('count')];
+        $(this).text(value === undefined ? '–' : value.toLocaleString('en-US'));
+      });
+    }).catch(function () {
+      $('#overview [data-count]').text('?');
+    });
+  }
+
+  // --- Jobs ------------------------------------------------------------------
+
+  const jobsPage = { skip: 0, q: '', total: 0 };
+
+  function loadJobs() {
+    const query = { skip: jobsPage.skip, limit: JOBS_PER_PAGE };
+    if (jobsPage.q) query.q = jobsPage.q;
+    return api('GET', '/job/table', query).then(function (table) {
+      jobsPage.total = table.total;
+      if (table.rows.length === 0 && jobsPage.skip > 0) {
+        jobsPage.skip = Math.max(0, jobsPage.skip - JOBS_PER_PAGE);
+        return loadJobs();
+      }
+      $('#jobs-table tbody').empty().append(table.rows.map(jobRow));
+      // For the browser test's "first page rendered" figure.
+      if (performance.getEntriesByName('jobs-rendered').length === 0) performance.mark('jobs-rendered');
+      const last = jobsPage.skip + table.rows.length;
+      $('#jobs-range').text(table.total === 0 ? '' :
+        (jobsPage.skip + 1).toLocaleString('en-US') + '–' + last.toLocaleString('en-US') +
+        ' of ' + table.total.toLocaleString('en-US'));
+      $('#jobs-prev').prop('disabled', jobsPage.skip === 0);
+      $('#jobs-next').prop('disabled', last >= table.total);
+      $('#jobs-empty').prop('hidden', table.total > 0 || jobsPage.q !== '');
+    }).catch(function (e) { toast('Jobs: ' + e.message, 'error'); });
+  }
+
+  function jobRow(row) {
+    const job = row.job;
+    const $tr = $('<tr>').attr('data-job', job.name);
+    $tr.append(cell($('<a class="font-monospace">').attr('href', runsHash(job.name)).text(job.name)));
+    $tr.append(cell([
+      $('<code>').text(job.cronExpr),
+      ' ',
+      $('<span class="badge text-bg-light">').text(job.timezone)
+    ]));
+    $tr.append(cell(row.next ? time(row.next) : $('<span class="text-body-secondary">').text('–')));
+    if (row.running > 0) {
+      $tr.append(cell([badge('running'), ' ', $('<span class="small">').text(row.running + ' in progress')]));
+    } else if (row.lastRun) {
+      $tr.append(cell([badge(row.lastRun.status), ' ', time(row.lastRun.startTime)]));
+    } else {
+      $tr.append(cell($('<span class="text-body-secondary">').text('never')));
+    }
+    $tr.append(cell(job.enabled ? $('<span class="badge text-bg-success">').text('enabled')
+      : $('<span class="badge text-bg-warning">').text('paused')));
+    const $actions = $('<div class="btn-group btn-group-sm">');
+    $actions.append($('<button class="btn btn-outline-primary" data-action="edit">').text('Edit'));
+    $actions.append($('<button class="btn btn-outline-primary" data-action="run">').text('Run now'));
+    $actions.append(job.enabled
+      ? $('<button class="btn btn-outline-warning" data-action="pause">').text('Pause')
+      : $('<button class="btn btn-outline-success" data-action="resume">').text('Resume'));
+    if (row.running > 0) {
+      $actions.append($('<button class="btn btn-outline-danger" data-action="kill">').text('Kill'));
+    }
+    $actions.append($('<button class="btn btn-outline-danger" data-action="delete">').text('Delete'));
+    $tr.append($('<td class="text-end">').append($actions));
+    $tr.data('job', job);
+    return $tr;
+  }
+
+  $('#jobs-table').on('click', 'button[data-action]', function () {
+    const job = $(this).closest('tr').data('job');
+    const name = job.name;
+    switch ($(this).data('action')) {
+      case 'edit': openEditor(job); break;
+      case 'run': act(this, api('POST', '/job/run', { name: name }), 'Started ' + name); break;
+      case 'pause': act(this, api('POST', '/job/pause', { name: name }), 'Paused ' + name); break;
+      case 'resume': act(this, api('POST', '/job/resume', { name: name }), 'Resumed ' + name); break;
+      case 'kill': act(this, api('POST', '/job/kill', { name: name }), 'Kill sent to ' + name); break;
+      case 'delete':
+        confirmDelete(name).then(function (button) {
+          act(button, api('POST', '/job/delete', { name: name }), 'Deleted ' + name);
+        });
+        break;
+    }
+  });
+
+  let searchTimer = null;
+  $('#job-search').on('input', function () {
+    clearTimeout(searchTimer);
+    const q = $(this).val().trim();
+    searchTimer = setTimeout(function () {
+      jobsPage.q = q;
+      jobsPage.skip = 0;
+      refreshView();
+    }, 250);
+  });
+  $('#jobs-prev').on('click', function () {
+    jobsPage.skip = Math.max(0, jobsPage.skip - JOBS_PER_PAGE);
+    busy(this, refreshView());
+  });
+  $('#jobs-next').on('click', function () {
+    jobsPage.skip += JOBS_PER_PAGE;
+    busy(this, refreshView());
+  });
+
+  // Resolves with the confirm button once the user confirms.
+  function confirmDelete(name) {
+    $('#confirm-text').empty().append('Delete job ', $('<strong class="font-monospace">').text(name),
+      '? Its definition goes; its run history stays.');
+    const modal = bootstrap.Modal.getOrCreateInstance('#confirm');
+    return new Promise(function (resolve) {
+      $('#confirm-ok').off('click').on('click', function () {
+        modal.hide();
+        resolve(this);
+      });
+      modal.show();
+    });
+  }
+
+  // --- Job editor -------------------------------------------------------------
+
+  const editorModal = bootstrap.Modal.getOrCreateInstance('#job-editor');
+  let editing = null; // the job being edited; null for a new one
+
+  function openEditor(job) {
+    editing = job;
+    const j = job || {};
+    $('#job-editor-title').text(job ? 'Edit ' + job.name : 'New job');
+    $('#f-name').val(j.name || '').prop('readonly', !!job);
+    $('#f-command').val(j.command || '');
+    $('#f-cronExpr').val(j.cronExpr || '');
+    $('#f-timezone').val(j.timezone || 'UTC');
+    $('#f-group').val(j.group || 'default');
+    $('#f-timeout').val(j.timeout || '');
+    $('#f-workdir').val(j.workdir || '');
+    $('#f-overlap').val(j.overlap || 'forbid');
+    $('#f-onLost').val(j.onLost || 'ignore');
+    $('#f-catchUp').val(j.catchUp || '');
+    $('#f-retries').val(j.retries || '');
+    $('#f-retryBackoff').val(j.retryBackoff === undefined ? '' : j.retryBackoff);
+    $('#f-enabled').prop('checked', job ? j.enabled : true);
+    $('#f-env').val(Object.entries(j.env || {}).map(function (kv) { return kv[0] + '=' + kv[1]; }).join('\n'));
+    clearErrors();
+    $('#preview').empty();
+    if (j.cronExpr) preview();
+    editorModal.show();
+  }
+
+  $('#new-job').on('click', function () { openEditor(null); });
+  $('#job-editor').on('shown.bs.modal', function () {
+    $(editing ? '#f-command' : '#f-name').trigger('focus');
+  });
+
+  function clearErrors() {
+    $('#job-form .is-invalid').removeClass('is-invalid');
+    $('#job-form [data-error-for]').text('');
+    $('#job-form-error').prop('hidden', true).text('');
+  }
+
+  // Show an API error next to the field it names, else above the form.
+  function showError(message) {
+    const m = message.match(/^([A-Za-z]+): ([\s\S]*)$/);
+    const $field = m ? $('#job-form [name="' + m[1] + '"]') : $();
+    if ($field.length) {
+      $field.addClass('is-invalid');
+      $('#job-form [data-error-for="' + m[1] + '"]').text(m[2]);
+    } else {
+      $('#job-form-error').prop('hidden', false).text(message);
+    }
+  }
+
+  // The schedule checked as it is typed: the next fire times, or the error.
+  let previewTimer = null;
+  let previewSeq = 0;
+  function preview() {
+    const seq = ++previewSeq;
+    const cronExpr = $('#f-cronExpr').val().trim();
+    const timezone = $('#f-timezone').val().trim() || 'UTC';
+    $('#f-cronExpr, #f-timezone').removeClass('is-invalid');
+    if (!cronExpr) { $('#preview').empty(); return; }
+    api('GET', '/schedule/preview', { cronExpr: cronExpr, timezone: timezone }).then(function (p) {
+      if (seq !== previewSeq) return;
+      $('[data-error-for="cronExpr"], [data-error-for="timezone"]').text('');
+      $('#preview').empty().append(p.next.map(function (t) {
+        return $('<li>').append(time(t), ' ', $('<span class="text-body-secondary">').text('(' + t + ')'));
+      }));
+    }).catch(function (e) {
+      if (seq !== previewSeq) return;
+      $('#preview').empty();
+      showError(e.message);
+    });
+  }
+  $('#f-cronExpr, #f-timezone').on('input', function () {
+    clearTimeout(previewTimer);
+    previewTimer = setTimeout(preview, 250);
+  });
+
+  function numberOrUndefined(selector) {
+    const text = $(selector).val().trim();
+    return text === '' ? undefined : Number(text);
+  }
+
+  // The form as a job document; fields left empty take the server's defaults.
+  function formJob() {
+    const job = {
+      name: $('#f-name').val().trim(),
+      command: $('#f-command').val(),
+      cronExpr: $('#f-cronExpr').val().trim(),
+      timezone: $('#f-timezone').val().trim() || 'UTC',
+      group: $('#f-group').val().trim() || 'default',
+      overlap: $('#f-overlap').val(),
+      onLost: $('#f-onLost').val(),
+      enabled: $('#f-enabled').prop('checked'),
+      timeout: numberOrUndefined('#f-timeout'),
+      catchUp: numberOrUndefined('#f-catchUp'),
+      retries: numberOrUndefined('#f-retries'),
+      retryBackoff: numberOrUndefined('#f-retryBackoff'),
+      workdir: $('#f-workdir').val().trim() || undefined
+    };
+    const env = {};
+    const lines = $('#f-env').val().split('\n').map(function (l) { return l.trim(); }).filter(Boolean);
+    for (const line of lines) {
+      const at = line.indexOf('=');
+      if (at <= 0) throw new Error('env: "' + line + '" is not NAME=value');
+      env[line.slice(0, at)] = line.slice(at + 1);
+    }
+    if (lines.length) job.env = env;
+    return job;
+  }
+
+  $('#job-form').on('submit', function (event) {
+    event.preventDefault();
+    clearErrors();
+    let job;
+    try { job = formJob(); } catch (e) { showError(e.message); return; }
+    busy('#job-save', api('POST', '/job/save', job, true)).then(function () {
+      editorModal.hide();
+      toast('Saved ' + job.name);
+      refreshView();
+      refreshOverview();
+    }).catch(function (e) {
+      showError(e.message);
+      toast('Not saved: ' + e.message, 'error');
+    });
+  });
+
+  // --- Runs of a job ----------------------------------------------------------
+
+  const runsPage = { name: '', skip: 0, status: '', running: 0 };
+
+  function openRuns(name) {
+    if (runsPage.name !== name) {
+      runsPage.name = name;
+      runsPage.skip = 0;
+      runsPage.status = '';
+      $('#runs-status').val('');
+    }
+    $('#runs-job').text(name);
+    // Poll quickly while a run is in progress, so it is seen to end.
+    showView('runs', loadRuns, function () { return runsPage.running > 0 ? 1000 : 5000; });
+  }
+
+  function loadRuns() {
+    const name = runsPage.name;
+    const query = { name: name, skip: runsPage.skip, limit: RUNS_PER_PAGE };
+    if (runsPage.status) query.status = runsPage.status;
+    return Promise.all([api('GET', '/job/log', query), api('GET', '/job/get', { name: name })])
+      .then(function (results) {
+        if (name !== runsPage.name) return;
+        const runs = results[0];
+        const running = results[1].running || [];
+        runsPage.running = running.length;
+        const $body = $('#runs-table tbody').empty();
+        if (runsPage.skip === 0 && !runsPage.status) {
+          $body.append(running.map(function (r) {
+            return $('<tr class="run-row table-primary">').attr('data-run', r.run_id).data('runningSince', r.startTime).append(
+              cell(badge('running')), cell(time(r.planTime)), cell(time(r.startTime)),
+              textCell(duration(Math.max(0, Date.now() - r.startTime)) + ' so far'), textCell(r.worker), textCell('–'));
+          }));
+        }
+        $body.append(runs.map(function (r) {
+          return $('<tr class="run-row">').attr('data-run', r.run_id).append(
+            cell(badge(r.status)), cell(time(r.planTime)), cell(time(r.startTime)),
+            textCell(r.status === 'skipped' ? '–' : duration(Math.max(0, r.endTime - r.startTime))),
+            textCell(r.worker),
+            textCell(r.exitCode !== undefined ? r.exitCode : (r.signal ? 'signal ' + r.signal : '–')));
+        }));
+        $('#runs-range').text(runs.length ? 'runs ' + (runsPage.skip + 1) + '–' + (runsPage.skip + runs.length) : '');
+        $('#runs-newer').prop('disabled', runsPage.skip === 0);
+        $('#runs-older').prop('disabled', runs.length < RUNS_PER_PAGE);
+        $('#runs-empty').prop('hidden', runs.length + running.length > 0);
+      })
+      .catch(function (e) { toast('Runs of ' + name + ': ' + e.message, 'error'); });
+  }
+
+  $('#runs-status').on('change', function () {
+    runsPage.status = $(this).val();
+    runsPage.skip = 0;
+    refreshView();
+  });
+  $('#runs-newer').on('click', function () {
+    runsPage.skip = Math.max(0, runsPage.skip - RUNS_PER_PAGE);
+    busy(this, refreshView());
+  });
+  $('#runs-older').on('click', function () {
+    runsPage.skip += RUNS_PER_PAGE;
+    busy(this, refreshView());
+  });
+  $('#runs-table').on('click', 'tr.run-row', function () {
+    openRun($(this).attr('data-run'));
+  });
+
+  // --- Run output viewer --------------------------------------------------------
+
+  const runModal = bootstrap.Modal.getOrCreateInstance('#run-viewer');
+  let viewing = null;
+  let viewTimer = null;
+
+  function fact(label, value) {
+    return $('<dt class="col-sm-2">').text(label).add($('<dd class="col-sm-10 mb-1">').append(value));
+  }
+
+  function openRun(runId) {
+    viewing = runId;
+    $('#run-viewer-title').text(runId);
+    $('#run-facts').empty();
+    $('#run-output').text('Loading…');
+    runModal.show();
+    loadRun(runId);
+  }
+
+  // A run in progress has no record yet: poll until it ends.
+  function loadRun(runId) {
+    clearTimeout(viewTimer);
+    api('GET', '/run/get', { id: runId }).then(function (r) {
+      if (viewing !== runId) return;
+      $('#run-facts').empty().append(
+        fact('Job', $('<span class="font-monospace">').text(r.jobName)),
+        fact('Status', badge(r.status)),
+        fact('Command', $('<code>').text(r.command)),
+        fact('Worker', $('<span>').text(r.worker)),
+        fact('Planned', time(r.planTime)),
+        fact('Started', time(r.startTime)),
+        fact('Duration', $('<span>').text(duration(Math.max(0, r.endTime - r.startTime)))),
+        fact('Exit', $('<span>').text(r.exitCode !== undefined ? r.exitCode : (r.signal ? 'signal ' + r.signal : '–'))));
+      if (r.err) $('#run-facts').append(fact('Error', $('<span class="text-danger">').text(r.err)));
+      $('#run-output').text(r.output + (r.truncated ? '\n[output truncated]' : ''));
+    }).catch(function (e) {
+      if (viewing !== runId) return;
+      if (e.status === 404) {
+        $('#run-facts').empty().append(fact('Status', badge('running')));
+        $('#run-output').text('Still running: the output appears here when the run ends.');
+        viewTimer = setTimeout(function () { loadRun(runId); }, 1000);
+      } else {
+        $('#run-output').text('Could not load the run: ' + e.message);
+      }
+    });
+  }
+  $('#run-viewer').on('hidden.bs.modal', function () {
+    viewing = null;
+    clearTimeout(viewTimer);
+  });
+
+  // --- Running now --------------------------------------------------------------
+
+  function loadRunning() {
+    return api('GET', '/job/running').then(function (runs) {
+      runs.sort(function (a, b) { return a.startTime - b.startTime; });
+      $('#running-table tbody').empty().append(runs.map(function (r) {
+        return $('<tr>').attr('data-job', r.jobName).attr('data-run', r.run_id).append(
+          cell($('<a class="font-monospace">').attr('href', runsHash(r.jobName)).text(r.jobName)),
+          textCell(r.worker), cell(time(r.startTime)), textCell(duration(r.elapsedMs)),
+          $('<td class="text-end">').append($('<button class="btn btn-sm btn-outline-danger" data-action="kill">')
+            .text('Kill').data('job', r.jobName)));
+      }));
+      $('#running-empty').prop('hidden', runs.length > 0);
+    }).catch(function (e) { toast('Running: ' + e.message, 'error'); });
+  }
+
+  $('#running-table').on('click', 'button[data-action="kill"]', function () {
+    const name = $(this).data('job');
+    act(this, api('POST', '/job/kill', { name: name }), 'Kill sent to ' + name);
+  });
+
+  // --- Workers ------------------------------------------------------------------
+
+  function loadWorkers() {
+    return api('GET', '/worker/info').then(function (workers) {
+      workers.sort(function (a, b) { return a.address.localeCompare(b.address) || a.id.localeCompare(b.id); });
+      $('#workers-table tbody').empty().append(workers.map(function (w) {
+        const $beat = cell(time(w.heartbeat));
+        if (w.stale) $beat.append(' ', $('<span class="badge text-bg-warning">').text('stale'));
+        return $('<tr>').toggleClass('table-warning', !!w.stale).append(
+          textCell(w.address), cell($('<span class="font-monospace small">').text(w.id)), textCell(w.group),
+          textCell(w.version), textCell(w.cpuPercent.toFixed(1) + ' %'),
+          textCell(bytes(w.memoryBytes) + ' (host ' + w.hostMemoryPercent.toFixed(0) + ' %)'),
+          textCell(w.running), $beat);
+      }));
+      $('#workers-empty').prop('hidden', workers.length > 0);
+    }).catch(function (e) { toast('Workers: ' + e.message, 'error'); });
+  }
+
+  // --- Start ----------------------------------------------------------------------
+
+  $(window).on('hashchange', route);
+  route();
+  refreshOverview();
+  setInterval(refreshOverview, 5000);
+});
