@@ -17,7 +17,7 @@
 //! deleted is a lost run; every live worker writes the same `lost` record
 //! (same `run_id`), and the run log's idempotent insert keeps one.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -180,69 +180,73 @@ impl JobSupervisor {
             ) == Some(self.ctx.worker_id.as_str())
     }
 
-    /// Bring the set of JobActors in line with the jobs this worker owns.
-    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+    /// Bring the set of JobActors in line with the jobs this worker owns
+    /// (after a membership change, every job may move).
+    fn reconcile_all(&mut self, ctx: &mut Context<Self>) {
+        let mut names: BTreeSet<String> = self.jobs.keys().cloned().collect();
+        names.extend(self.owned.keys().cloned());
+        self.reconcile(names, ctx);
+    }
+
+    /// Bring the JobActors of `names` in line with what this worker owns.
+    /// A job change touches only its own name, so saving 10,000 jobs one by
+    /// one costs 10,000 small steps, not 10,000 passes over every job.
+    fn reconcile(&mut self, names: BTreeSet<String>, ctx: &mut Context<Self>) {
         if self.stopping {
             return;
         }
         let now =
             chrono::DateTime::from_timestamp_millis(self.ctx.clock.now_ms()).unwrap_or_default();
-        let wanted: Vec<String> = self
-            .jobs
-            .values()
-            .filter(|job| self.owns(job))
-            .map(|job| job.name.clone())
-            .collect();
-        for name in &wanted {
-            let job = &self.jobs[name];
-            // Compile a schedule only for a job that is new here or changed:
-            // reconcile runs on every membership or job change, and parsing
-            // 10,000 schedules each time would starve the actor thread.
-            let unchanged = self.owned.get(name).is_some_and(|o| o.job == *job);
-            if unchanged {
-                if let Some(handle) = self.owned.get_mut(name).and_then(|o| o.leaving.take()) {
-                    ctx.cancel_future(handle);
-                }
-                continue;
-            }
-            let job = job.clone();
-            let schedule = match job.validate(now) {
-                Ok(schedule) => schedule,
-                Err(error) => {
-                    tracing::warn!(job = %name, %error, "stored job is invalid; not scheduling it");
-                    self.leave(name, ctx, Duration::ZERO);
-                    continue;
-                }
-            };
-            match self.owned.get_mut(name) {
-                Some(owned) => {
-                    if let Some(handle) = owned.leaving.take() {
-                        ctx.cancel_future(handle);
+        for name in &names {
+            match self.jobs.get(name).filter(|job| self.owns(job)) {
+                Some(job) => self.keep(job.clone(), now, ctx),
+                None => {
+                    let leaving = self.owned.get(name).is_some_and(|o| o.leaving.is_none());
+                    if leaving {
+                        // A job deleted, paused or moved to another group
+                        // stops now; one whose owner changed keeps firing
+                        // through the handover.
+                        let moved = self
+                            .jobs
+                            .get(name)
+                            .is_some_and(|j| j.enabled && j.group == self.ctx.group);
+                        self.leave(name, ctx, if moved { HANDOVER } else { Duration::ZERO });
                     }
-                    owned.addr.do_send(UpdateJob(job.clone(), schedule));
-                    owned.job = job;
                 }
-                None => self.start_job(job, schedule),
             }
-        }
-        let leaving: Vec<String> = self
-            .owned
-            .iter()
-            .filter(|(name, owned)| !wanted.contains(name) && owned.leaving.is_none())
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in leaving {
-            // A job deleted, paused or moved to another group stops now;
-            // one whose owner changed keeps firing through the handover.
-            let moved = self
-                .jobs
-                .get(&name)
-                .is_some_and(|j| j.enabled && j.group == self.ctx.group);
-            self.leave(&name, ctx, if moved { HANDOVER } else { Duration::ZERO });
         }
         self.counters.jobs_known = self.jobs.len() as u64;
         self.counters.jobs_owned = self.owned.len() as u64;
         self.counters.workers_alive = self.workers.len() as u64;
+    }
+
+    /// This worker owns `job`: start its actor, or update it if it changed.
+    fn keep(&mut self, job: Job, now: chrono::DateTime<chrono::Utc>, ctx: &mut Context<Self>) {
+        let name = job.name.clone();
+        if let Some(owned) = self.owned.get_mut(&name) {
+            if let Some(handle) = owned.leaving.take() {
+                ctx.cancel_future(handle);
+            }
+            if owned.job == job {
+                return;
+            }
+        }
+        // Compile a schedule only for a job that is new here or changed.
+        let schedule = match job.validate(now) {
+            Ok(schedule) => schedule,
+            Err(error) => {
+                tracing::warn!(job = %name, %error, "stored job is invalid; not scheduling it");
+                self.leave(&name, ctx, Duration::ZERO);
+                return;
+            }
+        };
+        match self.owned.get_mut(&name) {
+            Some(owned) => {
+                owned.addr.do_send(UpdateJob(job.clone(), schedule));
+                owned.job = job;
+            }
+            None => self.start_job(job, schedule),
+        }
     }
 
     fn start_job(&mut self, job: Job, schedule: Schedule) {
@@ -276,12 +280,36 @@ impl JobSupervisor {
         }
     }
 
+    /// Take in watched events, then move the jobs they touch.
     fn apply(&mut self, prefix: Prefix, events: Vec<WatchEvent>, ctx: &mut Context<Self>) {
+        let members_before = (prefix == Prefix::Workers).then(|| self.workers.clone());
+        let touched_jobs = self.absorb(prefix, events, ctx);
+        // Ownership depends on jobs and on the workers and their groups;
+        // heartbeats, runs in progress and run requests do not move it.
+        match prefix {
+            Prefix::Jobs => self.reconcile(touched_jobs, ctx),
+            Prefix::Workers if members_before.as_ref() != Some(&self.workers) => {
+                self.reconcile_all(ctx)
+            }
+            Prefix::Workers | Prefix::Running | Prefix::RunRequests => {}
+        }
+    }
+
+    /// Update the supervisor's view from `events`; returns the names of the
+    /// jobs they put or deleted.
+    fn absorb(
+        &mut self,
+        prefix: Prefix,
+        events: Vec<WatchEvent>,
+        ctx: &mut Context<Self>,
+    ) -> BTreeSet<String> {
+        let mut touched_jobs = BTreeSet::new();
         for event in events {
             match (prefix, event) {
                 (Prefix::Jobs, WatchEvent::Put(kv)) => {
                     match serde_json::from_slice::<Job>(&kv.value) {
                         Ok(job) => {
+                            touched_jobs.insert(job.name.clone());
                             self.jobs.insert(job.name.clone(), job);
                         }
                         Err(error) => {
@@ -290,7 +318,9 @@ impl JobSupervisor {
                     }
                 }
                 (Prefix::Jobs, WatchEvent::Delete { key, .. }) => {
-                    self.jobs.remove(key.trim_start_matches("jobs/"));
+                    let name = key.trim_start_matches("jobs/").to_string();
+                    self.jobs.remove(&name);
+                    touched_jobs.insert(name);
                 }
                 (Prefix::Workers, WatchEvent::Put(kv)) => {
                     let id = kv.key.trim_start_matches("workers/").to_string();
@@ -351,11 +381,7 @@ impl JobSupervisor {
             self.unmatched_deletes.retain(|(_, _, at)| *at >= horizon);
             self.dead_workers.retain(|_, (_, at)| *at >= horizon);
         }
-        // Ownership depends on jobs and workers only; runs in progress and
-        // run requests (the busy prefixes) do not move it.
-        if matches!(prefix, Prefix::Jobs | Prefix::Workers) {
-            self.reconcile(ctx);
-        }
+        touched_jobs
     }
 
     /// Record a run whose worker died, and re-run its tick if the job asks
@@ -495,9 +521,12 @@ impl Handler<Listed> for JobSupervisor {
         self.running.clear();
         for (prefix, kvs, revision) in lists {
             let events = kvs.into_iter().map(WatchEvent::Put).collect();
-            self.apply(prefix, events, ctx);
+            self.absorb(prefix, events, ctx);
             self.start_watch(prefix, revision + 1, ctx);
         }
+        // Once, with jobs and workers both known: jobs deleted while the
+        // watch was down stop here too.
+        self.reconcile_all(ctx);
     }
 }
 
