@@ -2,8 +2,8 @@
 # The whole test suite from a fresh Debian 12 machine (as root):
 #   installs what is missing, starts a fresh etcd and a MongoDB-wire server on
 #   127.0.0.1 with throwaway data directories, runs formatting and lint checks,
-#   every test and the console's browser test, then stops everything it
-#   started.
+#   every test, the console's browser test and the `smoke` load test, then
+#   stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/services.sh
@@ -16,8 +16,10 @@ export DISTCRON_REQUIRE_SERVICES=1
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
-cargo clippy --all-targets -- -D warnings
+cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test"
 cargo test --all-targets --no-fail-fast
 log "console in a browser"
 node tests/browser/console.test.mjs
+log "load test: smoke (1,000 jobs a minute; fails on a missing or duplicated tick)"
+scripts/loadtest.sh smoke

@@ -1,0 +1,59 @@
+//! The few HTTP calls the harness makes: health checks, etcd's metrics, and
+//! the manager's API to create jobs and count workers.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ureq::Agent;
+
+fn agent() -> &'static Agent {
+    static AGENT: OnceLock<Agent> = OnceLock::new();
+    AGENT.get_or_init(|| {
+        Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .into()
+    })
+}
+
+pub fn get_text(url: &str) -> Option<String> {
+    let mut response = agent().get(url).call().ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_string()
+        .ok()
+}
+
+pub fn get_ok(url: &str) -> bool {
+    get_text(url).is_some()
+}
+
+/// How many workers the manager at `base` lists.
+pub fn worker_count(base: &str) -> Option<usize> {
+    let body: serde_json::Value =
+        serde_json::from_str(&get_text(&format!("{base}/worker/list"))?).ok()?;
+    body["data"].as_array().map(Vec::len)
+}
+
+/// `POST /job/save` with a JSON body; the envelope's message on failure.
+pub fn save_job(base: &str, job: &serde_json::Value) -> Result<(), String> {
+    let mut response = agent()
+        .post(&format!("{base}/job/save"))
+        .header("content-type", "application/json")
+        .send(job.to_string())
+        .map_err(|e| format!("POST {base}/job/save: {e}"))?;
+    if response.status().is_success() {
+        return Ok(());
+    }
+    let text = response.body_mut().read_to_string().unwrap_or_default();
+    Err(format!(
+        "POST {base}/job/save {}: {text}",
+        response.status()
+    ))
+}

@@ -1,0 +1,456 @@
+//! `loadtest <scenario>`: start a whole distcron cluster on 127.0.0.1,
+//! create a scenario's jobs through the HTTP API, measure a window, cause
+//! the scenario's chaos, then verify every planned tick against the run log
+//! and report. Exits 1 when the scenario's expectations are not met.
+//!
+//! Needs release builds of the binaries (`cargo build --release --bins`),
+//! `etcd` on PATH, and `nx-27017` (`NX_27017_BIN`, or the test venv that
+//! `scripts/services.sh` installs). `scripts/loadtest.sh` sees to all three.
+
+mod api;
+mod cluster;
+mod report;
+mod scenario;
+mod verify;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use cluster::{Cluster, Signal, Tools};
+use report::{Report, Step};
+use scenario::{ChaosAction, Scenario};
+use verify::{ChaosWindow, PlannedJob};
+
+/// After a chaos action, how long ticks may be missed: the session TTL
+/// (10 s by default), the 2 s handover and some slack.
+const FAILOVER_SECS: i64 = 20;
+
+const USAGE: &str = "usage: loadtest <scenario name or file> [--bin-dir DIR] [--reports DIR]";
+
+fn main() -> ExitCode {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("loadtest/ has a parent")
+        .to_path_buf();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (mut name, mut bin_dir, mut reports) = (
+        None,
+        root.join("target/release"),
+        root.join("loadtest/reports"),
+    );
+    let mut i = 0;
+    while i < args.len() {
+        match (args[i].as_str(), args.get(i + 1)) {
+            ("--bin-dir", Some(v)) => {
+                bin_dir = PathBuf::from(v);
+                i += 1;
+            }
+            ("--reports", Some(v)) => {
+                reports = PathBuf::from(v);
+                i += 1;
+            }
+            (a, _) if !a.starts_with('-') && name.is_none() => name = Some(a.to_string()),
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+        i += 1;
+    }
+    let Some(name) = name else {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    };
+    let scenario = match scenario::load(&name, &root.join("loadtest/scenarios")) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("loadtest: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let tools = Tools {
+        mongo_server: std::env::var_os("NX_27017_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join("target/test-venv/bin/nx-27017")),
+        bin_dir,
+    };
+    for needed in [
+        tools.bin_dir.join("distcron-manager"),
+        tools.bin_dir.join("distcron-worker"),
+        tools.mongo_server.clone(),
+    ] {
+        if !needed.exists() {
+            eprintln!(
+                "loadtest: {} is missing (run scripts/loadtest.sh, which builds and installs what is needed)",
+                needed.display()
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let run_dir = root.join("target/loadtest").join(&scenario.name);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let report = match runtime.block_on(run(&scenario, &tools, &run_dir)) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!(
+                "loadtest {}: {e} (process logs in {})",
+                scenario.name,
+                run_dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = report::write(&report, &reports) {
+        eprintln!("loadtest: cannot write the report: {e}");
+    }
+    println!("{}", report::markdown(&report));
+    println!(
+        "report: {}/{}.{{json,md}}; process logs in {}",
+        reports.display(),
+        scenario.name,
+        run_dir.display()
+    );
+    if report.passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+fn say(text: &str) {
+    eprintln!("[{}] {text}", now().format("%H:%M:%S"));
+}
+
+/// Sleep until `at` (wall clock).
+async fn sleep_until(at: DateTime<Utc>) {
+    let left = (at - now()).num_milliseconds();
+    if left > 0 {
+        tokio::time::sleep(Duration::from_millis(left as u64)).await;
+    }
+}
+
+/// The jobs of every group, with the first group at `first_count` jobs.
+fn planned_jobs(scenario: &Scenario, first_count: usize) -> Vec<(PlannedJob, serde_json::Value)> {
+    let mut out = Vec::new();
+    for (g, group) in scenario.jobs.iter().enumerate() {
+        let count = if g == 0 { first_count } else { group.count };
+        for i in 0..count {
+            let planned = PlannedJob {
+                name: group.name(i),
+                cron_expr: group.cron_expr(i),
+                run_secs: group.run_secs,
+            };
+            let json = serde_json::json!({
+                "name": planned.name,
+                "command": group.command,
+                "cronExpr": planned.cron_expr,
+            });
+            out.push((planned, json));
+        }
+    }
+    out
+}
+
+/// Save jobs through the managers, 8 requests in flight; returns saves/s.
+fn save_jobs(managers: &[String], jobs: &[serde_json::Value]) -> Result<f64, String> {
+    let started = std::time::Instant::now();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let lanes: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(job) = jobs.get(i) else {
+                            return Ok(());
+                        };
+                        api::save_job(&managers[i % managers.len()], job)?;
+                    }
+                })
+            })
+            .collect();
+        lanes
+            .into_iter()
+            .map(|lane| {
+                lane.join()
+                    .unwrap_or_else(|_| Err("a save lane panicked".into()))
+            })
+            .collect::<Result<Vec<()>, String>>()
+    })?;
+    Ok(jobs.len() as f64 / started.elapsed().as_secs_f64().max(0.001))
+}
+
+/// One chaos step on the timeline.
+enum Action {
+    Do(ChaosAction, usize, u64),
+    ContinueWorker(usize),
+    RestartEtcd,
+    RestartLogStore,
+}
+
+/// Run the window `[from, to)`, applying the chaos timeline; returns the
+/// spans where ticks may be missed.
+async fn run_window(
+    cluster: &mut Cluster,
+    scenario: &Scenario,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<ChaosWindow>, String> {
+    let mut timeline: Vec<(i64, Action)> = scenario
+        .chaos
+        .iter()
+        .map(|c| {
+            let at = from.timestamp_millis() + c.at_secs as i64 * 1000;
+            (at, Action::Do(c.action, c.worker, c.for_secs))
+        })
+        .collect();
+    let mut windows = Vec::new();
+    let mut killed_member = None;
+    loop {
+        timeline.sort_by_key(|(at, _)| *at);
+        if timeline.is_empty() {
+            break;
+        }
+        let (at, action) = timeline.remove(0);
+        let at_time = DateTime::<Utc>::from_timestamp_millis(at).unwrap_or_default();
+        sleep_until(at_time).await;
+        match action {
+            Action::Do(kind, worker, for_secs) => {
+                let span_end = at + (for_secs as i64 + FAILOVER_SECS) * 1000;
+                let label = match kind {
+                    ChaosAction::KillWorker => {
+                        cluster.workers[worker].kill();
+                        format!("SIGKILL worker-{worker}")
+                    }
+                    ChaosAction::StopWorker => {
+                        cluster.workers[worker].signal(Signal::SIGSTOP);
+                        timeline
+                            .push((at + for_secs as i64 * 1000, Action::ContinueWorker(worker)));
+                        format!("SIGSTOP worker-{worker} for {for_secs} s")
+                    }
+                    ChaosAction::KillEtcdLeader => {
+                        let leader = cluster
+                            .etcd_leader()
+                            .ok_or("no etcd member says it is the leader")?;
+                        cluster.etcd[leader].kill();
+                        killed_member = Some(leader);
+                        timeline.push((at + 10_000, Action::RestartEtcd));
+                        format!("SIGKILL etcd leader (etcd-{leader}), restarted after 10 s")
+                    }
+                    ChaosAction::StopLogStore => {
+                        cluster.log_store.kill();
+                        timeline.push((at + for_secs as i64 * 1000, Action::RestartLogStore));
+                        format!("log store down for {for_secs} s")
+                    }
+                };
+                say(&format!("chaos: {label}"));
+                windows.push(ChaosWindow {
+                    action: label,
+                    from_ms: at - 1000,
+                    to_ms: span_end,
+                    missing: 0,
+                });
+            }
+            Action::ContinueWorker(worker) => {
+                cluster.workers[worker].signal(Signal::SIGCONT);
+                say(&format!("chaos: SIGCONT worker-{worker}"));
+            }
+            Action::RestartEtcd => {
+                if let Some(member) = killed_member.take() {
+                    cluster.restart_etcd(member)?;
+                    say(&format!("chaos: etcd-{member} restarted"));
+                }
+            }
+            Action::RestartLogStore => {
+                cluster.restart_log_store()?;
+                say("chaos: log store restarted");
+            }
+        }
+    }
+    sleep_until(to).await;
+    Ok(windows)
+}
+
+/// The first whole minute at least `settle` from now.
+fn next_minute_after(settle: Duration) -> DateTime<Utc> {
+    let earliest = now() + chrono::Duration::from_std(settle).unwrap_or_default();
+    let ms = earliest.timestamp_millis();
+    let minute = (ms + 59_999) / 60_000 * 60_000;
+    DateTime::<Utc>::from_timestamp_millis(minute).unwrap_or_default()
+}
+
+async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Report, String> {
+    let started = now();
+    say(&format!(
+        "starting 3 etcd members, the log store, {} manager(s), {} worker(s) in {}",
+        scenario.managers,
+        scenario.workers,
+        run_dir.display()
+    ));
+    let mut cluster = Cluster::start(
+        tools,
+        run_dir,
+        scenario.managers,
+        scenario.workers,
+        &scenario.worker_env,
+    )?;
+    let client = mongodb::Client::with_uri_str(&cluster.mongo_uri)
+        .await
+        .map_err(|e| format!("log store: {e}"))?;
+    let runs = client
+        .database("distcron")
+        .collection::<mongodb::bson::Document>("runs");
+
+    // With a ramp, each step raises the first group; without, one step.
+    let steps: Vec<usize> = if scenario.ramp.is_empty() {
+        vec![scenario.jobs.first().map_or(0, |g| g.count)]
+    } else {
+        scenario.ramp.clone()
+    };
+    let mut saved = std::collections::HashSet::new();
+    let mut save_rates = Vec::new();
+    let mut results = Vec::new();
+    let mut best = None;
+    for first_count in steps {
+        let jobs = planned_jobs(scenario, first_count);
+        // Jobs saved by an earlier step stay as they are.
+        let new: Vec<serde_json::Value> = jobs
+            .iter()
+            .filter(|(planned, _)| !saved.contains(&planned.name))
+            .map(|(_, json)| json.clone())
+            .collect();
+        say(&format!("saving {} jobs through the API", new.len()));
+        let rate = save_jobs(&cluster.manager_urls, &new)?;
+        save_rates.push(rate);
+        saved.extend(jobs.iter().map(|(planned, _)| planned.name.clone()));
+        let from = next_minute_after(Duration::from_secs(scenario.settle_secs));
+        let to = from + chrono::Duration::seconds(scenario.duration_secs as i64);
+        say(&format!(
+            "{} jobs ({} runs a minute asked of the first group); measuring {} to {}",
+            jobs.len(),
+            first_count,
+            from.format("%H:%M:%S"),
+            to.format("%H:%M:%S")
+        ));
+        sleep_until(from).await;
+        let writes_before = cluster.etcd_writes();
+        let chaos = run_window(&mut cluster, scenario, from, to).await?;
+        let writes = cluster.etcd_writes().saturating_sub(writes_before);
+        say(&format!(
+            "window over; {} s for the last records",
+            scenario.drain_secs
+        ));
+        tokio::time::sleep(Duration::from_secs(scenario.drain_secs)).await;
+        let planned: Vec<PlannedJob> = jobs.into_iter().map(|(p, _)| p).collect();
+        let result = verify::verify(&runs, &planned, from, to, now(), chaos).await?;
+        let problems = check(scenario, &result);
+        let step = Step {
+            target_per_minute: first_count,
+            etcd_writes_per_run: writes as f64 / result.runs.max(1) as f64,
+            passed: problems.is_empty(),
+            problems,
+            result,
+        };
+        say(&format!(
+            "{} runs/min, missing {}, duplicates {}, failed {}, lateness p99 {} ms: {}",
+            step.result.runs_per_minute.round(),
+            step.result.missing,
+            step.result.duplicates,
+            step.result.failed_total(),
+            step.result.lateness.p99_ms,
+            if step.passed { "pass" } else { "FAIL" }
+        ));
+        let ok = step.result.missing == 0 && step.result.duplicates == 0;
+        if ok {
+            best = Some(first_count);
+        }
+        results.push(step);
+        if !ok {
+            break;
+        }
+    }
+    let processes = cluster.usage();
+    say("stopping everything");
+    cluster.stop();
+    drop(cluster);
+    let ramp = !scenario.ramp.is_empty();
+    let passed = if ramp {
+        best.is_some()
+    } else {
+        results.iter().all(|s| s.passed)
+    };
+    Ok(Report {
+        scenario: scenario.clone(),
+        started: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        machine: report::machine(),
+        jobs_saved: saved.len(),
+        saves_per_sec: save_rates.iter().sum::<f64>() / save_rates.len().max(1) as f64,
+        steps: results,
+        max_per_minute_with_zero_missing: if ramp { best } else { None },
+        processes,
+        passed,
+    })
+}
+
+/// The scenario's expectations broken by `result`.
+fn check(scenario: &Scenario, result: &verify::WindowResult) -> Vec<String> {
+    let e = &scenario.expect;
+    let mut problems = Vec::new();
+    if result.expected_ticks == 0 {
+        problems.push("no tick was expected: the window is empty".into());
+    }
+    let missing = if scenario.chaos.is_empty() {
+        result.missing
+    } else {
+        result.missing_outside_chaos
+    };
+    if scenario.chaos.is_empty() && missing > e.max_missing {
+        problems.push(format!("{missing} missing (at most {})", e.max_missing));
+    }
+    if !scenario.chaos.is_empty() && missing > e.max_missing_outside_chaos {
+        problems.push(format!(
+            "{missing} missing outside the chaos spans (at most {})",
+            e.max_missing_outside_chaos
+        ));
+    }
+    if result.duplicates > e.max_duplicates {
+        problems.push(format!(
+            "{} duplicates (at most {})",
+            result.duplicates, e.max_duplicates
+        ));
+    }
+    if result.failed_total() > e.max_failed {
+        problems.push(format!(
+            "{} failed (at most {})",
+            result.failed_total(),
+            e.max_failed
+        ));
+    }
+    if let Some(max) = e.max_p99_ms
+        && result.lateness.p99_ms > max
+    {
+        problems.push(format!(
+            "lateness p99 {} ms (at most {max})",
+            result.lateness.p99_ms
+        ));
+    }
+    if let Some(max) = e.max_lateness_ms
+        && result.lateness.max_ms > max
+    {
+        problems.push(format!(
+            "lateness max {} ms (at most {max})",
+            result.lateness.max_ms
+        ));
+    }
+    problems
+}

@@ -1,0 +1,178 @@
+//! The report of a run: JSON for tools, Markdown for people, both written
+//! under `loadtest/reports/` and the Markdown printed at the end.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::cluster::Usage;
+use crate::scenario::Scenario;
+use crate::verify::WindowResult;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Runs per minute the jobs ask for (with `ramp`).
+    pub target_per_minute: usize,
+    pub result: WindowResult,
+    /// etcd client writes (Put, Txn, DeleteRange, all members) per run.
+    pub etcd_writes_per_run: f64,
+    /// This step met the scenario's expectations.
+    pub passed: bool,
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    pub scenario: Scenario,
+    pub started: String,
+    pub machine: String,
+    pub jobs_saved: usize,
+    /// `POST /job/save` calls per second while creating the jobs.
+    pub saves_per_sec: f64,
+    pub steps: Vec<Step>,
+    /// With `ramp`: the highest rate that ran with nothing missing.
+    pub max_per_minute_with_zero_missing: Option<usize>,
+    pub processes: Vec<Usage>,
+    pub passed: bool,
+}
+
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(String::new(), |kib| format!(", {} GiB", kib / 1024 / 1024));
+    format!("{cores} cores{memory}, everything on one machine")
+}
+
+pub fn markdown(report: &Report) -> String {
+    let s = &report.scenario;
+    let mut out = String::new();
+    let _ = writeln!(out, "# Load test `{}`: {}", s.name, verdict(report.passed));
+    let _ = writeln!(out);
+    if !s.description.is_empty() {
+        let _ = writeln!(out, "{}", s.description);
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(
+        out,
+        "Started {} on {}: 3 etcd members, 1 MongoDB-wire server (nx-27017), {} manager(s), {} worker(s), release builds. \
+         {} jobs saved through the API at {:.0} saves/s.",
+        report.started,
+        report.machine,
+        s.managers,
+        s.workers,
+        report.jobs_saved,
+        report.saves_per_sec
+    );
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| target runs/min | window | expected ticks | runs/min | missing | duplicates | failed | lateness p50 / p99 / max | etcd writes/run | result |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    for step in &report.steps {
+        let r = &step.result;
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} s | {} | {:.0} | {} | {} | {} | {} / {} / {} ms | {:.2} | {} |",
+            step.target_per_minute,
+            r.window_secs,
+            r.expected_ticks,
+            r.runs_per_minute,
+            r.missing,
+            r.duplicates,
+            r.failed_total(),
+            r.lateness.p50_ms,
+            r.lateness.p99_ms,
+            r.lateness.max_ms,
+            step.etcd_writes_per_run,
+            if step.passed {
+                "pass".to_string()
+            } else {
+                step.problems.join("; ")
+            }
+        );
+    }
+    if let Some(rate) = report.max_per_minute_with_zero_missing {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Highest rate with 0 missing: **{rate} runs a minute**."
+        );
+    }
+    let chaos: Vec<_> = report
+        .steps
+        .iter()
+        .flat_map(|s| s.result.chaos.iter().map(move |c| (s, c)))
+        .collect();
+    if !chaos.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "| chaos | span (s into window) | ticks missed in span |"
+        );
+        let _ = writeln!(out, "|---|---|---|");
+        for (step, c) in &chaos {
+            let start = chrono::DateTime::parse_from_rfc3339(&step.result.from)
+                .map_or(0, |t| t.timestamp_millis());
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} to {:.0} | {} |",
+                c.action,
+                (c.from_ms - start) as f64 / 1000.0,
+                (c.to_ms - start) as f64 / 1000.0,
+                c.missing
+            );
+        }
+        for step in &report.steps {
+            let _ = writeln!(
+                out,
+                "\nMissed outside the chaos spans (lost): {}.",
+                step.result.missing_outside_chaos
+            );
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "| process | CPU seconds | peak RSS |");
+    let _ = writeln!(out, "|---|---|---|");
+    for p in &report.processes {
+        let _ = writeln!(
+            out,
+            "| {} | {:.1} | {:.0} MiB |",
+            p.name, p.cpu_secs, p.peak_rss_mib
+        );
+    }
+    for step in &report.steps {
+        if !step.result.missing_examples.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "Missing ticks (first {}): {}",
+                step.result.missing_examples.len(),
+                step.result.missing_examples.join(", ")
+            );
+        }
+    }
+    out
+}
+
+fn verdict(passed: bool) -> &'static str {
+    if passed { "passed" } else { "FAILED" }
+}
+
+pub fn write(report: &Report, dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let name = &report.scenario.name;
+    let json = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join(format!("{name}.json")), json + "\n")
+        .and_then(|()| std::fs::write(dir.join(format!("{name}.md")), markdown(report)))
+        .map_err(|e| format!("{}: {e}", dir.display()))
+}
