@@ -18,7 +18,7 @@ cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test"
-cargo test --all-targets --no-fail-fast
+cargo test --workspace --all-targets --no-fail-fast
 log "console in a browser"
 node tests/browser/console.test.mjs
 log "load test: smoke (1,000 jobs a minute; fails on a missing or duplicated tick)"

@@ -218,3 +218,35 @@ pub async fn verify(
         missing_examples,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn ticks_are_those_planned_inside_the_half_open_window() {
+        let job = PlannedJob {
+            name: "j".into(),
+            cron_expr: "7 * * * * *".into(),
+            run_secs: 0,
+        };
+        let found = ticks(&job, at("2026-01-01T00:00:07Z"), at("2026-01-01T00:03:07Z")).unwrap();
+        let want: Vec<i64> = ["00:00:07", "00:01:07", "00:02:07"]
+            .iter()
+            .map(|t| at(&format!("2026-01-01T{t}Z")).timestamp_millis())
+            .collect();
+        assert_eq!(found, want, "from is included, to is not");
+    }
+
+    #[test]
+    fn percentiles_pick_from_the_sorted_values() {
+        let values: Vec<i64> = (1..=100).collect();
+        assert_eq!(percentile(&values, 0.5), 51);
+        assert_eq!(percentile(&values, 0.99), 99);
+        assert_eq!(percentile(&[], 0.99), 0);
+    }
+}
