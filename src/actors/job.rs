@@ -203,10 +203,17 @@ pub async fn run_claimed_tick(ctx: WorkerContext, mut spec: RunSpec, token: Live
     }
 }
 
-/// One attempt: start the process, register it under `running/` while it
-/// runs (the registration goes out alongside the start, so a burst of runs
-/// is not delayed by one more etcd round trip each), then unregister it and
-/// hand the record to the log batcher. `None` if the session died first.
+/// Runs that end sooner than this are never registered under `running/`.
+/// Most scheduled commands do, and registering and unregistering them were
+/// two of the three etcd writes of every run. The cost: a worker that dies
+/// in a run's first second leaves no `lost` record for it (its tick claim
+/// still shows the tick was taken), and `/job/running` shows a run from its
+/// second second.
+pub const REGISTER_AFTER: Duration = Duration::from_secs(1);
+
+/// One attempt: start the process, register it under `running/` once it
+/// has run for [`REGISTER_AFTER`], then unregister it and hand the record
+/// to the log batcher. `None` if the session died first.
 async fn run_attempt(
     ctx: &WorkerContext,
     spec: RunSpec,
@@ -227,9 +234,16 @@ async fn run_attempt(
         start_time: ctx.clock.now_ms(),
     };
     let value = serde_json::to_vec(&entry).unwrap_or_default();
+    let (ended, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let register = {
         let (coord, key, lease) = (ctx.coord.clone(), key.clone(), token.lease());
-        actix::spawn(async move { coord.put(&key, value, Some(lease)).await })
+        actix::spawn(async move {
+            tokio::select! {
+                _ = ended_rx => return Ok(false),
+                () = tokio::time::sleep(REGISTER_AFTER) => {}
+            }
+            coord.put(&key, value, Some(lease)).await.map(|_| true)
+        })
     };
     let record = runner::run(
         spec,
@@ -242,10 +256,12 @@ async fn run_attempt(
     tracing::debug!(job = %record.job_name, run_id = %record.run_id, status = record.status.as_str(), "run ended");
     let status = record.status;
     ctx.batcher.do_send(Record(record));
-    // Unregister only after the registration landed, or a fast run would
-    // leave its key behind.
+    let _ = ended.send(());
+    // Unregister only after the registration landed, or a run ending just
+    // as it went out would leave its key behind.
     match register.await {
-        Ok(Ok(_)) => {
+        Ok(Ok(false)) => {}
+        Ok(Ok(true)) => {
             if let Err(error) = ctx.coord.delete(&key).await {
                 tracing::warn!(%key, %error, "cannot unregister the finished run; it ends with the session");
             }
