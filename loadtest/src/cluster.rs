@@ -233,6 +233,10 @@ impl Cluster {
                 mongo_port.to_string(),
                 "--data-dir".into(),
                 dir("log-store"),
+                // Its own pid file: the default one is shared by every
+                // nx-27017 on the machine and refuses a second server.
+                "--pid-file".into(),
+                dir("log-store.pid"),
             ],
             vec![],
         );
