@@ -28,7 +28,11 @@ pub struct ClaimPolicy {
 impl Default for ClaimPolicy {
     fn default() -> ClaimPolicy {
         ClaimPolicy {
-            bucket: Duration::from_secs(60),
+            // Small enough that a bucket's expiry stays a small etcd
+            // transaction: at 50,000 ticks a minute, one-minute buckets put
+            // ~12,000 keys on a lease, and revoking it stalled a 3-member
+            // etcd past every worker's session TTL.
+            bucket: Duration::from_secs(10),
             retention: Duration::from_secs(300),
         }
     }
@@ -124,17 +128,18 @@ mod tests {
             Claim::Held(holder) => assert_eq!(holder.value, b"w1"),
             other => panic!("second claim must lose: {other:?}"),
         }
-        claims.claim("b", now + 30_000, "w1", now).await.unwrap();
-        claims.claim("c", now + MINUTE_MS, "w1", now).await.unwrap();
+        let bucket_ms = ClaimPolicy::default().bucket.as_millis() as i64;
+        claims.claim("b", now + bucket_ms / 2, "w1", now).await.unwrap();
+        claims.claim("c", now + bucket_ms, "w1", now).await.unwrap();
         let (keys, _) = coord.list("ticks/").await.unwrap();
         let lease_of = |k: &str| keys.iter().find(|kv| kv.key == k).unwrap().lease;
         assert_eq!(
             lease_of(&tick_key("a", now)),
-            lease_of(&tick_key("b", now + 30_000))
+            lease_of(&tick_key("b", now + bucket_ms / 2))
         );
         assert_ne!(
             lease_of(&tick_key("a", now)),
-            lease_of(&tick_key("c", now + MINUTE_MS))
+            lease_of(&tick_key("c", now + bucket_ms))
         );
     }
 
