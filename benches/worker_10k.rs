@@ -38,16 +38,7 @@ fn etcd_writes(endpoint: &str) -> u64 {
         .args(["-sf", &format!("http://{endpoint}/metrics")])
         .output()
         .expect("curl etcd metrics");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("grpc_server_handled_total"))
-        .filter(|l| {
-            ["\"Put\"", "\"Txn\"", "\"DeleteRange\""]
-                .iter()
-                .any(|m| l.contains(m))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    distcron::coord::etcd::client_writes_in_metrics(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// (CPU seconds, current RSS MiB, peak RSS MiB) of a process.

@@ -358,18 +358,8 @@ impl Cluster {
         self.etcd_endpoints
             .iter()
             .filter_map(|e| crate::api::get_text(&format!("http://{e}/metrics")))
-            .flat_map(|text| {
-                text.lines()
-                    .filter(|l| l.starts_with("grpc_server_handled_total"))
-                    .filter(|l| {
-                        ["\"Put\"", "\"Txn\"", "\"DeleteRange\""]
-                            .iter()
-                            .any(|m| l.contains(m))
-                    })
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                    .collect::<Vec<_>>()
-            })
-            .sum::<f64>() as u64
+            .map(|text| distcron::coord::etcd::client_writes_in_metrics(&text))
+            .sum()
     }
 
     pub fn usage(&self) -> Vec<Usage> {

@@ -174,7 +174,7 @@ fn save_jobs(managers: &[String], jobs: &[serde_json::Value]) -> Result<f64, Str
                         let Some(job) = jobs.get(i) else {
                             return Ok(());
                         };
-                        api::save_job(&managers[i % managers.len()], job)?;
+                        save_with_retries(&managers[i % managers.len()], job)?;
                     }
                 })
             })
@@ -188,6 +188,22 @@ fn save_jobs(managers: &[String], jobs: &[serde_json::Value]) -> Result<f64, Str
             .collect::<Result<Vec<()>, String>>()
     })?;
     Ok(jobs.len() as f64 / started.elapsed().as_secs_f64().max(0.001))
+}
+
+/// A save that meets a busy etcd (503) is retried a few times, as a client
+/// would, before the step is given up.
+fn save_with_retries(manager: &str, job: &serde_json::Value) -> Result<(), String> {
+    let mut attempt = 0;
+    loop {
+        match api::save_job(manager, job) {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 && e.contains(" 503 ") => {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(500 << attempt));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// One chaos step on the timeline.
@@ -321,6 +337,7 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
     let mut save_rates = Vec::new();
     let mut results = Vec::new();
     let mut best = None;
+    let mut stopped_by = None;
     for first_count in steps {
         let jobs = planned_jobs(scenario, first_count);
         // Jobs saved by an earlier step stay as they are.
@@ -330,7 +347,18 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
             .map(|(_, json)| json.clone())
             .collect();
         say(&format!("saving {} jobs through the API", new.len()));
-        let rate = save_jobs(&cluster.manager_urls, &new)?;
+        let rate = match save_jobs(&cluster.manager_urls, &new) {
+            Ok(rate) => rate,
+            // A ramp reports what it reached; the first step must save.
+            Err(e) if !results.is_empty() => {
+                say(&format!("the ramp stops: saving its next jobs failed: {e}"));
+                stopped_by = Some(format!(
+                    "saving the jobs for {first_count} runs a minute failed: {e}"
+                ));
+                break;
+            }
+            Err(e) => return Err(e),
+        };
         save_rates.push(rate);
         saved.extend(jobs.iter().map(|(planned, _)| planned.name.clone()));
         let from = next_minute_after(Duration::from_secs(scenario.settle_secs));
@@ -397,6 +425,7 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
         saves_per_sec: save_rates.iter().sum::<f64>() / save_rates.len().max(1) as f64,
         steps: results,
         max_per_minute_with_zero_missing: if ramp { best } else { None },
+        ramp_stopped_by: stopped_by,
         processes,
         passed,
     })

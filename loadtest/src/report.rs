@@ -35,6 +35,8 @@ pub struct Report {
     pub steps: Vec<Step>,
     /// With `ramp`: the highest rate that ran with nothing missing.
     pub max_per_minute_with_zero_missing: Option<usize>,
+    /// With `ramp`: why it stopped before a step could run, if it did.
+    pub ramp_stopped_by: Option<String>,
     pub processes: Vec<Usage>,
     pub passed: bool,
 }
@@ -107,6 +109,10 @@ pub fn markdown(report: &Report) -> String {
             out,
             "Highest rate with 0 missing: **{rate} runs a minute**."
         );
+    }
+    if let Some(why) = &report.ramp_stopped_by {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "The ramp stopped there: {why}.");
     }
     let chaos: Vec<_> = report
         .steps

@@ -40,6 +40,22 @@ pub struct EtcdOptions {
     pub key_file: Option<String>,
 }
 
+/// Client write requests (Put, Txn, DeleteRange) an etcd member has handled,
+/// read from its Prometheus text (`/metrics`): how benchmarks and the load
+/// test count etcd writes per run.
+pub fn client_writes_in_metrics(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("grpc_server_handled_total"))
+        .filter(|l| {
+            ["\"Put\"", "\"Txn\"", "\"DeleteRange\""]
+                .iter()
+                .any(|m| l.contains(m))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 impl EtcdOptions {
     pub fn new(endpoints: Vec<String>, prefix: &str) -> EtcdOptions {
         EtcdOptions {
@@ -576,4 +592,22 @@ enum Pump {
     CallerGone,
     Resync(String),
     Broken(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_writes_in_metrics;
+
+    #[test]
+    fn client_writes_count_put_txn_and_delete_range_only() {
+        let metrics = r#"# TYPE grpc_server_handled_total counter
+grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"} 10
+grpc_server_handled_total{grpc_code="OK",grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"} 5
+grpc_server_handled_total{grpc_code="OK",grpc_method="DeleteRange",grpc_service="etcdserverpb.KV",grpc_type="unary"} 2
+grpc_server_handled_total{grpc_code="OK",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 99
+grpc_server_started_total{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"} 11
+"#;
+        assert_eq!(client_writes_in_metrics(metrics), 17);
+        assert_eq!(client_writes_in_metrics(""), 0);
+    }
 }
