@@ -3,6 +3,9 @@
 //! 1,000,000 run records. Not a test: it prints requests per second and
 //! p99 latency as measured by wrk, for the README.
 //!
+//! `/job/log` is measured twice: from a manager on the MongoDB-wire server,
+//! and from `distcron standalone` on the embedded run log.
+//!
 //! Run: `scripts/bench.sh http_load` (fresh etcd and MongoDB-wire server;
 //! installs wrk).
 
@@ -15,6 +18,7 @@ use std::time::{Duration, Instant};
 use distcron::coord::Coordinator;
 use distcron::coord::etcd::{EtcdCoordinator, EtcdOptions};
 use distcron::job::Job;
+use distcron::runlog::embedded::EmbeddedRunLog;
 use distcron::runlog::mongo::{MongoOptions, MongoRunLog};
 use distcron::runlog::{RunLog, RunRecord, RunStatus};
 
@@ -159,15 +163,7 @@ async fn main() {
         .spawn()
         .expect("start distcron-manager");
     let base = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Command::new("curl")
-        .args(["-sf", &format!("{base}/readyz")])
-        .output()
-        .is_ok_and(|o| !o.status.success())
-    {
-        assert!(Instant::now() < deadline, "manager did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_ready(&base).await;
 
     // Each save a new job name, as a client creating jobs would.
     let script = tempfile::NamedTempFile::new().expect("temp file");
@@ -205,4 +201,59 @@ end
     }
     let _ = manager.kill();
     let _ = manager.wait();
+    standalone_log().await;
+}
+
+/// `/job/log` once more, from `distcron standalone` on the embedded run log
+/// holding the same 1,000,000 records: the same handler and query, without
+/// the Python MongoDB-wire server in the path.
+async fn standalone_log() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let started = Instant::now();
+    {
+        let run_log =
+            EmbeddedRunLog::open(&data_dir.path().join("runs.redb")).expect("open runs.redb");
+        for batch in (0..RECORDS).step_by(10_000) {
+            let records: Vec<RunRecord> = (batch..batch + 10_000).map(record).collect();
+            run_log.insert_batch(&records).await.expect("insert runs");
+        }
+    }
+    println!(
+        "http_load: {RECORDS} run records stored in the embedded run log in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut standalone = Command::new(env!("CARGO_BIN_EXE_distcron"))
+        .arg("standalone")
+        .env_remove("DISTCRON_CONFIG")
+        .env("DISTCRON_LISTEN", format!("127.0.0.1:{port}"))
+        .env("DISTCRON_DATA_DIR", data_dir.path())
+        .env("DISTCRON_LOG_LEVEL", "warn")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start distcron standalone");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_ready(&base).await;
+    let (rate, p99) = wrk(&format!("{base}/job/log?name=job-04242&limit=20"), None);
+    println!(
+        "  {:<24} {rate:>8.0} requests/s, p99 {p99:.1} ms (standalone, embedded run log)",
+        "GET /job/log"
+    );
+    let _ = standalone.kill();
+    let _ = standalone.wait();
+}
+
+async fn wait_ready(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Command::new("curl")
+        .args(["-sf", &format!("{base}/readyz")])
+        .output()
+        .is_ok_and(|o| !o.status.success())
+    {
+        assert!(Instant::now() < deadline, "{base} did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
