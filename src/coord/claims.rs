@@ -129,7 +129,10 @@ mod tests {
             other => panic!("second claim must lose: {other:?}"),
         }
         let bucket_ms = ClaimPolicy::default().bucket.as_millis() as i64;
-        claims.claim("b", now + bucket_ms / 2, "w1", now).await.unwrap();
+        claims
+            .claim("b", now + bucket_ms / 2, "w1", now)
+            .await
+            .unwrap();
         claims.claim("c", now + bucket_ms, "w1", now).await.unwrap();
         let (keys, _) = coord.list("ticks/").await.unwrap();
         let lease_of = |k: &str| keys.iter().find(|kv| kv.key == k).unwrap().lease;
