@@ -7,8 +7,9 @@ use std::collections::HashMap;
 
 use actix_web::{HttpResponse, web};
 use futures_util::future::join_all;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::job::ListQuery;
 use super::worker::workers;
 use crate::actors::job::RunningEntry;
 use crate::http::error::ok;
@@ -23,14 +24,6 @@ const TABLE_DEFAULT_LIMIT: usize = 50;
 
 /// The statuses the overview counts as failures.
 const FAILURES: [RunStatus; 3] = [RunStatus::Failed, RunStatus::TimedOut, RunStatus::Lost];
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TableQuery {
-    skip: Option<usize>,
-    limit: Option<usize>,
-    q: Option<String>,
-}
 
 /// A run, without its output: what a table row shows.
 #[derive(Serialize)]
@@ -74,7 +67,7 @@ struct JobTable {
 /// `GET /job/table?skip=&limit=&q=`: one page of the jobs table.
 pub async fn table(
     state: web::Data<AppState>,
-    query: web::Query<TableQuery>,
+    query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = query.limit.unwrap_or(TABLE_DEFAULT_LIMIT);
     if limit == 0 || limit > TABLE_MAX_LIMIT {

@@ -197,10 +197,10 @@ pub async fn resume(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    skip: Option<usize>,
-    limit: Option<usize>,
+    pub(super) skip: Option<usize>,
+    pub(super) limit: Option<usize>,
     /// Keep jobs whose name contains this text (case-insensitive).
-    q: Option<String>,
+    pub(super) q: Option<String>,
 }
 
 /// `GET /job/list`: all jobs in name order, as before; `skip`, `limit` and
