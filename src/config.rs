@@ -79,6 +79,36 @@ pub struct Config {
     /// Run log retention, applied hourly by managers (0 turns a rule off).
     pub retention_max_age_days: u64,
     pub retention_max_runs_per_job: u64,
+    /// Every API request needs credentials. Turning it off is refused on a
+    /// listen address that is not loopback.
+    pub auth_required: bool,
+    /// A token accepted as an admin's (scripts, tests, the first sign-in).
+    pub admin_token: String,
+    /// Read `adminToken` from this file instead (its first line).
+    pub admin_token_file: String,
+    /// Read `etcdPassword` and `mongodbUri` from files instead.
+    pub etcd_password_file: String,
+    pub mongodb_uri_file: String,
+    /// Host names a request may address (DNS-rebinding defence); empty:
+    /// the listen address and loopback names.
+    pub allowed_hosts: Vec<String>,
+    /// Browser origins besides the server's own that may send mutating
+    /// requests (`https://ops.example.com`).
+    pub allowed_origins: Vec<String>,
+    /// Proxy addresses whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<String>,
+    /// Serve `/metrics` without credentials.
+    pub metrics_public: bool,
+    /// A console session ends after this long unused.
+    pub session_idle_secs: u64,
+    /// HTTPS: certificate chain and private key (PEM). Both or neither.
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// Variables of the worker's own environment that a job's command gets
+    /// (nothing else of it: the worker's secrets stay out of jobs).
+    pub job_env_allowlist: Vec<String>,
+    /// Most jobs the cluster holds; a save past it is refused.
+    pub max_jobs: u64,
 }
 
 impl Default for Config {
@@ -115,6 +145,20 @@ impl Default for Config {
             etcd_history_secs: 300,
             retention_max_age_days: 30,
             retention_max_runs_per_job: 10_000,
+            auth_required: true,
+            admin_token: String::new(),
+            admin_token_file: String::new(),
+            etcd_password_file: String::new(),
+            mongodb_uri_file: String::new(),
+            allowed_hosts: Vec::new(),
+            allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
+            metrics_public: false,
+            session_idle_secs: 3_600,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            job_env_allowlist: ["PATH", "HOME", "LANG", "TZ"].map(String::from).to_vec(),
+            max_jobs: crate::job::DEFAULT_MAX_JOBS as u64,
         }
     }
 }
@@ -238,11 +282,80 @@ pub fn load(
     if config.worker_id.is_empty() {
         config.worker_id = default_worker_id();
     }
+    read_secret_files(&mut config).map_err(|(key, message)| key_error(key, &sources, message))?;
     validate(&config).map_err(|(key, message)| key_error(key, &sources, message))?;
     Ok(Loaded {
         config,
         print_config: flags.print_config,
     })
+}
+
+/// Secrets given as files (`adminTokenFile`...): the file's first line
+/// becomes the secret. Both a secret and its file is an error.
+fn read_secret_files(config: &mut Config) -> Result<(), (&'static str, String)> {
+    let pairs: [(&'static str, &str, &mut String); 3] = [
+        (
+            "adminTokenFile",
+            &config.admin_token_file,
+            &mut config.admin_token,
+        ),
+        (
+            "etcdPasswordFile",
+            &config.etcd_password_file,
+            &mut config.etcd_password,
+        ),
+        (
+            "mongodbUriFile",
+            &config.mongodb_uri_file,
+            &mut config.mongodb_uri,
+        ),
+    ];
+    for (key, file, secret) in pairs {
+        if file.is_empty() {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(file).map_err(|e| (key, format!("cannot read {file}: {e}")))?;
+        let line = text.lines().next().unwrap_or("").trim();
+        if line.is_empty() {
+            return Err((key, format!("{file} is empty")));
+        }
+        *secret = line.to_string();
+    }
+    Ok(())
+}
+
+impl Config {
+    /// This configuration with every secret replaced by `***` (and the
+    /// password of a MongoDB URI), for printing and logging.
+    pub fn redacted(&self) -> Config {
+        let mut shown = self.clone();
+        for value in [&mut shown.admin_token, &mut shown.etcd_password] {
+            if !value.is_empty() {
+                *value = "***".into();
+            }
+        }
+        shown.mongodb_uri = redact_uri(&self.mongodb_uri);
+        shown
+    }
+}
+
+/// `mongodb://user:pass@host` -> `mongodb://user:***@host`.
+pub fn redact_uri(uri: &str) -> String {
+    let Some((scheme, rest)) = uri.split_once("://") else {
+        return uri.to_string();
+    };
+    let (authority, tail) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((credentials, hosts)) => {
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{hosts}{tail}")
+        }
+        None => uri.to_string(),
+    }
 }
 
 /// Semantic checks that the JSON types alone do not catch.
@@ -301,11 +414,52 @@ fn validate(config: &Config) -> Result<(), (&'static str, String)> {
         ("outputCapBytes", config.output_cap_bytes, 1),
         ("spoolMaxBytes", config.spool_max_bytes, 1024),
         ("claimRetentionSecs", config.claim_retention_secs, 10),
+        ("sessionIdleSecs", config.session_idle_secs, 60),
+        ("maxJobs", config.max_jobs, 1),
     ] {
         if value < min {
             return Err((key, format!("must be at least {min}")));
         }
     }
+    if !config.auth_required {
+        let loopback = config
+            .listen
+            .parse::<SocketAddr>()
+            .is_ok_and(|a| a.ip().is_loopback());
+        if !loopback {
+            return Err((
+                "authRequired",
+                format!(
+                    "may be false only on a loopback listen address, not {}",
+                    config.listen
+                ),
+            ));
+        }
+    }
+    if config.tls_cert_file.is_empty() != config.tls_key_file.is_empty() {
+        return Err((
+            "tlsCertFile",
+            "tlsCertFile and tlsKeyFile go together".into(),
+        ));
+    }
+    if let Some(bad) = config
+        .trusted_proxies
+        .iter()
+        .find(|a| a.parse::<std::net::IpAddr>().is_err())
+    {
+        return Err(("trustedProxies", format!("'{bad}' is not an IP address")));
+    }
+    if let Some(bad) = config
+        .allowed_origins
+        .iter()
+        .find(|o| !(o.starts_with("http://") || o.starts_with("https://")))
+    {
+        return Err((
+            "allowedOrigins",
+            format!("'{bad}' is not an origin such as https://ops.example.com"),
+        ));
+    }
+    crate::job::validate_worker_id(&config.worker_id).map_err(|m| ("workerId", m))?;
     tracing_subscriber::EnvFilter::try_new(&config.log_level).map_err(|e| {
         (
             "logLevel",
@@ -492,7 +646,7 @@ pub fn load_or_exit(role: Role, program: &str, skip: usize) -> Config {
             config,
             print_config: true,
         }) => {
-            let text = serde_json::to_string_pretty(&config).expect("config serialises");
+            let text = serde_json::to_string_pretty(&config.redacted()).expect("config serialises");
             println!("{text}");
             std::process::exit(0);
         }
@@ -669,6 +823,47 @@ mod tests {
     fn flag_usage_errors() {
         assert_eq!(load_err(&["--listen"], &[]), "--listen needs a value");
         assert!(load_err(&["stray"], &[]).starts_with("unexpected argument 'stray'"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_read_from_files() {
+        let secret = temp_file("t0ken-from-file\n");
+        let loaded = load(
+            Role::Manager,
+            &args(&["--admin-token-file", secret.path().to_str().unwrap()]),
+            &env(&[
+                ("DISTCRON_ETCD_PASSWORD", "etcd-pw"),
+                ("DISTCRON_MONGODB_URI", "mongodb://u:mongo-pw@h:1/?x=1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(loaded.config.admin_token, "t0ken-from-file");
+        let shown = serde_json::to_string(&loaded.config.redacted()).unwrap();
+        for secret in ["t0ken-from-file", "etcd-pw", "mongo-pw"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("mongodb://u:***@h:1/?x=1"), "{shown}");
+    }
+
+    #[test]
+    fn auth_off_only_on_loopback() {
+        assert!(
+            load(
+                Role::Manager,
+                &args(&["--auth-required", "false"]),
+                &env(&[])
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            load_err(
+                &["--auth-required", "false", "--listen", "0.0.0.0:8070"],
+                &[]
+            ),
+            "config key `authRequired` (from --auth-required): may be false only on a loopback listen address, not 0.0.0.0:8070"
+        );
+        assert!(load_err(&["--worker-id", "a b"], &[]).starts_with("config key `workerId`"));
+        assert!(load_err(&["--trusted-proxies", "nope"], &[]).contains("not an IP address"));
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct Job {
     /// Extra environment variables for the command.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// The user the command runs as on the worker (which must run as root
+    /// to switch); the worker's own user when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<String>,
     /// Working directory of the command; the worker's own when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workdir: Option<String>,
@@ -143,6 +147,7 @@ impl Job {
             overlap: Overlap::default(),
             on_lost: OnLost::default(),
             env: BTreeMap::new(),
+            run_as: None,
             workdir: None,
             enabled: true,
             retries: 0,
@@ -192,6 +197,22 @@ impl Job {
                 format!("{key:?} is not a valid variable name"),
             ));
         }
+        let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if env_bytes > MAX_ENV_BYTES {
+            return Err(JobError::new(
+                "env",
+                format!("is {env_bytes} bytes, more than the limit of {MAX_ENV_BYTES}"),
+            ));
+        }
+        if self.cron_expr.len() > MAX_CRON_EXPR_LEN {
+            return Err(JobError::new(
+                "cronExpr",
+                format!(
+                    "is {} characters, more than the limit of {MAX_CRON_EXPR_LEN}",
+                    self.cron_expr.len()
+                ),
+            ));
+        }
         if self.retries > MAX_RETRIES {
             return Err(JobError::new(
                 "retries",
@@ -209,6 +230,19 @@ impl Job {
                 ),
             ));
         }
+        if let Some(user) = &self.run_as {
+            let ok = !user.is_empty()
+                && user.len() <= 32
+                && user
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !ok {
+                return Err(JobError::new(
+                    "runAs",
+                    format!("'{user}' is not a user name (1 to 32 of A-Z a-z 0-9 _ - .)"),
+                ));
+            }
+        }
         if self.workdir.as_deref().is_some_and(|w| !w.starts_with('/')) {
             return Err(JobError::new("workdir", "must be an absolute path"));
         }
@@ -223,6 +257,31 @@ impl Job {
             ));
         }
         Ok(schedule)
+    }
+}
+
+/// The default of `maxJobs`.
+pub const DEFAULT_MAX_JOBS: usize = 100_000;
+/// Largest `env`: names and values together. Job definitions are etcd
+/// values, and every run copies them.
+pub const MAX_ENV_BYTES: usize = 64 * 1024;
+/// Longest `cronExpr`: the longest sensible expression lists every second.
+pub const MAX_CRON_EXPR_LEN: usize = 1024;
+
+/// A worker id becomes an etcd key and a metric label: printable ASCII
+/// without spaces, slashes or quotes, 1 to 128 characters.
+pub fn validate_worker_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_NAME_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{id}' must be 1 to 128 characters of A-Z a-z 0-9 . _ - : @"
+        ))
     }
 }
 

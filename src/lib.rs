@@ -17,15 +17,21 @@
 //! - [`clock`]: injected wall-clock time.
 //! - [`actors`]: the worker's actors (the log batcher so far).
 //! - [`worker`]: a worker's actors assembled, started and stopped.
-//! - [`http`]: the actix-web app shared by the manager, `standalone` and tests.
+//! - [`auth`]: tokens, users, sessions, roles and the route permission table.
+//! - [`audit`]: the audit log's records, store trait and writer.
+//! - [`http`]: the actix-web app shared by the manager, `standalone` and tests;
+//!   [`http::guard`] is the middleware that applies [`auth`].
 //! - [`cli`]: the `distcron schedule` tool.
 //! - `src/bin/`: thin binaries that load config and call into the library.
 
 pub mod actors;
+pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod coord;
+pub mod datadir;
 pub mod http;
 pub mod job;
 pub mod logging;

@@ -53,6 +53,9 @@ impl WorkerSettings {
             group: config.group.clone(),
             session_ttl: Duration::from_secs(config.session_ttl_secs),
             limits: RunLimits {
+                inherited_env: std::sync::Arc::new(crate::runner::inherited_env(
+                    &config.job_env_allowlist,
+                )),
                 output_cap: config.output_cap_bytes as usize,
                 kill_grace: Duration::from_millis(config.kill_grace_ms),
                 ..RunLimits::default()

@@ -247,7 +247,7 @@ async fn run_attempt(
     };
     let record = runner::run(
         spec,
-        ctx.limits,
+        ctx.limits.clone(),
         ctx.clock.clone(),
         ctx.running.clone(),
         |_| {},

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let config = load_or_exit(Role::Manager, "distcron-manager", 1);
     logging::init(&config.log_level);
     let result = actix_rt::System::new().block_on(async move {
+        let tls = http::tls_config(&config).map_err(|e| e.to_string())?;
         let listener = TcpListener::bind(&config.listen)
             .map_err(|e| format!("listen: cannot listen on {}: {e}", config.listen))?;
         let coord = EtcdCoordinator::connect(etcd_options(&config))
@@ -26,8 +27,15 @@ fn main() -> ExitCode {
         tracing::info!(listen = %config.listen, "manager listening");
         let run_log = Arc::new(run_log);
         spawn_retention(run_log.clone(), retention(&config), RETENTION_EVERY);
-        let state = http::AppState::new(Arc::new(coord), run_log).with_webroot(&config.webroot);
-        http::serve(state, listener, signals::shutdown())
+        let state = http::AppState::new(Arc::new(coord), run_log)
+            .with_config(&config)
+            .with_webroot(&config.webroot);
+        if config.auth_required && !state.security.tokens.has_admin_token() {
+            tracing::info!(
+                "no adminToken configured: create tokens with `distcron token create --store etcd`"
+            );
+        }
+        http::serve(state, listener, tls, signals::shutdown())
             .await
             .map_err(|e| e.to_string())
     });

@@ -18,7 +18,9 @@ const USAGE: &str = "usage: distcron <command>
 commands:
   standalone [--key value ...]   run the scheduler on one machine (console on --listen)
   schedule '<expr>' [--after <RFC 3339>] [--count N] [--tz <zone>]
-                                 print the next fire times of a cron expression";
+                                 print the next fire times of a cron expression
+  token create|list|revoke ...   manage API tokens (distcron token --help)
+  user add NAME --role R         add a console user (password from stdin)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,6 +38,22 @@ fn main() -> ExitCode {
             }
         },
         Some("standalone") => standalone(),
+        Some("token" | "user") if args.iter().any(|a| a == "--help" || a == "-h") => {
+            println!("{}", cli::auth::TOKEN_USAGE);
+            ExitCode::SUCCESS
+        }
+        Some("token") => print_outcome(
+            "distcron token",
+            block_on(cli::auth::token_command(&args[1..], now_ms())),
+        ),
+        Some("user") => print_outcome(
+            "distcron user",
+            block_on(cli::auth::user_command(
+                &args[1..],
+                || std::io::read_to_string(std::io::stdin()),
+                now_ms(),
+            )),
+        ),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
@@ -45,6 +63,67 @@ fn main() -> ExitCode {
             ExitCode::from(cli::EXIT_USAGE as u8)
         }
     }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+    actix_rt::System::new().block_on(work)
+}
+
+fn print_outcome(program: &str, outcome: Result<Vec<String>, cli::CliError>) -> ExitCode {
+    match outcome {
+        Ok(lines) => {
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{program}: {}", e.message);
+            ExitCode::from(e.code as u8)
+        }
+    }
+}
+
+/// With no admin token configured and none stored, make one, keep it in
+/// `<dataDir>/admin.token` (0600) and tell the operator how to sign in.
+async fn first_admin_token(
+    coord: &dyn distcron::coord::Coordinator,
+    config: &distcron::config::Config,
+) -> std::io::Result<()> {
+    use distcron::auth::tokens;
+    if !config.auth_required || !config.admin_token.is_empty() {
+        return Ok(());
+    }
+    let existing = tokens::list(coord).await.map_err(std::io::Error::other)?;
+    if !existing.is_empty() {
+        return Ok(());
+    }
+    let request = tokens::NewToken {
+        name: "standalone-admin".into(),
+        role: distcron::auth::Role::Admin,
+        group: None,
+        expires: None,
+    };
+    let created = tokens::create(coord, &request, "standalone", now_ms())
+        .await
+        .map_err(std::io::Error::other)?;
+    let path = data_path(config, "admin.token");
+    distcron::datadir::write_private(&path, &format!("{}\n", created.token))?;
+    let scheme = if config.tls_cert_file.is_empty() {
+        "http"
+    } else {
+        "https"
+    };
+    eprintln!(
+        "distcron: created an admin token in {}; sign in at {scheme}://{}/ with it, or send it as 'Authorization: Bearer <token>'",
+        path.display(),
+        config.listen
+    );
+    Ok(())
 }
 
 fn standalone() -> ExitCode {
@@ -60,13 +139,26 @@ fn standalone() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(listen = %config.listen, data_dir = %config.data_dir, "standalone listening");
+    let tls = match http::tls_config(&config) {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("distcron standalone: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(listen = %config.listen, data_dir = %config.data_dir, tls = tls.is_some(), "standalone listening");
     let served = actix_rt::System::new().block_on(async move {
-        // Both embedded stores live in dataDir; the worker runs in-process.
+        // Both embedded stores live in dataDir, private to this user; the
+        // worker runs in-process.
+        let data_dir = std::path::Path::new(&config.data_dir);
+        let private = |e: std::io::Error| std::io::Error::other(format!("dataDir: {e}"));
+        distcron::datadir::prepare(data_dir).map_err(private)?;
         let coord = EmbeddedCoordinator::open(&data_path(&config, "coordinator.redb"))
             .map_err(|e| std::io::Error::other(format!("dataDir: {e}")))?;
         let run_log = EmbeddedRunLog::open(&data_path(&config, "runs.redb"))
             .map_err(|e| std::io::Error::other(format!("dataDir: {e}")))?;
+        distcron::datadir::tighten_files(data_dir).map_err(private)?;
+        first_admin_token(&coord, &config).await?;
         let (coord, run_log) = (Arc::new(coord), Arc::new(run_log));
         spawn_retention(run_log.clone(), retention(&config), RETENTION_EVERY);
         let settings = WorkerSettings::from_config(&config);
@@ -77,8 +169,10 @@ fn standalone() -> ExitCode {
             Arc::new(SystemClock),
         )?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let state = http::AppState::new(coord, run_log).with_webroot(&config.webroot);
-        let server = http::serve(state, listener, async move {
+        let state = http::AppState::new(coord, run_log)
+            .with_config(&config)
+            .with_webroot(&config.webroot);
+        let server = http::serve(state, listener, tls, async move {
             let _ = stop_rx.await;
         });
         let server = actix_rt::spawn(server);

@@ -29,6 +29,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// No valid credentials (401).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials without the right (403), or a refused browser request.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     /// A backend (coordinator, run log) could not be reached.
@@ -43,6 +49,8 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -67,6 +75,16 @@ impl From<crate::coord::CoordError> for ApiError {
 impl From<crate::runlog::RunLogError> for ApiError {
     fn from(e: crate::runlog::RunLogError) -> ApiError {
         ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> ApiError {
+        match e {
+            crate::auth::AuthError::Invalid(m) => ApiError::BadRequest(m),
+            crate::auth::AuthError::NotFound(m) => ApiError::NotFound(m),
+            crate::auth::AuthError::Coord(e) => e.into(),
+        }
     }
 }
 

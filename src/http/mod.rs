@@ -8,6 +8,7 @@
 
 mod body;
 pub mod error;
+pub mod guard;
 pub mod job_index;
 mod routes;
 pub mod webroot;
@@ -46,6 +47,14 @@ pub struct AppState {
     pub jobs: Arc<job_index::JobIndex>,
     /// The console's folder; `None` serves the API alone.
     pub webroot: Option<std::path::PathBuf>,
+    /// Authentication, roles and browser defences (see [`guard`]).
+    pub security: Arc<guard::Security>,
+    /// Where audit records go; `None` keeps none (unit tests of one route).
+    pub audit: Option<crate::audit::AuditWriter>,
+    /// The run log's audit side, for `GET /audit`.
+    pub audit_store: Arc<dyn crate::audit::AuditStore>,
+    /// Most jobs the cluster may hold (`maxJobs`).
+    pub max_jobs: usize,
 }
 
 /// HTTP requests served, by (route pattern, status), for `/metrics`.
@@ -67,14 +76,26 @@ impl RequestCounts {
 impl AppState {
     /// Must be called inside a tokio runtime: it starts following `jobs/`.
     pub fn new(coord: Arc<dyn Coordinator>, run_log: Arc<dyn RunLog>) -> AppState {
+        let audit_store: Arc<dyn crate::audit::AuditStore> = run_log.clone();
         AppState {
             clock: Arc::new(Utc::now),
             jobs: job_index::JobIndex::follow(coord.clone()),
             coord,
+            audit: Some(crate::audit::AuditWriter::start(audit_store.clone())),
+            audit_store,
             run_log,
             requests: Arc::default(),
             webroot: None,
+            security: Arc::default(),
+            max_jobs: crate::job::DEFAULT_MAX_JOBS,
         }
+    }
+
+    /// Apply the security settings and limits of `config`.
+    pub fn with_config(mut self, config: &crate::config::Config) -> AppState {
+        self.security = Arc::new(guard::Security::from_config(config));
+        self.max_jobs = config.max_jobs as usize;
+        self
     }
 
     /// Serve the console from `root` (empty: no console). Says so in the
@@ -108,6 +129,9 @@ pub fn app(
     let requests = state.requests.clone();
     let webroot = state.webroot.clone();
     App::new()
+        // Inner: every request passes the guard. Outer: count every answer,
+        // refusals included.
+        .wrap(actix_web::middleware::from_fn(guard::guard))
         .wrap_fn(move |req, srv| {
             let requests = requests.clone();
             let response = actix_web::dev::Service::call(srv, req);
@@ -135,17 +159,47 @@ pub fn app(
         .default_service(web::to(routes::not_found))
 }
 
-/// Serve the app on `listener` until `shutdown` resolves. The caller owns
-/// the listener (tests bind port 0) and the shutdown signal.
+/// The TLS settings of `tlsCertFile` and `tlsKeyFile` (PEM), if set.
+pub fn tls_config(config: &crate::config::Config) -> std::io::Result<Option<rustls::ServerConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    if config.tls_cert_file.is_empty() {
+        return Ok(None);
+    }
+    let bad = |key: &str, e: &dyn std::fmt::Display| std::io::Error::other(format!("{key}: {e}"));
+    let chain = CertificateDer::pem_file_iter(&config.tls_cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad("tlsCertFile", &e))?;
+    if chain.is_empty() {
+        return Err(bad("tlsCertFile", &"holds no certificate"));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(&config.tls_key_file).map_err(|e| bad("tlsKeyFile", &e))?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("tlsCertFile", &e))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map(Some)
+        .map_err(|e| bad("tlsKeyFile", &e))
+}
+
+/// Serve the app on `listener` (over TLS with `tls`) until `shutdown`
+/// resolves. The caller owns the listener (tests bind port 0) and the
+/// shutdown signal.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
+    tls: Option<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let server = HttpServer::new(move || app(state.clone()))
-        .listen(listener)?
-        .disable_signals()
-        .run();
+    let server = HttpServer::new(move || app(state.clone())).disable_signals();
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    }
+    .run();
     let handle = server.handle();
     actix_rt::spawn(async move {
         shutdown.await;

@@ -51,6 +51,16 @@ pub fn configure(cfg: &mut web::ServiceConfig, root: &Path) {
     }
 }
 
+/// Whether `path` is one of the console's files (public: they hold no data).
+pub fn is_console_path(path: &str) -> bool {
+    path == "/"
+        || path == "/index.html"
+        || MOUNTS.iter().any(|(prefix, _)| {
+            path.strip_prefix(prefix)
+                .is_some_and(|r| r.starts_with('/'))
+        })
+}
+
 /// The first part of the console that `root` lacks, if any.
 pub fn missing_part(root: &Path) -> Option<String> {
     std::iter::once("index.html")

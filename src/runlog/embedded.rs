@@ -16,10 +16,13 @@ use redb::{
 };
 
 use super::{Result, Retention, RunLog, RunLogError, RunQuery, RunRecord, RunStatus};
+use crate::audit::{AuditQuery, AuditRecord, AuditStore};
 
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const BY_JOB: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("runs_by_job");
 const BY_TIME: TableDefinition<(i64, &str), &str> = TableDefinition::new("runs_by_time");
+/// The audit log, by (time, id).
+const AUDIT: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("audit");
 
 /// Larger than any run id (ids are ASCII), to bound index ranges.
 const MAX_ID: &str = "\u{10FFFF}";
@@ -47,6 +50,7 @@ impl EmbeddedRunLog {
         write.open_table(RUNS).map_err(storage)?;
         write.open_table(BY_JOB).map_err(storage)?;
         write.open_table(BY_TIME).map_err(storage)?;
+        write.open_table(AUDIT).map_err(storage)?;
         write.commit().map_err(storage)?;
         Ok(EmbeddedRunLog { db: Arc::new(db) })
     }
@@ -300,6 +304,56 @@ impl RunLog for EmbeddedRunLog {
             }
             write.commit().map_err(storage)?;
             Ok(removed)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AuditStore for EmbeddedRunLog {
+    async fn insert_audit(&self, records: &[AuditRecord]) -> Result<()> {
+        let records = records.to_vec();
+        self.blocking(move |db| {
+            let write = db.begin_write().map_err(storage)?;
+            {
+                let mut audit = write.open_table(AUDIT).map_err(storage)?;
+                for record in &records {
+                    let bytes = serde_json::to_vec(record).map_err(storage)?;
+                    audit
+                        .insert((record.time, record.id.as_str()), bytes.as_slice())
+                        .map_err(storage)?;
+                }
+            }
+            write.commit().map_err(storage)
+        })
+        .await
+    }
+
+    async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        let query = query.clone();
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(storage)?;
+            let audit = read.open_table(AUDIT).map_err(storage)?;
+            let from = (query.since.unwrap_or(i64::MIN), "");
+            let to = (query.until.unwrap_or(i64::MAX), "");
+            let mut out = Vec::new();
+            let mut skipped = 0;
+            for entry in audit.range(from..to).map_err(storage)?.rev() {
+                if out.len() as u64 >= query.limit {
+                    break;
+                }
+                let (_, bytes) = entry.map_err(storage)?;
+                let record: AuditRecord = serde_json::from_slice(bytes.value()).map_err(storage)?;
+                if !query.matches(&record) {
+                    continue;
+                }
+                if skipped < query.skip {
+                    skipped += 1;
+                    continue;
+                }
+                out.push(record);
+            }
+            Ok(out)
         })
         .await
     }

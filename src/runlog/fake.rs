@@ -90,3 +90,18 @@ impl RunLog for FakeRunLog {
         Ok(0)
     }
 }
+
+/// The actor tests never audit; the fake keeps nothing.
+#[async_trait]
+impl crate::audit::AuditStore for FakeRunLog {
+    async fn insert_audit(&self, _: &[crate::audit::AuditRecord]) -> Result<()> {
+        Ok(())
+    }
+
+    async fn audit_page(
+        &self,
+        _: &crate::audit::AuditQuery,
+    ) -> Result<Vec<crate::audit::AuditRecord>> {
+        Ok(Vec::new())
+    }
+}

@@ -142,8 +142,9 @@ pub enum RunLogError {
 
 pub type Result<T> = std::result::Result<T, RunLogError>;
 
+/// Every run log also keeps the audit log, beside the runs.
 #[async_trait]
-pub trait RunLog: Send + Sync + 'static {
+pub trait RunLog: crate::audit::AuditStore + Send + Sync + 'static {
     /// Store a batch. A record whose `run_id` is already stored is skipped,
     /// so retrying a batch never duplicates anything. Returns how many
     /// records were new.

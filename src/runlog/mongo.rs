@@ -15,8 +15,13 @@ use mongodb::bson::{Document, doc};
 use mongodb::error::ErrorKind;
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
+use serde::Serialize;
 
 use super::{Result, Retention, RunLog, RunLogError, RunQuery, RunRecord, RunStatus};
+use crate::audit::{AuditQuery, AuditRecord, AuditStore};
+
+/// The audit log's collection, in the run log's database.
+pub const AUDIT_COLLECTION: &str = "audit";
 
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
@@ -45,6 +50,8 @@ impl MongoOptions {
 #[derive(Clone)]
 pub struct MongoRunLog {
     runs: Collection<RunRecord>,
+    /// The audit log, a collection beside the runs (`audit`).
+    audit: Collection<AuditRecord>,
     /// Set once the indexes exist; inserts wait for them, because the
     /// unique `run_id` index is what makes inserts idempotent.
     indexes_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -67,11 +74,12 @@ impl MongoRunLog {
         client_options.connect_timeout = Some(options.server_selection_timeout);
         client_options.app_name = Some("distcron".into());
         let client = Client::with_options(client_options).map_err(unavailable)?;
-        let runs = client
-            .database(&options.database)
-            .collection::<RunRecord>(&options.collection);
+        let database = client.database(&options.database);
+        let runs = database.collection::<RunRecord>(&options.collection);
+        let audit = database.collection::<AuditRecord>(AUDIT_COLLECTION);
         let log = MongoRunLog {
             runs,
+            audit,
             indexes_ready: Default::default(),
         };
         if let Err(error) = log.ensure_indexes().await {
@@ -104,6 +112,20 @@ impl MongoRunLog {
             .create_indexes(indexes)
             .await
             .map_err(unavailable)?;
+        let audit_indexes = [
+            IndexModel::builder()
+                .keys(doc! { "id": 1 })
+                .options(IndexOptions::builder().unique(true).build())
+                .build(),
+            IndexModel::builder().keys(doc! { "time": -1 }).build(),
+            IndexModel::builder().keys(doc! { "actorId": 1 }).build(),
+            IndexModel::builder().keys(doc! { "job": 1 }).build(),
+            IndexModel::builder().keys(doc! { "action": 1 }).build(),
+        ];
+        self.audit
+            .create_indexes(audit_indexes)
+            .await
+            .map_err(unavailable)?;
         self.indexes_ready.store(true, Ordering::Release);
         Ok(())
     }
@@ -125,6 +147,32 @@ fn newest_first() -> Document {
     doc! { "startTime": -1, "run_id": -1 }
 }
 
+/// Insert what is new: an unordered `insert_many` stores every record whose
+/// unique key is free and reports the others as duplicate-key errors, which
+/// are expected. Returns how many were new.
+async fn insert_new<T: Serialize + Send + Sync>(
+    collection: &Collection<T>,
+    records: &[T],
+) -> Result<u64> {
+    match collection.insert_many(records).ordered(false).await {
+        Ok(result) => Ok(result.inserted_ids.len() as u64),
+        Err(e) => match e.kind.as_ref() {
+            ErrorKind::InsertMany(failure)
+                if failure.write_concern_error.is_none()
+                    && failure
+                        .write_errors
+                        .iter()
+                        .flatten()
+                        .all(|w| w.code == DUPLICATE_KEY) =>
+            {
+                let duplicates = failure.write_errors.as_ref().map_or(0, Vec::len);
+                Ok((records.len() - duplicates) as u64)
+            }
+            _ => Err(unavailable(e)),
+        },
+    }
+}
+
 fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -136,23 +184,7 @@ impl RunLog for MongoRunLog {
             return Ok(0);
         }
         self.ensure_indexes().await?;
-        match self.runs.insert_many(records).ordered(false).await {
-            Ok(result) => Ok(result.inserted_ids.len() as u64),
-            Err(e) => match e.kind.as_ref() {
-                ErrorKind::InsertMany(failure)
-                    if failure.write_concern_error.is_none()
-                        && failure
-                            .write_errors
-                            .iter()
-                            .flatten()
-                            .all(|w| w.code == DUPLICATE_KEY) =>
-                {
-                    let duplicates = failure.write_errors.as_ref().map_or(0, Vec::len);
-                    Ok((records.len() - duplicates) as u64)
-                }
-                _ => Err(unavailable(e)),
-            },
-        }
+        insert_new(&self.runs, records).await
     }
 
     async fn page(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
@@ -258,5 +290,49 @@ impl RunLog for MongoRunLog {
             }
         }
         Ok(removed)
+    }
+}
+
+#[async_trait]
+impl AuditStore for MongoRunLog {
+    async fn insert_audit(&self, records: &[AuditRecord]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.ensure_indexes().await?;
+        insert_new(&self.audit, records).await.map(drop)
+    }
+
+    async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        let mut filter = Document::new();
+        let mut time = Document::new();
+        if let Some(since) = query.since {
+            time.insert("$gte", since);
+        }
+        if let Some(until) = query.until {
+            time.insert("$lt", until);
+        }
+        if !time.is_empty() {
+            filter.insert("time", time);
+        }
+        for (field, value) in [
+            ("actorId", &query.actor),
+            ("job", &query.job),
+            ("action", &query.action),
+        ] {
+            if let Some(value) = value {
+                filter.insert(field, value.as_str());
+            }
+        }
+        self.audit
+            .find(filter)
+            .sort(doc! { "time": -1, "id": -1 })
+            .skip(query.skip)
+            .limit(as_i64(query.limit))
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)
     }
 }

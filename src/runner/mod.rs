@@ -37,8 +37,11 @@ pub struct RunSpec {
 }
 
 /// Limits that apply to every run of a worker.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunLimits {
+    /// The part of the worker's own environment a command gets (the
+    /// `jobEnvAllowlist` variables that are set); nothing else of it.
+    pub inherited_env: Arc<Vec<(String, String)>>,
     pub output_cap: usize,
     /// Between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
@@ -50,6 +53,7 @@ pub struct RunLimits {
 impl Default for RunLimits {
     fn default() -> RunLimits {
         RunLimits {
+            inherited_env: Arc::new(inherited_env(&["PATH", "HOME", "LANG", "TZ"])),
             output_cap: crate::runlog::DEFAULT_OUTPUT_CAP,
             kill_grace: Duration::from_secs(5),
             output_linger: Duration::from_millis(200),
@@ -57,8 +61,22 @@ impl Default for RunLimits {
     }
 }
 
-/// The command for a run, without starting it: pure, so it is unit-tested.
-pub fn build_command(spec: &RunSpec) -> Command {
+/// The allowlisted variables of this process's environment that are set.
+pub fn inherited_env(allowlist: &[impl AsRef<str>]) -> Vec<(String, String)> {
+    allowlist
+        .iter()
+        .filter_map(|name| {
+            let name = name.as_ref();
+            std::env::var(name).ok().map(|v| (name.to_string(), v))
+        })
+        .collect()
+}
+
+/// The command for a run, without starting it. Its environment is built
+/// from nothing: the allowlisted variables, the job's `env`, then the run's
+/// `DISTCRON_*` variables, so the worker's own secrets never reach a job.
+/// An error says why the run cannot start (a `runAs` the worker cannot use).
+pub fn build_command(spec: &RunSpec, inherited: &[(String, String)]) -> Result<Command, String> {
     let mut command = Command::new("sh");
     command
         .arg("-c")
@@ -67,6 +85,19 @@ pub fn build_command(spec: &RunSpec) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
+        .env_clear()
+        .envs(inherited.iter().map(|(k, v)| (k, v)));
+    if let Some(user) = &spec.job.run_as {
+        let identity = process::switch_user(user, &spec.worker)?;
+        command
+            .uid(identity.uid)
+            .gid(identity.gid)
+            .env("HOME", &identity.home)
+            .env("USER", user)
+            .env("LOGNAME", user);
+        process::set_groups_on_exec(&mut command, identity.groups);
+    }
+    command
         .envs(&spec.job.env)
         .env("DISTCRON_JOB", &spec.job.name)
         .env("DISTCRON_TICK", spec.plan_time.to_string())
@@ -74,7 +105,7 @@ pub fn build_command(spec: &RunSpec) -> Command {
     if let Some(dir) = &spec.job.workdir {
         command.current_dir(dir);
     }
-    command
+    Ok(command)
 }
 
 /// Job name -> run id -> the run's kill switch (`Some(reason)` ends it).
@@ -173,11 +204,14 @@ pub async fn run(
         err: String::new(),
     };
     let mut kill_rx = running.register(&spec.job.name, &spec.run_id);
-    let mut child = match build_command(&spec).spawn() {
+    let spawned = build_command(&spec, &limits.inherited_env)
+        .and_then(|mut c| c.spawn().map_err(|e| format!("cannot start sh: {e}")));
+    let mut child = match spawned {
         Ok(child) => child,
         Err(error) => {
             running.unregister(&spec.job.name, &spec.run_id);
-            record.err = format!("cannot start sh: {error}");
+            tracing::warn!(job = %spec.job.name, run_id = %spec.run_id, %error, "run could not start");
+            record.err = error;
             record.end_time = clock.now_ms();
             return record;
         }

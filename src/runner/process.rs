@@ -8,6 +8,58 @@ use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 
+/// Who a `runAs` job runs as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+    /// Supplementary groups, set in the child before exec.
+    pub groups: Vec<nix::unistd::Gid>,
+}
+
+/// The identity of `user` on this worker, if the worker can switch to it:
+/// the user must exist here, and the worker must be root (or already be
+/// that user). The error names the user and the worker.
+pub fn switch_user(user: &str, worker: &str) -> Result<Identity, String> {
+    let found = nix::unistd::User::from_name(user)
+        .map_err(|e| format!("runAs: cannot look up user '{user}' on worker {worker}: {e}"))?
+        .ok_or_else(|| format!("runAs: user '{user}' does not exist on worker {worker}"))?;
+    let me = nix::unistd::geteuid();
+    if !me.is_root() && me != found.uid {
+        return Err(format!(
+            "runAs: worker {worker} runs as uid {me} and cannot switch to user '{user}' (it must run as root)"
+        ));
+    }
+    let name =
+        std::ffi::CString::new(user).map_err(|_| format!("runAs: bad user name '{user}'"))?;
+    let groups = if me.is_root() {
+        nix::unistd::getgrouplist(&name, found.gid)
+            .map_err(|e| format!("runAs: groups of '{user}': {e}"))?
+    } else {
+        Vec::new()
+    };
+    Ok(Identity {
+        uid: found.uid.as_raw(),
+        gid: found.gid.as_raw(),
+        home: found.dir.display().to_string(),
+        groups,
+    })
+}
+
+/// Set the child's supplementary groups right before exec (as root), so a
+/// `runAs` job keeps none of the worker's groups.
+pub fn set_groups_on_exec(command: &mut tokio::process::Command, groups: Vec<nix::unistd::Gid>) {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    // SAFETY: setgroups is a single system call on memory allocated before
+    // the fork; it allocates nothing and takes no lock in the child.
+    unsafe {
+        command.pre_exec(move || nix::unistd::setgroups(&groups).map_err(std::io::Error::from));
+    }
+}
+
 /// Make this process the reaper of its orphaned descendants, so the
 /// grandchildren of a job are reaped here even where PID 1 does not reap.
 pub fn become_subreaper() {

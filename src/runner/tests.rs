@@ -57,7 +57,8 @@ fn build_command_sets_shell_environment_and_directory() {
     let mut s = spec("echo hi");
     s.job.env.insert("GREETING".into(), "hello".into());
     s.job.workdir = Some("/tmp".into());
-    let command = build_command(&s);
+    let inherited = [("PATH".to_string(), "/usr/bin:/bin".to_string())];
+    let command = build_command(&s, &inherited).unwrap();
     let std = command.as_std();
     assert_eq!(std.get_program(), "sh");
     assert_eq!(std.get_args().collect::<Vec<_>>(), ["-c", "echo hi"]);
@@ -82,6 +83,75 @@ fn build_command_sets_shell_environment_and_directory() {
         );
     }
     assert_eq!(std.get_current_dir(), Some(std::path::Path::new("/tmp")));
+    assert!(envs.contains(&("PATH".into(), "/usr/bin:/bin".into())));
+}
+
+#[tokio::test]
+async fn a_run_sees_none_of_the_workers_own_environment() {
+    // The worker's secrets (set here as a stand-in) never reach a job.
+    // SAFETY: set before the runs below and never read concurrently.
+    unsafe { std::env::set_var("DISTCRON_ETCD_PASSWORD", "hunter2-secret") };
+    let mut s = spec("env");
+    s.job.env.insert("MINE".into(), "yes".into());
+    let (record, _) = run_spec(s, RunningRuns::default()).await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{}", record.err);
+    assert!(
+        !record.output.contains("hunter2-secret"),
+        "{}",
+        record.output
+    );
+    assert!(record.output.contains("MINE=yes"), "{}", record.output);
+    let names: Vec<&str> = record
+        .output
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .collect();
+    for name in names {
+        assert!(
+            ["PATH", "HOME", "LANG", "TZ", "MINE", "PWD", "SHLVL", "_"].contains(&name)
+                || name.starts_with("DISTCRON_") && name != "DISTCRON_ETCD_PASSWORD",
+            "{name} leaked into the job's environment: {}",
+            record.output
+        );
+    }
+}
+
+#[test]
+fn run_as_an_unknown_user_is_a_clear_error() {
+    let mut s = spec("true");
+    s.job.run_as = Some("no-such-user-distcron".into());
+    let err = build_command(&s, &[]).unwrap_err();
+    assert_eq!(
+        err,
+        format!(
+            "runAs: user 'no-such-user-distcron' does not exist on worker {}",
+            s.worker
+        )
+    );
+}
+
+#[tokio::test]
+async fn run_as_runs_the_command_as_that_user() {
+    if !nix::unistd::geteuid().is_root() {
+        // Switching users needs root; a non-root worker refuses with a
+        // clear error instead, which this checks.
+        let mut s = spec("id -un");
+        s.job.run_as = Some("nobody".into());
+        let err = build_command(&s, &[]).unwrap_err();
+        assert!(err.contains("cannot switch to user 'nobody'"), "{err}");
+        return;
+    }
+    let mut s = spec("id -un; id -G; echo $HOME");
+    s.job.run_as = Some("nobody".into());
+    let (record, _) = run_spec(s, RunningRuns::default()).await;
+    assert_eq!(record.status, RunStatus::Succeeded, "{}", record.err);
+    let lines: Vec<&str> = record.output.lines().collect();
+    assert_eq!(lines[0], "nobody", "{}", record.output);
+    assert!(
+        !lines[1].split(' ').any(|g| g == "0"),
+        "no root group: {}",
+        lines[1]
+    );
 }
 
 #[tokio::test]

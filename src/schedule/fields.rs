@@ -133,11 +133,24 @@ pub fn parse_field(field: Field, text: &str) -> Result<ParsedField, ScheduleErro
         }
         let (range, step) = match part.split_once('/') {
             Some((range, step)) => {
-                let step: u16 = step
-                    .parse()
-                    .map_err(|_| err(format!("step '{step}' is not a positive number")))?;
+                let step: u16 = step.parse().map_err(|_| {
+                    if !step.is_empty() && step.bytes().all(|b| b.is_ascii_digit()) {
+                        err(format!(
+                            "step {step} is larger than the field's range {min}-{max}"
+                        ))
+                    } else {
+                        err(format!("step '{step}' is not a positive number"))
+                    }
+                })?;
                 if step == 0 {
                     return Err(err("step must be at least 1".into()));
+                }
+                // A step past the field's span can only ever hit its start.
+                let span = max - min + 1;
+                if step > span {
+                    return Err(err(format!(
+                        "step {step} is larger than the field's range {min}-{max}"
+                    )));
                 }
                 (range, step)
             }
@@ -171,7 +184,10 @@ pub fn parse_field(field: Field, text: &str) -> Result<ParsedField, ScheduleErro
                 v
             };
             values.insert(stored - offset);
-            v += step;
+            match v.checked_add(step) {
+                Some(next) => v = next,
+                None => break,
+            }
         }
     }
     Ok(ParsedField {
@@ -260,5 +276,58 @@ mod tests {
             msg(Field::Year, "1900"),
             "year field: 1900 is out of range 1970-2199"
         );
+    }
+
+    #[test]
+    fn steps_past_the_range_are_errors_not_panics() {
+        let msg = |f, t| parse_field(f, t).unwrap_err().to_string();
+        assert_eq!(
+            msg(Field::Year, "*/65000"),
+            "year field: step 65000 is larger than the field's range 1970-2199"
+        );
+        assert_eq!(
+            msg(Field::Second, "5/65535"),
+            "second field: step 65535 is larger than the field's range 0-59"
+        );
+        assert_eq!(
+            msg(Field::Second, "5/99999999"),
+            "second field: step 99999999 is larger than the field's range 0-59"
+        );
+        assert!(
+            parse_field(Field::Minute, "*/60").is_ok(),
+            "a step of the whole span"
+        );
+    }
+
+    const ALL: [Field; 7] = [
+        Field::Second,
+        Field::Minute,
+        Field::Hour,
+        Field::DayOfMonth,
+        Field::Month,
+        Field::DayOfWeek,
+        Field::Year,
+    ];
+
+    proptest::proptest! {
+        /// Any field, any start and step: an error naming the field, or
+        /// values all inside the field's range. Never a panic.
+        #[test]
+        fn any_step_is_in_range_or_an_error(field in 0usize..7, start in 0u32..70_000, step in 0u32..70_000, star: bool) {
+            let field = ALL[field];
+            let text = if star { format!("*/{step}") } else { format!("{start}/{step}") };
+            match parse_field(field, &text) {
+                Ok(parsed) => {
+                    let (min, max) = field.bounds();
+                    let offset = if field == Field::Year { MIN_YEAR } else { 0 };
+                    let mut v = 0;
+                    while let Some(found) = parsed.values.next_from(v) {
+                        proptest::prop_assert!(found + offset >= min && found + offset <= max, "{text}: {found}");
+                        v = found + 1;
+                    }
+                }
+                Err(e) => proptest::prop_assert!(e.to_string().starts_with(field.label()), "{e}"),
+            }
+        }
     }
 }

@@ -5,14 +5,15 @@
 
 use std::collections::HashMap;
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::future::join_all;
 use serde::Serialize;
 
-use super::job::ListQuery;
+use super::job::{ListQuery, shown};
 use super::worker::workers;
 use crate::actors::job::RunningEntry;
 use crate::http::error::ok;
+use crate::http::guard::principal;
 use crate::http::job_index::page_jobs;
 use crate::http::{ApiError, AppState};
 use crate::job::Job;
@@ -67,8 +68,10 @@ struct JobTable {
 /// `GET /job/table?skip=&limit=&q=`: one page of the jobs table.
 pub async fn table(
     state: web::Data<AppState>,
+    req: HttpRequest,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req);
     let limit = query.limit.unwrap_or(TABLE_DEFAULT_LIMIT);
     if limit == 0 || limit > TABLE_MAX_LIMIT {
         return Err(ApiError::BadRequest(format!(
@@ -120,7 +123,7 @@ pub async fn table(
             running: running.get(&job.name).copied().unwrap_or(0),
             last_run: last?.into_iter().next().map(RunBrief::from),
             next,
-            job,
+            job: shown(job, &who),
         });
     }
     Ok(ok(JobTable { total, rows }))
@@ -158,10 +161,7 @@ pub async fn overview(state: web::Data<AppState>) -> Result<HttpResponse, ApiErr
         state.run_log.count_since(now_ms - 3_600_000, &[]),
         state.run_log.count_since(now_ms - 3_600_000, &FAILURES),
     );
-    let jobs = match state.jobs.page_with_total(None, 0, 0) {
-        Some((total, _)) => total,
-        None => state.coord.list("jobs/").await?.0.len(),
-    };
+    let jobs = super::job::job_count(&state).await?;
     let running: usize = running_per_job(&state).await?.values().sum();
     Ok(ok(Overview {
         jobs,

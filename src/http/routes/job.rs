@@ -10,7 +10,9 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use crate::actors::job::RunningEntry;
+use crate::auth::{Principal, Role};
 use crate::http::error::ok;
+use crate::http::guard::{note, principal};
 use crate::http::job_index::page_jobs;
 use crate::http::{ApiError, AppState, body};
 use crate::job::{Job, validate_name};
@@ -22,6 +24,9 @@ const KILL_REQUEST_TTL: Duration = Duration::from_secs(10);
 /// `/job/log` page size: the old default, and the most one page returns.
 const LOG_DEFAULT_LIMIT: u64 = 20;
 const LOG_MAX_LIMIT: u64 = 1_000;
+/// `/job/list` page size, when one is given (without one the old clients
+/// get every job, as before).
+const LIST_MAX_LIMIT: usize = 10_000;
 
 fn job_key(name: &str) -> String {
     format!("jobs/{name}")
@@ -36,6 +41,39 @@ async fn load_job(state: &AppState, name: &str) -> Result<Job, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("job {name} not found")))?;
     serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::Internal(format!("stored job {name} is unreadable: {e}")))
+}
+
+/// Refuse a principal scoped to another group.
+pub(super) fn check_group(principal: &Principal, job: &Job) -> Result<(), ApiError> {
+    if principal.may_act_on_group(&job.group) {
+        return Ok(());
+    }
+    Err(ApiError::Forbidden(format!(
+        "this token acts only on jobs of group '{}'; job {} is in group '{}'",
+        principal.group.as_deref().unwrap_or(""),
+        job.name,
+        job.group
+    )))
+}
+
+/// What a viewer sees of a job: env values as `***`.
+pub(super) fn shown(job: Job, principal: &Principal) -> Job {
+    if principal.role > Role::Viewer {
+        return job;
+    }
+    let mut job = job;
+    for value in job.env.values_mut() {
+        *value = "***".into();
+    }
+    job
+}
+
+/// Load a job a request names and check the principal may act on it.
+async fn load_job_for(state: &AppState, req: &HttpRequest, name: &str) -> Result<Job, ApiError> {
+    note(req, |n| n.job = Some(name.to_string()));
+    let job = load_job(state, name).await?;
+    check_group(&principal(req), &job)?;
+    Ok(job)
 }
 
 async fn store_job(state: &AppState, job: &Job) -> Result<(), ApiError> {
@@ -66,15 +104,45 @@ pub async fn save(
         let form: SaveForm = body::parse(&req, &body)?;
         Job::from_json(&form.job)?
     };
+    note(&req, |n| n.job = Some(job.name.clone()));
     job.validate((state.clock)())?;
+    let who = principal(&req);
+    check_group(&who, &job)?;
     let previous = match load_job(&state, &job.name).await {
         Ok(previous) => Some(previous),
         Err(ApiError::NotFound(_)) => None,
         Err(e) => return Err(e),
     };
+    match &previous {
+        Some(previous) => check_group(&who, previous)?,
+        None => check_job_limit(&state).await?,
+    }
+    let as_json = |j: &Job| serde_json::to_value(j).unwrap_or_default();
+    let changes =
+        crate::audit::job_changes(previous.as_ref().map(as_json).as_ref(), &as_json(&job));
     store_job(&state, &job).await?;
+    note(&req, |n| n.changes = changes);
     tracing::info!(job = %job.name, "job saved");
     Ok(ok(previous))
+}
+
+/// How many jobs the cluster holds.
+pub(super) async fn job_count(state: &AppState) -> Result<usize, ApiError> {
+    Ok(match state.jobs.page_with_total(None, 0, 0) {
+        Some((total, _)) => total,
+        None => state.coord.list("jobs/").await?.0.len(),
+    })
+}
+
+/// Refuse a new job once the cluster holds `maxJobs`.
+async fn check_job_limit(state: &AppState) -> Result<(), ApiError> {
+    let count = job_count(state).await?;
+    if count >= state.max_jobs {
+        return Err(ApiError::BadRequest(format!(
+            "maxJobs: the cluster already holds {count} jobs, the configured limit"
+        )));
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -102,6 +170,7 @@ pub async fn delete(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let name = name_of(&req, payload).await?;
+    load_job_for(&state, &req, &name).await?;
     let kv = state
         .coord
         .delete(&job_key(&name))
@@ -121,7 +190,7 @@ pub async fn kill(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let name = name_of(&req, payload).await?;
-    load_job(&state, &name).await?;
+    load_job_for(&state, &req, &name).await?;
     let lease = state.coord.grant(KILL_REQUEST_TTL).await?;
     let at = (state.clock)().timestamp_millis().to_string();
     state
@@ -148,8 +217,12 @@ pub async fn run_now(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let name = name_of(&req, payload).await?;
-    load_job(&state, &name).await?;
+    load_job_for(&state, &req, &name).await?;
     let plan_time = (state.clock)().timestamp_millis();
+    note(&req, |n| {
+        n.changes
+            .insert("planTime".into(), serde_json::json!(plan_time));
+    });
     let lease = state.coord.grant(KILL_REQUEST_TTL).await?;
     state
         .coord
@@ -170,10 +243,10 @@ async fn set_enabled(
     enabled: bool,
 ) -> Result<HttpResponse, ApiError> {
     let name = name_of(&req, payload).await?;
-    let mut job = load_job(&state, &name).await?;
+    let mut job = load_job_for(&state, &req, &name).await?;
     job.enabled = enabled;
     store_job(&state, &job).await?;
-    Ok(ok(job))
+    Ok(ok(shown(job, &principal(&req))))
 }
 
 /// `POST /job/pause`: the job keeps its definition and fires nothing.
@@ -207,12 +280,22 @@ pub struct ListQuery {
 /// `q` page and filter.
 pub async fn list(
     state: web::Data<AppState>,
+    req: HttpRequest,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let who = principal(&req);
+    if query.limit.is_some_and(|l| l == 0 || l > LIST_MAX_LIMIT) {
+        return Err(ApiError::BadRequest(format!(
+            "limit: must be from 1 to {LIST_MAX_LIMIT} (leave it out for every job)"
+        )));
+    }
     let needle = query.q.as_deref().map(str::to_lowercase);
     let (skip, limit) = (query.skip.unwrap_or(0), query.limit.unwrap_or(usize::MAX));
     if let Some(page) = state.jobs.page(needle.as_deref(), skip, limit) {
-        return Ok(ok(page));
+        return Ok(ok(page
+            .into_iter()
+            .map(|j| shown(j, &who))
+            .collect::<Vec<_>>()));
     }
     // The index is not ready yet (the manager just started): ask etcd.
     // Without a name filter, a page needs only its first skip + limit keys.
@@ -226,7 +309,11 @@ pub async fn list(
     let jobs = kvs
         .iter()
         .filter_map(|kv| serde_json::from_slice::<Job>(&kv.value).ok());
-    Ok(ok(page_jobs(jobs, needle.as_deref(), skip, limit)))
+    let page = page_jobs(jobs, needle.as_deref(), skip, limit);
+    Ok(ok(page
+        .into_iter()
+        .map(|j| shown(j, &who))
+        .collect::<Vec<_>>()))
 }
 
 #[derive(Deserialize)]
@@ -288,6 +375,7 @@ struct JobDetail {
 /// progress.
 pub async fn get(
     state: web::Data<AppState>,
+    req: HttpRequest,
     query: web::Query<NameForm>,
 ) -> Result<HttpResponse, ApiError> {
     let job = load_job(&state, &query.name).await?;
@@ -317,7 +405,7 @@ pub async fn get(
         .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
         .collect();
     Ok(ok(JobDetail {
-        job,
+        job: shown(job, &principal(&req)),
         next,
         last_run,
         running,

@@ -1,5 +1,7 @@
 //! Route table: one file per URL prefix.
 
+mod audit;
+mod auth;
 mod console;
 mod health;
 mod job;
@@ -17,6 +19,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(health::readyz))
         .route("/metrics", web::get().to(metrics::metrics))
         .route("/openapi.json", web::get().to(openapi::openapi))
+        .route("/auth/login", web::post().to(auth::login))
+        .route("/auth/logout", web::post().to(auth::logout))
+        .route("/auth/me", web::get().to(auth::me))
+        .route("/auth/tokens", web::get().to(auth::list_tokens))
+        .route("/auth/tokens", web::post().to(auth::create_token))
+        .route("/auth/tokens/revoke", web::post().to(auth::revoke_token))
+        .route("/audit", web::get().to(audit::list))
         .route("/job/save", web::post().to(job::save))
         .route("/job/delete", web::post().to(job::delete))
         .route("/job/kill", web::post().to(job::kill))

@@ -1,6 +1,8 @@
 //! Small command-line tools of the `distcron` binary, as library functions
 //! so they are tested without spawning processes.
 
+pub mod auth;
+
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::schedule::{Schedule, parse_time_zone};
