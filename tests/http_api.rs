@@ -12,6 +12,9 @@ use distcron::runlog::{RunRecord, RunStatus};
 use serde_json::{Value, json};
 
 const FORM: &str = "application/x-www-form-urlencoded";
+/// The admin token every request of these tests sends (the role and
+/// browser tests are in tests/http_security.rs).
+const ADMIN: &str = "test-admin-token";
 
 struct Api {
     state: AppState,
@@ -26,12 +29,17 @@ fn api() -> Api {
         Arc::new(EmbeddedRunLog::open(&dir.path().join("runs.redb")).unwrap()),
     );
     state.clock = Arc::new(move || now);
+    state.security = Arc::new(http::guard::Security {
+        tokens: distcron::auth::tokens::TokenVerifier::new(Some(ADMIN)),
+        ..Default::default()
+    });
     Api { state, _dir: dir }
 }
 
 impl Api {
     async fn call(&self, req: test::TestRequest) -> (u16, Value) {
         let app = test::init_service(http::app(self.state.clone())).await;
+        let req = req.insert_header(("authorization", format!("Bearer {ADMIN}")));
         let resp = test::call_service(&app, req.to_request()).await;
         let status = resp.status().as_u16();
         let body = test::read_body(resp).await;
@@ -387,8 +395,14 @@ async fn metrics_render_worker_counters_and_http_requests() {
         .unwrap();
     api.get("/job/list").await;
     let app = test::init_service(http::app(api.state.clone())).await;
-    let resp =
-        test::call_service(&app, test::TestRequest::get().uri("/metrics").to_request()).await;
+    let resp = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/metrics")
+            .insert_header(("authorization", format!("Bearer {ADMIN}")))
+            .to_request(),
+    )
+    .await;
     assert_eq!(resp.status().as_u16(), 200);
     let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
     for line in [
@@ -433,10 +447,14 @@ async fn openapi_describes_every_route() {
             doc["paths"][path][method].is_object(),
             "{method} {path} missing from openapi.json"
         );
+        assert!(
+            distcron::auth::rule_for(&method.to_uppercase(), path).is_some(),
+            "{method} {path} has no entry in the permission table (src/auth/permissions.rs)"
+        );
         checked += 1;
     }
     assert_eq!(
-        checked, 20,
+        checked, 27,
         "the route table changed: update openapi.json and this count"
     );
     let job_fields: Vec<&String> = doc["components"]["schemas"]["Job"]["properties"]
@@ -715,7 +733,13 @@ async fn the_console_is_served_from_the_webroot_and_nothing_else_is() {
         ("/node_modules/jquery/dist/jquery.min.js", 404),
         ("/js/../package.json", 404),
     ] {
-        let resp = test::call_service(&app, test::TestRequest::get().uri(uri).to_request()).await;
+        // The console's files need no credentials; anything else does, so
+        // the rest is asked with the admin token to see it is not served.
+        let mut req = test::TestRequest::get().uri(uri);
+        if status == 404 {
+            req = req.insert_header(("authorization", format!("Bearer {ADMIN}")));
+        }
+        let resp = test::call_service(&app, req.to_request()).await;
         assert_eq!(resp.status().as_u16(), status, "{uri}");
     }
     let resp = test::call_service(&app, test::TestRequest::get().uri("/").to_request()).await;

@@ -90,12 +90,10 @@ pub fn build_command(spec: &RunSpec, inherited: &[(String, String)]) -> Result<C
     if let Some(user) = &spec.job.run_as {
         let identity = process::switch_user(user, &spec.worker)?;
         command
-            .uid(identity.uid)
-            .gid(identity.gid)
             .env("HOME", &identity.home)
             .env("USER", user)
             .env("LOGNAME", user);
-        process::set_groups_on_exec(&mut command, identity.groups);
+        process::become_on_exec(&mut command, identity);
     }
     command
         .envs(&spec.job.env)

@@ -47,16 +47,25 @@ pub fn switch_user(user: &str, worker: &str) -> Result<Identity, String> {
     })
 }
 
-/// Set the child's supplementary groups right before exec (as root), so a
-/// `runAs` job keeps none of the worker's groups.
-pub fn set_groups_on_exec(command: &mut tokio::process::Command, groups: Vec<nix::unistd::Gid>) {
-    if !nix::unistd::geteuid().is_root() {
-        return;
-    }
-    // SAFETY: setgroups is a single system call on memory allocated before
-    // the fork; it allocates nothing and takes no lock in the child.
+/// Switch the child to `identity` right before exec: supplementary groups,
+/// then group, then user (std's `uid()` would run before our hook and leave
+/// the user's own supplementary groups out).
+pub fn become_on_exec(command: &mut tokio::process::Command, identity: Identity) {
+    use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+    let Identity {
+        uid, gid, groups, ..
+    } = identity;
+    // SAFETY: three system calls on memory allocated before the fork; they
+    // allocate nothing and take no lock in the child.
     unsafe {
-        command.pre_exec(move || nix::unistd::setgroups(&groups).map_err(std::io::Error::from));
+        command.pre_exec(move || {
+            if !groups.is_empty() {
+                setgroups(&groups)?;
+            }
+            setgid(Gid::from_raw(gid))?;
+            setuid(Uid::from_raw(uid))?;
+            Ok(())
+        });
     }
 }
 
