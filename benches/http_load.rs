@@ -48,10 +48,14 @@ fn record(i: usize) -> RunRecord {
     }
 }
 
+/// The admin token the benchmark's servers accept and wrk sends.
+const BENCH_TOKEN: &str = "bench-admin-token-0123456789";
+
 /// (requests/s, p99 ms) from `wrk --latency` output.
 fn wrk(url: &str, script: Option<&str>) -> (f64, f64) {
     let mut command = Command::new("wrk");
     command.args(["-t2", "-c32", "-d10s", "--latency"]);
+    command.args(["-H", &format!("Authorization: Bearer {BENCH_TOKEN}")]);
     if let Some(script) = script {
         command.args(["-s", script]);
     }
@@ -159,6 +163,7 @@ async fn main() {
         .env("DISTCRON_MONGODB_URI", &mongo)
         .env("DISTCRON_MONGODB_DATABASE", DATABASE)
         .env("DISTCRON_LOG_LEVEL", "warn")
+        .env("DISTCRON_ADMIN_TOKEN", BENCH_TOKEN)
         .stdin(Stdio::null())
         .spawn()
         .expect("start distcron-manager");
@@ -232,6 +237,7 @@ async fn standalone_log() {
         .env("DISTCRON_LISTEN", format!("127.0.0.1:{port}"))
         .env("DISTCRON_DATA_DIR", data_dir.path())
         .env("DISTCRON_LOG_LEVEL", "warn")
+        .env("DISTCRON_ADMIN_TOKEN", BENCH_TOKEN)
         .stdin(Stdio::null())
         .spawn()
         .expect("start distcron standalone");

@@ -7,6 +7,9 @@
 
 log() { printf '== %s\n' "$*" >&2; }
 
+# The MongoDB-wire test server's version, pinned.
+NX_27017_VERSION=0.8.1
+
 # Rust: Debian 12's cargo is too old for edition 2024, so use rustup.
 ensure_rust() {
   if ! command -v cargo >/dev/null && [ -x "$HOME/.cargo/bin/cargo" ]; then
@@ -31,12 +34,13 @@ install_missing() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   ensure_rust
-  # The MongoDB-wire server lives in a venv inside target/, rebuilt with the tree.
+  # The MongoDB-wire server lives in a venv inside target/, rebuilt with the
+  # tree; pinned, so a fresh machine gets the version the tests passed on.
   venv=$PWD/target/test-venv
-  if [ ! -x "$venv/bin/nx-27017" ]; then
-    log "installing nx-27017 into $venv"
+  if [ ! -x "$venv/bin/nx-27017" ] || ! "$venv/bin/pip" show nx-27017 2>/dev/null | grep -qx "Version: $NX_27017_VERSION"; then
+    log "installing nx-27017 $NX_27017_VERSION into $venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q nx-27017
+    "$venv/bin/pip" install -q "nx-27017==$NX_27017_VERSION"
   fi
 }
 

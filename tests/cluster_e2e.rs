@@ -22,7 +22,10 @@ impl Drop for Process {
 
 fn spawn(binary: &str, env: &[(&str, String)]) -> Process {
     let mut command = Command::new(binary);
-    command.env_remove("DISTCRON_CONFIG").stdin(Stdio::null());
+    command
+        .env_remove("DISTCRON_CONFIG")
+        .env("DISTCRON_ADMIN_TOKEN", support::ADMIN_TOKEN)
+        .stdin(Stdio::null());
     for (key, value) in env {
         command.env(key, value);
     }

@@ -37,6 +37,7 @@ async fn start() -> Standalone {
         ])
         .arg("--data-dir")
         .arg(dir.path())
+        .env("DISTCRON_ADMIN_TOKEN", support::ADMIN_TOKEN)
         .stdin(Stdio::null())
         .spawn()
         .expect("start distcron standalone");
@@ -81,7 +82,12 @@ async fn a_job_saved_over_http_runs_and_its_run_is_logged() {
             let metrics = metrics.clone();
             async move {
                 let out = std::process::Command::new("curl")
-                    .args(["-sf", &metrics])
+                    .args([
+                        "-sf",
+                        "-H",
+                        &format!("Authorization: Bearer {}", support::ADMIN_TOKEN),
+                    ])
+                    .arg(&metrics)
                     .output()
                     .ok()?;
                 let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use ureq::Agent;
 
+/// The admin token the harness starts managers with and sends.
+pub const ADMIN_TOKEN: &str = "loadtest-admin-token-0123456789";
+
 fn agent() -> &'static Agent {
     static AGENT: OnceLock<Agent> = OnceLock::new();
     AGENT.get_or_init(|| {
@@ -36,8 +39,13 @@ pub fn get_ok(url: &str) -> bool {
 
 /// How many workers the manager at `base` lists.
 pub fn worker_count(base: &str) -> Option<usize> {
-    let body: serde_json::Value =
-        serde_json::from_str(&get_text(&format!("{base}/worker/list"))?).ok()?;
+    let mut response = agent()
+        .get(&format!("{base}/worker/list"))
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .call()
+        .ok()?;
+    let text = response.body_mut().read_to_string().ok()?;
+    let body: serde_json::Value = serde_json::from_str(&text).ok()?;
     body["data"].as_array().map(Vec::len)
 }
 
@@ -46,6 +54,7 @@ pub fn save_job(base: &str, job: &serde_json::Value) -> Result<(), String> {
     let mut response = agent()
         .post(&format!("{base}/job/save"))
         .header("content-type", "application/json")
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
         .send(job.to_string())
         .map_err(|e| format!("POST {base}/job/save: {e}"))?;
     if response.status().is_success() {

@@ -265,6 +265,10 @@ impl Cluster {
             ),
             ("DISTCRON_MONGODB_URI".into(), cluster.mongo_uri.clone()),
             ("DISTCRON_LOG_LEVEL".into(), "warn".into()),
+            (
+                "DISTCRON_ADMIN_TOKEN".into(),
+                crate::api::ADMIN_TOKEN.into(),
+            ),
         ];
         let bin = |name: &str| tools.bin_dir.join(name).display().to_string();
         for i in 0..managers {

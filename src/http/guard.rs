@@ -219,7 +219,7 @@ enum Credentials {
     Invalid(&'static str),
 }
 
-fn header<'a>(req: &'a ServiceRequest, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn header(req: &ServiceRequest, name: impl header::AsHeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -409,10 +409,10 @@ pub async fn guard(
     };
 
     let status = response.status();
-    if is_mutating(&method) || matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
-        if let Some(audit) = &state.audit {
-            audit.record(audit_record(&response, &state, actor, action, source));
-        }
+    let audited =
+        is_mutating(&method) || matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
+    if audited && let Some(audit) = &state.audit {
+        audit.record(audit_record(&response, &state, actor, action, source));
     }
     add_headers(&mut response, console_file);
     Ok(response)

@@ -9,7 +9,8 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -55,7 +56,33 @@ async function startStandalone(dataDir) {
   });
   const base = `http://127.0.0.1:${port}`;
   await eventually('standalone to be ready', async () => (await fetch(`${base}/readyz`)).ok);
-  return { child, base };
+  // No token configured: standalone made an admin token at first start.
+  const tokenFile = join(dataDir, 'admin.token');
+  await eventually('admin.token', async () => existsSync(tokenFile));
+  assert.equal(statSync(tokenFile).mode & 0o777, 0o600, 'admin.token is private');
+  assert.equal(statSync(dataDir).mode & 0o777, 0o700, 'the data directory is private');
+  const token = readFileSync(tokenFile, 'utf8').trim();
+  return { child, base, token };
+}
+
+// A page on another origin (another loopback port), as an attacker's page
+// the operator visits: it auto-submits a form to the console's API, and
+// frames the console.
+async function startAttacker(base) {
+  const port = await freePort();
+  const job = JSON.stringify({ name: 'csrf-attack', command: 'touch /tmp/distcron-csrf-ran', cronExpr: '* * * * * *' });
+  const pages = {
+    '/form': `<form id="f" method="POST" action="${base}/job/save">` +
+      `<input type="hidden" name="job" value='${job}'></form>` +
+      '<script>document.getElementById("f").submit()</script>',
+    '/frame': `<iframe id="console" src="${base}/"></iframe>`,
+  };
+  const server = createHttpServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'text/html' });
+    res.end(pages[req.url] || '');
+  });
+  await new Promise((r) => server.listen(port, '127.0.0.1', r));
+  return { server, origin: `http://127.0.0.1:${port}` };
 }
 
 async function stop(child) {
@@ -67,13 +94,15 @@ async function stop(child) {
   clearTimeout(timer);
 }
 
-async function saveJobs(base, jobs, inFlight = 16) {
+async function saveJobs(base, token, jobs, inFlight = 16) {
   let next = 0;
   async function lane() {
     while (next < jobs.length) {
       const job = jobs[next++];
       const resp = await fetch(`${base}/job/save`, {
-        method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(job),
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+        body: JSON.stringify(job),
       });
       assert.equal(resp.status, 200, `saving ${job.name}: ${await resp.text()}`);
     }
@@ -84,7 +113,8 @@ async function saveJobs(base, jobs, inFlight = 16) {
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
   const dataDir = mkdtempSync(join(tmpdir(), 'distcron-browser-'));
-  const { child, base } = await startStandalone(dataDir);
+  const { child, base, token } = await startStandalone(dataDir);
+  const attacker = await startAttacker(base);
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
@@ -101,8 +131,20 @@ async function main() {
     const row = (name) => page.locator(`#jobs-table tbody tr[data-job="${name}"]`);
     const toastSays = (text) => page.locator('#toasts .toast-body', { hasText: text }).first().waitFor();
 
+    // Sign in: a wrong token is refused with a message, the right one works.
     await page.goto(base + '/');
+    await page.locator('#signin-form').waitFor();
+    await shot('sign-in');
+    await page.fill('#signin-token', 'dct_0000_0000');
+    await page.click('#signin-submit');
+    await page.locator('#signin-error', { hasText: 'not valid' }).waitFor();
+    await page.fill('#signin-token', token);
+    await page.click('#signin-submit');
     await page.locator('#jobs-empty').waitFor();
+    assert.match(await page.locator('#whoami').innerText(), /standalone-admin \(admin\)/);
+    const cookies = await page.context().cookies();
+    const session = cookies.find((c) => c.name === 'distcron_session');
+    assert.ok(session && session.httpOnly && session.sameSite === 'Strict', 'an HttpOnly, SameSite=Strict session cookie');
     await page.locator('#overview [data-count="workersAlive"]', { hasText: '1' }).waitFor();
 
     // Create a job through the form; the schedule is checked as it is typed.
@@ -198,7 +240,7 @@ async function main() {
       name: `bulk-${String(i).padStart(5, '0')}`, command: 'true', cronExpr: '@yearly',
     }));
     const saveStart = Date.now();
-    await saveJobs(base, many);
+    await saveJobs(base, token, many);
     const saveSeconds = (Date.now() - saveStart) / 1000;
     const timings = [];
     for (let i = 0; i < 3; i++) {
@@ -213,6 +255,32 @@ async function main() {
     await page.fill('#job-search', 'bulk-0999');
     await page.locator('#jobs-range', { hasText: '1–10 of 10' }).waitFor();
 
+    // A page on another origin auto-submits a form to /job/save while the
+    // operator is signed in: nothing is stored, so nothing runs.
+    const attackPage = await browser.newPage();
+    const attackAnswer = attackPage.waitForResponse((r) => r.url() === `${base}/job/save`);
+    await attackPage.goto(attacker.origin + '/form');
+    assert.equal((await attackAnswer).status(), 403, 'the cross-origin form post is refused');
+    const stored = await fetch(`${base}/job/get?name=csrf-attack`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(stored.status, 404, 'the attack stored no job');
+    assert.ok(!existsSync('/tmp/distcron-csrf-ran'), 'the attack ran nothing');
+
+    // The console cannot be framed by another page.
+    const framed = attackPage.waitForEvent('frameattached');
+    await attackPage.goto(attacker.origin + '/frame');
+    await framed;
+    await attackPage.locator('#console').waitFor();
+    await attackPage.waitForLoadState('load');
+    assert.equal(await attackPage.frameLocator('#console').locator('#signin-form, #jobs-table').count(), 0,
+      'the console did not render inside a frame');
+    await attackPage.close();
+
+    // Sign out: back to the sign-in form, and the session no longer works.
+    await page.click('#sign-out');
+    await page.locator('#signin-form').waitFor();
+    const after = await page.evaluate(async () => (await fetch('/auth/me')).status);
+    assert.equal(after, 401, 'signed out everywhere');
+
     assert.deepEqual(dialogs, [], 'no script ran from user or job text');
     assert.deepEqual(pageErrors, [], 'no script errors');
     const firstPageMs = Math.round(Math.min(...timings));
@@ -223,6 +291,7 @@ async function main() {
     console.log('console: browser test passed; screenshots in target/browser/');
   } finally {
     await browser.close();
+    attacker.server.close();
     await stop(child);
     rmSync(dataDir, { recursive: true, force: true });
   }

@@ -91,10 +91,15 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port on 127.0.0.1")
 }
 
-/// Run curl and parse its answer as JSON (None on any failure), as an
-/// operator's client would call the API.
+/// The admin token the end-to-end tests start every manager and standalone
+/// with (`DISTCRON_ADMIN_TOKEN`), and that [`curl`] sends.
+pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
+
+/// Run curl with the test admin token and parse its answer as JSON (None on
+/// any failure), as an operator's client would call the API.
 pub fn curl(args: &[&str]) -> Option<serde_json::Value> {
     let out = std::process::Command::new("curl")
+        .args(["-H", &format!("Authorization: Bearer {ADMIN_TOKEN}")])
         .args(args)
         .output()
         .ok()?;

@@ -14,8 +14,18 @@ $(function () {
 
   // Resolve with the envelope's `data`; reject with an Error carrying the
   // envelope's message (which names the field at fault, "cronExpr: ...").
+  // The session's CSRF token, sent on every mutating request; from sign-in
+  // or /auth/me. The session itself is an HttpOnly cookie the page never sees.
+  let csrfToken = '';
+
   function api(method, path, data, asJson) {
-    const request = { method: method, url: path, dataType: 'json' };
+    const request = { method: method, url: path, dataType: 'json', headers: {} };
+    if (method !== 'GET') {
+      request.headers['X-CSRF-Token'] = csrfToken;
+      // A session may send JSON only (form bodies need a Bearer token).
+      asJson = true;
+      if (data === undefined) data = {};
+    }
     if (asJson) {
       request.contentType = 'application/json';
       request.data = JSON.stringify(data);
@@ -30,6 +40,7 @@ $(function () {
             (xhr.status === 0 ? 'the manager cannot be reached' : xhr.status + ' ' + xhr.statusText);
           const error = new Error(msg);
           error.status = xhr.status;
+          if (xhr.status === 401 && path !== '/auth/login') showSignIn();
           reject(error);
         });
     });
@@ -121,7 +132,52 @@ $(function () {
     refreshView();
   }
 
+  // --- Signing in ------------------------------------------------------------
+
+  let signedIn = false;
+
+  function showSignIn() {
+    signedIn = false;
+    csrfToken = '';
+    $('#whoami').text('');
+    $('#signed-in').prop('hidden', true);
+    clearTimeout(refreshTimer);
+    $('.view, #overview').prop('hidden', true);
+    $('#view-signin').prop('hidden', false);
+  }
+
+  function signedInAs(who) {
+    signedIn = true;
+    csrfToken = who.csrfToken;
+    $('#whoami').text(who.name + ' (' + who.role + ')');
+    $('#signed-in').prop('hidden', false);
+    $('#nav-audit').parent().prop('hidden', who.role !== 'admin');
+    $('#view-signin').prop('hidden', true);
+    $('#overview').prop('hidden', false);
+    route();
+    refreshOverview();
+  }
+
+  $('#signin-form').on('submit', function (event) {
+    event.preventDefault();
+    const token = $('#signin-token').val().trim();
+    const body = token ? { token: token } :
+      { user: $('#signin-user').val().trim(), password: $('#signin-password').val() };
+    busy('#signin-submit', api('POST', '/auth/login', body, true))
+      .then(function (who) {
+        $('#signin-form')[0].reset();
+        $('#signin-error').prop('hidden', true);
+        signedInAs(who);
+      })
+      .catch(function (e) { $('#signin-error').text(e.message).prop('hidden', false); });
+  });
+
+  $('#sign-out').on('click', function () {
+    api('POST', '/auth/logout').finally(showSignIn);
+  });
+
   function route() {
+    if (!signedIn) return;
     const hash = location.hash || '#/jobs';
     const runs = hash.match(/^#\/jobs\/([^/]+)\/runs$/);
     if (runs) {
@@ -130,6 +186,8 @@ $(function () {
       showView('running', loadRunning, 2000);
     } else if (hash === '#/workers') {
       showView('workers', loadWorkers, 5000);
+    } else if (hash === '#/audit') {
+      showView('audit', loadAudit, 10000);
     } else {
       showView('jobs', loadJobs, 10000);
     }
@@ -138,6 +196,7 @@ $(function () {
   // --- Overview strip ---------------------------------------------------------
 
   function refreshOverview() {
+    if (!signedIn) return Promise.resolve();
     return api('GET', '/overview').then(function (o) {
       $('#overview [data-count]').each(function () {
         const value = o[$(this).data('count')];
@@ -541,10 +600,31 @@ $(function () {
     }).catch(function (e) { toast('Workers: ' + e.message, 'error'); });
   }
 
+  // --- Audit -------------------------------------------------------------------
+
+  function loadAudit() {
+    const query = { limit: 100 };
+    const actor = $('#audit-actor').val().trim();
+    const action = $('#audit-action').val().trim();
+    if (actor) query.actor = actor;
+    if (action) query.action = action;
+    return api('GET', '/audit', query).then(function (rows) {
+      $('#audit-table tbody').empty().append(rows.map(function (r) {
+        return $('<tr>').toggleClass('table-warning', r.outcome !== 'ok').append(
+          cell(time(r.time)), textCell(r.actorName || '(none)'), textCell(r.action),
+          textCell(r.job || ''), textCell(r.source), textCell(r.status + ' ' + r.outcome),
+          textCell(r.reason || Object.keys(r.changes || {}).join(', ')));
+      }));
+      $('#audit-empty').prop('hidden', rows.length > 0);
+    }).catch(function (e) { toast('Audit: ' + e.message, 'error'); });
+  }
+
+  $('#audit-filter').on('submit', function (event) { event.preventDefault(); loadAudit(); });
+
   // --- Start ----------------------------------------------------------------------
 
   $(window).on('hashchange', route);
-  route();
-  refreshOverview();
+  // Signed in already (a session cookie)? Otherwise show the sign-in form.
+  api('GET', '/auth/me').then(signedInAs).catch(function () { showSignIn(); });
   setInterval(refreshOverview, 5000);
 });
