@@ -134,6 +134,8 @@ async function main() {
     // Sign in: a wrong token is refused with a message, the right one works.
     await page.goto(base + '/');
     await page.locator('#signin-form').waitFor();
+    assert.equal(await page.locator('#new-job').isVisible(), false, 'no actions before sign-in');
+    assert.equal(await page.locator('#sign-out').isVisible(), false, 'no sign-out before sign-in');
     await shot('sign-in');
     await page.fill('#signin-token', 'dct_0000_0000');
     await page.click('#signin-submit');

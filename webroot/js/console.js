@@ -140,7 +140,8 @@ $(function () {
     signedIn = false;
     csrfToken = '';
     $('#whoami').text('');
-    $('#signed-in').prop('hidden', true);
+    $('#signed-in').removeClass('d-flex').addClass('d-none');
+    $('#nav-views').prop('hidden', true);
     clearTimeout(refreshTimer);
     $('.view, #overview').prop('hidden', true);
     $('#view-signin').prop('hidden', false);
@@ -150,7 +151,8 @@ $(function () {
     signedIn = true;
     csrfToken = who.csrfToken;
     $('#whoami').text(who.name + ' (' + who.role + ')');
-    $('#signed-in').prop('hidden', false);
+    $('#signed-in').removeClass('d-none').addClass('d-flex');
+    $('#nav-views').prop('hidden', false);
     $('#nav-audit').parent().prop('hidden', who.role !== 'admin');
     $('#view-signin').prop('hidden', true);
     $('#overview').prop('hidden', false);
