@@ -45,6 +45,7 @@ fn record(i: usize) -> RunRecord {
         output: "ok\n".into(),
         truncated: false,
         err: String::new(),
+        requested_by: None,
     }
 }
 

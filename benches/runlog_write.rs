@@ -35,6 +35,7 @@ fn record(engine: &str, i: usize) -> RunRecord {
         output: "2026-01-01T00:00:00Z backup finished: 42 files, 3.1 MiB\n".into(),
         truncated: false,
         err: String::new(),
+        requested_by: None,
     }
 }
 

@@ -96,6 +96,7 @@ fn run(id: &str, job: &str, start: i64) -> RunRecord {
         output: format!("hello from {id}\n"),
         truncated: false,
         err: String::new(),
+        requested_by: None,
     }
 }
 
@@ -306,7 +307,15 @@ async fn run_now_leaves_a_short_lived_request_for_the_owning_worker() {
         .await
         .unwrap()
         .expect("a run request");
-    assert_eq!(request.value_str(), "1767225600000");
+    let request_value: Value = serde_json::from_slice(&request.value).unwrap();
+    assert_eq!(
+        request_value,
+        serde_json::json!({
+            "planTime": 1_767_225_600_000i64,
+            "requestedBy": "adminToken (config:adminToken)"
+        }),
+        "the request says who asked, for the run record"
+    );
     assert_ne!(request.lease, 0, "run requests expire by themselves");
     assert_eq!(api.form("/job/run", "name=ghost").await.0, 404);
 }

@@ -35,6 +35,7 @@ fn record(i: usize) -> RunRecord {
         output: format!("run {i}\n"),
         truncated: false,
         err: String::new(),
+        requested_by: None,
     }
 }
 

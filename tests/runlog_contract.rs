@@ -55,6 +55,7 @@ fn run(id: &str, job: &str, start: i64, status: RunStatus) -> RunRecord {
         output: format!("output of {id}\n"),
         truncated: false,
         err: String::new(),
+        requested_by: None,
     }
 }
 

@@ -169,4 +169,8 @@ async fn run_now_runs_a_job_outside_its_schedule() {
         (runs[0]["status"].as_str(), runs[0]["output"].as_str()),
         (Some("succeeded"), Some("on demand\n"))
     );
+    assert_eq!(
+        runs[0]["requestedBy"], "adminToken (config:adminToken)",
+        "a run someone asked for records who asked"
+    );
 }

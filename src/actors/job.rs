@@ -35,6 +35,31 @@ pub struct RunningEntry {
     pub plan_time: i64,
     pub schedule_time: i64,
     pub start_time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+}
+
+/// The value of a `run/<job>` key (`POST /job/run`): the instant to run
+/// and who asked. Older managers wrote the instant alone, as a number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRequest {
+    pub plan_time: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+}
+
+impl RunRequest {
+    pub fn parse(value: &[u8]) -> Option<RunRequest> {
+        if let Ok(request) = serde_json::from_slice::<RunRequest>(value) {
+            return Some(request);
+        }
+        let plan_time = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
+        Some(RunRequest {
+            plan_time,
+            requested_by: None,
+        })
+    }
 }
 
 /// The key under which a run in progress is registered.
@@ -90,6 +115,7 @@ pub struct StopJob;
 #[rtype(result = "()")]
 pub struct RunNow {
     pub tick_ms: i64,
+    pub requested_by: Option<String>,
 }
 
 /// The timer for `tick_ms` fired (`claim_lead` before the tick).
@@ -106,6 +132,7 @@ struct StartTick {
     tick_ms: i64,
     schedule_time: i64,
     token: LivenessToken,
+    requested_by: Option<String>,
 }
 
 impl JobActor {
@@ -141,7 +168,7 @@ impl JobActor {
         self.timer = Some(ctx.notify_later(Fire { tick_ms }, delay));
     }
 
-    fn skip(&mut self, tick_ms: i64, schedule_time: i64) {
+    fn skip(&mut self, tick_ms: i64, schedule_time: i64, requested_by: Option<String>) {
         self.counters.skipped += 1;
         let now = self.ctx.clock.now_ms();
         self.ctx.batcher.do_send(Record(RunRecord {
@@ -159,11 +186,18 @@ impl JobActor {
             output: String::new(),
             truncated: false,
             err: "skipped: the previous run is still in progress (overlap: forbid)".into(),
+            requested_by,
         }));
     }
 
     /// Start the run of a won tick, outside the actor.
-    fn start_run(&mut self, tick_ms: i64, schedule_time: i64, token: LivenessToken) {
+    fn start_run(
+        &mut self,
+        tick_ms: i64,
+        schedule_time: i64,
+        token: LivenessToken,
+        requested_by: Option<String>,
+    ) {
         self.counters.runs_started += 1;
         let spec = RunSpec {
             job: self.job.clone(),
@@ -172,6 +206,7 @@ impl JobActor {
             plan_time: tick_ms,
             schedule_time,
             attempt: 0,
+            requested_by,
         };
         actix::spawn(run_claimed_tick(self.ctx.clone(), spec, token));
     }
@@ -232,6 +267,7 @@ async fn run_attempt(
         plan_time: spec.plan_time,
         schedule_time: spec.schedule_time,
         start_time: ctx.clock.now_ms(),
+        requested_by: spec.requested_by.clone(),
     };
     let value = serde_json::to_vec(&entry).unwrap_or_default();
     let (ended, ended_rx) = tokio::sync::oneshot::channel::<()>();
@@ -284,7 +320,12 @@ impl Actor for JobActor {
 
 impl JobActor {
     /// Claim `tick_ms` and, if won, run it under the overlap policy.
-    fn claim_and_run(&mut self, tick_ms: i64, ctx: &mut Context<Self>) {
+    fn claim_and_run(
+        &mut self,
+        tick_ms: i64,
+        requested_by: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
         let claim = ClaimTick {
             job: self.job.name.clone(),
             tick_ms,
@@ -304,6 +345,7 @@ impl JobActor {
                                 tick_ms,
                                 schedule_time,
                                 token,
+                                requested_by,
                             };
                             if wait.is_zero() {
                                 ctx.notify(start);
@@ -351,7 +393,7 @@ impl JobActor {
         }
         if let Some(tick_ms) = latest {
             tracing::info!(job = %self.job.name, tick = tick_ms, "catching up a missed tick");
-            self.claim_and_run(tick_ms, ctx);
+            self.claim_and_run(tick_ms, None, ctx);
         }
     }
 }
@@ -366,7 +408,7 @@ impl Handler<Fire> for JobActor {
         self.counters.ticks += 1;
         // Re-arm first: whatever happens to this tick, the next one fires.
         self.arm(tick_ms, ctx);
-        self.claim_and_run(tick_ms, ctx);
+        self.claim_and_run(tick_ms, None, ctx);
     }
 }
 
@@ -378,17 +420,20 @@ impl Handler<StartTick> for JobActor {
             tick_ms,
             schedule_time,
             token,
+            requested_by,
         } = start;
         let running = self.ctx.running.count(&self.job.name);
         match (self.job.overlap, running) {
-            (_, 0) | (Overlap::Allow, _) => self.start_run(tick_ms, schedule_time, token),
-            (Overlap::Forbid, _) => self.skip(tick_ms, schedule_time),
+            (_, 0) | (Overlap::Allow, _) => {
+                self.start_run(tick_ms, schedule_time, token, requested_by)
+            }
+            (Overlap::Forbid, _) => self.skip(tick_ms, schedule_time, requested_by),
             (Overlap::Replace, _) => {
                 self.ctx.running.kill(
                     &self.job.name,
                     &format!("replaced by the run of tick {tick_ms} (overlap: replace)"),
                 );
-                self.start_run(tick_ms, schedule_time, token);
+                self.start_run(tick_ms, schedule_time, token, requested_by);
             }
         }
     }
@@ -397,9 +442,13 @@ impl Handler<StartTick> for JobActor {
 impl Handler<RunNow> for JobActor {
     type Result = ();
 
-    fn handle(&mut self, RunNow { tick_ms }: RunNow, ctx: &mut Context<Self>) {
-        tracing::info!(job = %self.job.name, tick = tick_ms, "run requested");
-        self.claim_and_run(tick_ms, ctx);
+    fn handle(&mut self, request: RunNow, ctx: &mut Context<Self>) {
+        let RunNow {
+            tick_ms,
+            requested_by,
+        } = request;
+        tracing::info!(job = %self.job.name, tick = tick_ms, requested_by = requested_by.as_deref().unwrap_or(""), "run requested");
+        self.claim_and_run(tick_ms, requested_by, ctx);
     }
 }
 
@@ -427,5 +476,47 @@ impl Handler<GetJobCounters> for JobActor {
 
     fn handle(&mut self, _: GetJobCounters, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.counters.clone())
+    }
+}
+
+#[cfg(test)]
+mod run_request_tests {
+    use super::RunRequest;
+
+    #[test]
+    fn a_run_request_reads_json_and_the_older_bare_number() {
+        let table: [(&[u8], Option<RunRequest>); 5] = [
+            (
+                br#"{"planTime":5,"requestedBy":"ana (user:ana)"}"#,
+                Some(RunRequest {
+                    plan_time: 5,
+                    requested_by: Some("ana (user:ana)".into()),
+                }),
+            ),
+            (
+                br#"{"planTime":7}"#,
+                Some(RunRequest {
+                    plan_time: 7,
+                    requested_by: None,
+                }),
+            ),
+            (
+                b"1700000000000",
+                Some(RunRequest {
+                    plan_time: 1_700_000_000_000,
+                    requested_by: None,
+                }),
+            ),
+            (b"soon", None),
+            (br#"{"requestedBy":"x"}"#, None),
+        ];
+        for (value, expected) in table {
+            assert_eq!(
+                RunRequest::parse(value),
+                expected,
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
     }
 }

@@ -24,7 +24,9 @@ use actix::prelude::*;
 use serde::Serialize;
 
 use super::context::WorkerContext;
-use super::job::{JobActor, RunNow, RunningEntry, StopJob, UpdateJob, run_claimed_tick};
+use super::job::{
+    JobActor, RunNow, RunRequest, RunningEntry, StopJob, UpdateJob, run_claimed_tick,
+};
 use super::lock::{ClaimOutcome, ClaimTick};
 use super::messages::Record;
 use super::registrar::WorkerInfo;
@@ -355,9 +357,12 @@ impl JobSupervisor {
                 // tick claim makes running it again a no-op.
                 (Prefix::RunRequests, WatchEvent::Put(kv)) => {
                     let job = kv.key.trim_start_matches("run/");
-                    match (self.owned.get(job), kv.value_str().parse::<i64>()) {
-                        (Some(owned), Ok(tick_ms)) => owned.addr.do_send(RunNow { tick_ms }),
-                        (Some(_), Err(_)) => {
+                    match (self.owned.get(job), RunRequest::parse(&kv.value)) {
+                        (Some(owned), Some(request)) => owned.addr.do_send(RunNow {
+                            tick_ms: request.plan_time,
+                            requested_by: request.requested_by,
+                        }),
+                        (Some(_), None) => {
                             tracing::warn!(key = %kv.key, "unreadable run request")
                         }
                         (None, _) => {}
@@ -405,6 +410,7 @@ impl JobSupervisor {
             output: String::new(),
             truncated: false,
             err: format!("worker {} died mid-run (its lease ended)", entry.worker),
+            requested_by: entry.requested_by.clone(),
         }));
         let Some(job) = self.jobs.get(&entry.job_name).cloned() else {
             return;
@@ -427,6 +433,7 @@ impl JobSupervisor {
                     plan_time: entry.plan_time,
                     schedule_time: ctx.clock.now_ms(),
                     attempt: 0,
+                    requested_by: entry.requested_by,
                     job,
                 };
                 run_claimed_tick(ctx, spec, token).await;

@@ -269,7 +269,10 @@ async fn a_failed_run_is_retried_with_backoff_each_attempt_recorded() {
     job.retry_backoff = 2;
     let actor = job_actor(&rig, job);
     actor
-        .send(super::job::RunNow { tick_ms: START_MS })
+        .send(super::job::RunNow {
+            tick_ms: START_MS,
+            requested_by: Some("ana (user:ana)".into()),
+        })
         .await
         .unwrap();
     // Attempts at 0 s, +2 s and +4 s after that (backoff doubles).
@@ -288,6 +291,11 @@ async fn a_failed_run_is_retried_with_backoff_each_attempt_recorded() {
     assert!(
         runs.iter()
             .all(|r| r.status == RunStatus::Failed && r.plan_time == START_MS)
+    );
+    assert!(
+        runs.iter()
+            .all(|r| r.requested_by.as_deref() == Some("ana (user:ana)")),
+        "every attempt of a requested run says who asked"
     );
     let gaps: Vec<i64> = runs
         .windows(2)

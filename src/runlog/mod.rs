@@ -90,6 +90,10 @@ pub struct RunRecord {
     pub truncated: bool,
     /// Why it could not start, or why it was killed; empty otherwise.
     pub err: String,
+    /// Who asked for this run (`POST /job/run`): the token or user name and
+    /// id; absent for runs of the schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// Which runs of a job to page through.
@@ -240,6 +244,7 @@ mod tests {
             output: String::new(),
             truncated: false,
             err: "timeout".into(),
+            requested_by: None,
         };
         let json = serde_json::to_value(&record).unwrap();
         assert_eq!(

@@ -155,6 +155,7 @@ mod tests {
             output: "x".repeat(100),
             truncated: false,
             err: String::new(),
+            requested_by: None,
         }
     }
 

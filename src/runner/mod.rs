@@ -34,6 +34,8 @@ pub struct RunSpec {
     pub schedule_time: i64,
     /// 0 for the first attempt, then 1, 2... for retries.
     pub attempt: u32,
+    /// Who asked for the run, when a person did (`POST /job/run`).
+    pub requested_by: Option<String>,
 }
 
 /// Limits that apply to every run of a worker.
@@ -200,6 +202,7 @@ pub async fn run(
         output: String::new(),
         truncated: false,
         err: String::new(),
+        requested_by: spec.requested_by.clone(),
     };
     let mut kill_rx = running.register(&spec.job.name, &spec.run_id);
     let spawned = build_command(&spec, &limits.inherited_env)

@@ -14,6 +14,7 @@ fn spec(command: &str) -> RunSpec {
         plan_time: 1_000,
         schedule_time: 1_001,
         attempt: 0,
+        requested_by: None,
     }
 }
 

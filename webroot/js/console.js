@@ -545,6 +545,7 @@ $(function () {
         fact('Started', time(r.startTime)),
         fact('Duration', $('<span>').text(duration(Math.max(0, r.endTime - r.startTime)))),
         fact('Exit', $('<span>').text(r.exitCode !== undefined ? r.exitCode : (r.signal ? 'signal ' + r.signal : '–'))));
+      if (r.requestedBy) $('#run-facts').append(fact('Requested by', $('<span>').text(r.requestedBy)));
       if (r.err) $('#run-facts').append(fact('Error', $('<span class="text-danger">').text(r.err)));
       $('#run-output').text(r.output + (r.truncated ? '\n[output truncated]' : ''));
     }).catch(function (e) {

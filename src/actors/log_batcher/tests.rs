@@ -26,6 +26,7 @@ fn record(i: usize) -> RunRecord {
         output: String::new(),
         truncated: false,
         err: String::new(),
+        requested_by: None,
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use crate::actors::job::RunningEntry;
+use crate::actors::job::{RunRequest, RunningEntry};
 use crate::auth::{Principal, Role};
 use crate::http::error::ok;
 use crate::http::guard::{note, principal};
@@ -219,6 +219,11 @@ pub async fn run_now(
     let name = name_of(&req, payload).await?;
     load_job_for(&state, &req, &name).await?;
     let plan_time = (state.clock)().timestamp_millis();
+    let asker = principal(&req);
+    let request = RunRequest {
+        plan_time,
+        requested_by: Some(format!("{} ({})", asker.name, asker.id)),
+    };
     note(&req, |n| {
         n.changes
             .insert("planTime".into(), serde_json::json!(plan_time));
@@ -228,7 +233,7 @@ pub async fn run_now(
         .coord
         .put(
             &format!("run/{name}"),
-            plan_time.to_string().into_bytes(),
+            serde_json::to_vec(&request).unwrap_or_default(),
             Some(lease),
         )
         .await?;
