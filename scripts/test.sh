@@ -2,7 +2,7 @@
 # The whole test suite from a fresh Debian 12 machine (as root):
 #   installs what is missing, starts a fresh etcd and a MongoDB-wire server on
 #   127.0.0.1 with throwaway data directories, runs formatting and lint checks,
-#   every test, the console's browser test and the `smoke` load test, then
+#   every test, the schema fuzzer, the console's browser test and the `smoke` load test, then
 #   stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,8 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test"
 cargo test --workspace --all-targets --no-fail-fast
+log "schema fuzzer against /openapi.json (admin and viewer tokens)"
+scripts/fuzz-api.sh
 log "console in a browser"
 node tests/browser/console.test.mjs
 log "load test: smoke (1,000 jobs a minute; fails on a missing or duplicated tick)"

@@ -74,6 +74,10 @@ pub const MAX_RETRIES: u32 = 10;
 /// The longest catch-up window: tick claims are kept 5 minutes after their
 /// minute by default, so a catch-up never re-runs a tick that already ran.
 pub const MAX_CATCH_UP_SECS: u64 = 300;
+/// The longest `timeout`: a year.
+pub const MAX_TIMEOUT_SECS: u64 = 365 * 86_400;
+/// The longest first `retryBackoff`: a day.
+pub const MAX_RETRY_BACKOFF_SECS: u64 = 86_400;
 
 fn default_retry_backoff() -> u64 {
     10
@@ -169,6 +173,10 @@ impl Job {
         if self.command.trim().is_empty() {
             return Err(JobError::new("command", "must not be empty"));
         }
+        let nul_in = |text: &str| text.contains('\0');
+        if nul_in(&self.command) {
+            return Err(JobError::new("command", "must not contain a NUL character"));
+        }
         if self.command.len() > MAX_COMMAND_BYTES {
             return Err(JobError::new(
                 "command",
@@ -178,13 +186,17 @@ impl Job {
                 ),
             ));
         }
-        if self.group.is_empty() || self.group.len() > MAX_NAME_LEN {
-            return Err(JobError::new("group", "must be 1 to 128 characters"));
-        }
+        validate_group(&self.group)?;
         if self.timeout == Some(0) {
             return Err(JobError::new(
                 "timeout",
                 "must be at least 1 second (leave it out for none)",
+            ));
+        }
+        if self.timeout.is_some_and(|t| t > MAX_TIMEOUT_SECS) {
+            return Err(JobError::new(
+                "timeout",
+                format!("must be at most {MAX_TIMEOUT_SECS} seconds (a year)"),
             ));
         }
         if let Some(key) = self
@@ -195,6 +207,12 @@ impl Job {
             return Err(JobError::new(
                 "env",
                 format!("{key:?} is not a valid variable name"),
+            ));
+        }
+        if let Some(key) = self.env.iter().find(|(_, v)| nul_in(v)).map(|(k, _)| k) {
+            return Err(JobError::new(
+                "env",
+                format!("the value of {key:?} contains a NUL character"),
             ));
         }
         let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len()).sum();
@@ -219,8 +237,11 @@ impl Job {
                 format!("must be at most {MAX_RETRIES}"),
             ));
         }
-        if self.retry_backoff == 0 {
-            return Err(JobError::new("retryBackoff", "must be at least 1 second"));
+        if self.retry_backoff == 0 || self.retry_backoff > MAX_RETRY_BACKOFF_SECS {
+            return Err(JobError::new(
+                "retryBackoff",
+                format!("must be from 1 to {MAX_RETRY_BACKOFF_SECS} seconds"),
+            ));
         }
         if self.catch_up > MAX_CATCH_UP_SECS {
             return Err(JobError::new(
@@ -243,8 +264,15 @@ impl Job {
                 ));
             }
         }
-        if self.workdir.as_deref().is_some_and(|w| !w.starts_with('/')) {
-            return Err(JobError::new("workdir", "must be an absolute path"));
+        if self
+            .workdir
+            .as_deref()
+            .is_some_and(|w| !w.starts_with('/') || nul_in(w))
+        {
+            return Err(JobError::new(
+                "workdir",
+                "must be an absolute path (without NUL characters)",
+            ));
         }
         let tz = parse_time_zone(&self.timezone)
             .map_err(|e| JobError::new("timezone", e.to_string()))?;
@@ -286,6 +314,11 @@ pub fn validate_worker_id(id: &str) -> Result<(), String> {
 }
 
 /// Job names become etcd keys and URL parameters, hence the small alphabet.
+/// A worker group: the same characters as a job name.
+pub fn validate_group(group: &str) -> Result<(), JobError> {
+    validate_name(group).map_err(|e| JobError::new("group", e.message))
+}
+
 pub fn validate_name(name: &str) -> Result<(), JobError> {
     if name.is_empty() {
         return Err(JobError::new("name", "must not be empty"));

@@ -485,6 +485,69 @@ async fn users_sign_in_with_a_password() {
     assert_eq!((status, cookie), (401, None));
 }
 
+#[actix_rt::test]
+async fn a_known_path_with_another_method_is_405_with_allow() {
+    let api = api().await;
+    for (method, path, allow) in [
+        ("TRACE", "/healthz", "GET"),
+        ("DELETE", "/job/save", "POST"),
+        ("PUT", "/auth/tokens", "GET, POST"),
+    ] {
+        let req = test::TestRequest::default()
+            .method(method.parse().unwrap())
+            .uri(path)
+            .insert_header(("host", "127.0.0.1:8070"))
+            .insert_header(("authorization", format!("Bearer {ADMIN}")));
+        let (status, _, headers) = api.call(req).await;
+        let sent = headers
+            .iter()
+            .find(|(k, _)| k == "allow")
+            .map(|(_, v)| v.as_str());
+        assert_eq!((status, sent), (405, Some(allow)), "{method} {path}");
+    }
+}
+
+/// A sign-in attempt from `peer`: its status and `Retry-After`.
+async fn sign_in_from(api: &Api, peer: &str, body: Value) -> (u16, Option<String>) {
+    let req = test::TestRequest::post()
+        .uri("/auth/login")
+        .peer_addr(peer.parse().unwrap())
+        .insert_header(("host", "127.0.0.1:8070"))
+        .insert_header(("content-type", "application/json"))
+        .set_payload(body.to_string());
+    let (status, _, headers) = api.call(req).await;
+    let retry_after = headers
+        .iter()
+        .find(|(k, _)| k == "retry-after")
+        .map(|(_, v)| v.clone());
+    (status, retry_after)
+}
+
+#[actix_rt::test]
+async fn failed_sign_ins_are_throttled_per_address() {
+    let api = api().await;
+    let wrong = json!({"token": "dct_0000_wrong"});
+    for attempt in 0..distcron::auth::throttle::MAX_FAILURES {
+        assert_eq!(
+            sign_in_from(&api, "192.0.2.1:5000", wrong.clone()).await,
+            (401, None),
+            "attempt {attempt}"
+        );
+    }
+    // Refused now, even with the right token, and told when to come back.
+    let (status, retry_after) = sign_in_from(&api, "192.0.2.1:5001", json!({"token": ADMIN})).await;
+    assert_eq!(status, 429);
+    let wait: u64 = retry_after.expect("Retry-After").parse().unwrap();
+    assert!((1..=300).contains(&wait), "{wait}");
+    // Another address is not affected.
+    assert_eq!(
+        sign_in_from(&api, "192.0.2.2:5000", json!({"token": ADMIN}))
+            .await
+            .0,
+        200
+    );
+}
+
 /// The audit log, once the writer has stored at least `n` records.
 async fn audit(api: &Api, query: &str, n: usize) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -12,6 +12,7 @@
 
 pub mod permissions;
 pub mod sessions;
+pub mod throttle;
 pub mod tokens;
 pub mod users;
 
@@ -106,21 +107,28 @@ pub enum AuthError {
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, AuthError> {
     let bad = || {
         AuthError::Invalid(format!(
-            "'{text}' is not a duration such as 30d, 12h, 45m or 90s"
+            "'{text}' is not a duration such as 30d, 12h, 45m or 90s (at most 9999d)"
         ))
     };
     let split = text.len().checked_sub(1).ok_or_else(bad)?;
     let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let seconds = match unit {
-        "d" => number.checked_mul(86_400),
-        "h" => number.checked_mul(3_600),
-        "m" => number.checked_mul(60),
-        "s" => Some(number),
-        _ => None,
+    // Each unit's largest count keeps the pattern in openapi.json exact:
+    // at most 9999d, 99999h, 9999999m or 999999999s (all under 32 years).
+    let (unit_secs, max) = match unit {
+        "d" => (86_400, 9_999),
+        "h" => (3_600, 99_999),
+        "m" => (60, 9_999_999),
+        "s" => (1, 999_999_999),
+        _ => return Err(bad()),
+    };
+    if number.is_empty() || number.starts_with('0') || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
     }
-    .filter(|s| *s > 0 && *s <= 100 * 365 * 86_400)
-    .ok_or_else(bad)?;
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    if number > max {
+        return Err(bad());
+    }
+    let seconds = number * unit_secs;
     Ok(std::time::Duration::from_secs(seconds))
 }
 
@@ -141,7 +149,23 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("30d").unwrap().as_secs(), 30 * 86_400);
         assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
-        for bad in ["", "d", "30", "30w", "-1d", "0h", "99999999999d"] {
+        assert_eq!(parse_duration("9999d").unwrap().as_secs(), 9_999 * 86_400);
+        assert_eq!(parse_duration("999999999s").unwrap().as_secs(), 999_999_999);
+        for bad in [
+            "",
+            "d",
+            "30",
+            "30w",
+            "-1d",
+            "+1d",
+            "0h",
+            "07d",
+            "10000d",
+            "100000h",
+            "10000000m",
+            "1000000000s",
+            "99999999999d",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -81,6 +81,15 @@ pub const ROUTES: &[RouteRule] = &[
     rule("GET", "/schedule/preview", VIEWER, None),
 ];
 
+/// The methods the table serves on the route `pattern` (for `Allow`).
+pub fn methods_for(pattern: &str) -> Vec<&'static str> {
+    ROUTES
+        .iter()
+        .filter(|r| r.path == pattern)
+        .map(|r| r.method)
+        .collect()
+}
+
 /// The rule for `method` on the route `pattern`, if the table has one.
 pub fn rule_for(method: &str, pattern: &str) -> Option<&'static RouteRule> {
     ROUTES

@@ -37,6 +37,16 @@ pub enum ApiError {
     Forbidden(String),
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// Too many failed sign-ins from this address; try after `retry_after` s.
+    #[error("too many failed sign-ins from this address; try again in {retry_after} s")]
+    TooManyRequests { retry_after: u64 },
+    /// The path exists, but not for this method; `allow` lists its methods.
+    #[error("{method} is not served on {path}; use {allow}")]
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: String,
+    },
     /// A backend (coordinator, run log) could not be reached.
     #[error("{0}")]
     Unavailable(String),
@@ -52,13 +62,25 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code()).json(Envelope {
+        let mut response = HttpResponse::build(self.status_code());
+        match self {
+            ApiError::MethodNotAllowed { allow, .. } => {
+                response.insert_header((actix_web::http::header::ALLOW, allow.as_str()));
+            }
+            ApiError::TooManyRequests { retry_after } => {
+                response.insert_header((actix_web::http::header::RETRY_AFTER, *retry_after));
+            }
+            _ => {}
+        }
+        response.json(Envelope {
             errno: -1,
             msg: self.to_string(),
             data: serde_json::Value::Null,
@@ -92,6 +114,27 @@ impl From<crate::job::JobError> for ApiError {
     fn from(e: crate::job::JobError) -> ApiError {
         ApiError::BadRequest(e.to_string())
     }
+}
+
+/// The deepest page any list serves (`skip`).
+pub const MAX_SKIP: u64 = 10_000_000;
+/// The latest instant a query takes: the end of year 9999, epoch ms.
+pub const MAX_EPOCH_MS: i64 = 253_402_300_799_999;
+
+/// `value` of query field `field` if it lies in `min..=max`; a 400 naming
+/// the field and the range otherwise.
+pub fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
+    field: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, ApiError> {
+    if value < min || value > max {
+        return Err(ApiError::BadRequest(format!(
+            "{field}: must be from {min} to {max}"
+        )));
+    }
+    Ok(value)
 }
 
 pub fn query_config() -> web::QueryConfig {

@@ -20,8 +20,9 @@ use actix_web::{HttpMessage, HttpRequest, ResponseError, web};
 
 use super::{ApiError, AppState};
 use crate::audit::AuditRecord;
-use crate::auth::permissions::{Decision, decide};
+use crate::auth::permissions::{Decision, decide, methods_for};
 use crate::auth::sessions::{COOKIE, CSRF_HEADER, Sessions};
+use crate::auth::throttle::LoginThrottle;
 use crate::auth::tokens::TokenVerifier;
 use crate::auth::{Principal, Role, rule_for};
 
@@ -41,6 +42,7 @@ pub struct Security {
     pub metrics_public: bool,
     /// Served over TLS: the session cookie is `Secure`.
     pub tls: bool,
+    pub login_throttle: LoginThrottle,
 }
 
 impl Default for Security {
@@ -55,6 +57,7 @@ impl Default for Security {
             trusted_proxies: Vec::new(),
             metrics_public: false,
             tls: false,
+            login_throttle: LoginThrottle::default(),
         }
     }
 }
@@ -85,6 +88,7 @@ impl Security {
                 .collect(),
             metrics_public: config.metrics_public,
             tls: !config.tls_cert_file.is_empty(),
+            login_throttle: LoginThrottle::default(),
         }
     }
 }
@@ -190,6 +194,18 @@ pub fn note(req: &HttpRequest, f: impl FnOnce(&mut AuditNote)) {
 
 /// The principal the guard authenticated. Every handler behind a
 /// non-public route has one.
+/// The client's address as the audit log records it (a forwarded address
+/// only from a trusted proxy).
+#[derive(Debug, Clone)]
+pub struct SourceAddress(pub String);
+
+pub fn source(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<SourceAddress>()
+        .map(|s| s.0.clone())
+        .unwrap_or_default()
+}
+
 pub fn principal(req: &HttpRequest) -> Principal {
     req.extensions()
         .get::<Principal>()
@@ -326,6 +342,17 @@ pub async fn guard(
         {
             break 'check Some(ApiError::Forbidden(reason));
         }
+        // A known path asked with a method it does not serve.
+        if let (None, Some(pattern)) = (rule, pattern.as_deref()) {
+            let allow = methods_for(pattern);
+            if !allow.is_empty() {
+                break 'check Some(ApiError::MethodNotAllowed {
+                    method: method.to_string(),
+                    path: req.path().to_string(),
+                    allow: allow.join(", "),
+                });
+            }
+        }
         if console_file {
             break 'check None;
         }
@@ -400,6 +427,7 @@ pub async fn guard(
     if let Some(p) = &actor {
         req.extensions_mut().insert(p.clone());
     }
+    req.extensions_mut().insert(SourceAddress(source.clone()));
     let mut response = match refusal {
         Some(error) => {
             let response = error.error_response();

@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use crate::audit::AuditQuery;
-use crate::http::error::ok;
+use crate::http::error::{MAX_EPOCH_MS, MAX_SKIP, in_range, ok};
 use crate::http::{ApiError, AppState};
 
 const DEFAULT_LIMIT: u64 = 50;
@@ -30,19 +30,15 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let p = params.into_inner();
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::BadRequest(format!(
-            "limit: must be from 1 to {MAX_LIMIT}"
-        )));
-    }
-    let skip = p.skip.unwrap_or(0);
-    if skip > 1_000_000 {
-        return Err(ApiError::BadRequest("skip: must be at most 1000000".into()));
-    }
+    in_range("limit", limit, 1, MAX_LIMIT)?;
+    let skip = in_range("skip", p.skip.unwrap_or(0), 0, MAX_SKIP)?;
+    let instant =
+        |field, v: Option<i64>| v.map(|v| in_range(field, v, 0, MAX_EPOCH_MS)).transpose();
+    let (since, until) = (instant("since", p.since)?, instant("until", p.until)?);
     let empty_is_none = |v: Option<String>| v.filter(|s| !s.is_empty());
     let query = AuditQuery {
-        since: p.since,
-        until: p.until,
+        since,
+        until,
         actor: empty_is_none(p.actor),
         job: empty_is_none(p.job),
         action: empty_is_none(p.action),

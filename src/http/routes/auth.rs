@@ -1,6 +1,8 @@
 //! `/auth/*`: console sign-in and sign-out, who am I, and the admin's
 //! token endpoints (`distcron token` does the same against the store).
 
+use std::time::Instant;
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
@@ -8,7 +10,7 @@ use crate::auth::sessions::COOKIE;
 use crate::auth::tokens::{self, NewToken};
 use crate::auth::{Principal, users};
 use crate::http::error::ok;
-use crate::http::guard::{note, principal, session_cookie};
+use crate::http::guard::{note, principal, session_cookie, source};
 use crate::http::{ApiError, AppState, body};
 
 /// Either a token or a user name and password.
@@ -42,6 +44,13 @@ pub async fn login(
         ));
     }
     let login: Login = body::parse(&req, &body)?;
+    let source = source(&req);
+    let throttle = &state.security.login_throttle;
+    if let Err(wait) = throttle.check(&source, Instant::now()) {
+        return Err(ApiError::TooManyRequests {
+            retry_after: wait.as_secs().max(1),
+        });
+    }
     let now = (state.clock)().timestamp_millis();
     let found = match (&login.token, &login.user, &login.password) {
         (Some(token), None, None) => {
@@ -59,10 +68,12 @@ pub async fn login(
         }
     };
     let Some(principal) = found else {
+        throttle.failed(&source, Instant::now());
         return Err(ApiError::Unauthorized(
             "the token, user or password is not valid".into(),
         ));
     };
+    throttle.succeeded(&source);
     let session = state
         .security
         .sessions

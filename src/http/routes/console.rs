@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::job::{ListQuery, shown};
 use super::worker::workers;
 use crate::actors::job::RunningEntry;
-use crate::http::error::ok;
+use crate::http::error::{MAX_SKIP, in_range, ok};
 use crate::http::guard::principal;
 use crate::http::job_index::page_jobs;
 use crate::http::{ApiError, AppState};
@@ -79,7 +79,7 @@ pub async fn table(
         )));
     }
     let needle = query.q.as_deref().map(str::to_lowercase);
-    let skip = query.skip.unwrap_or(0);
+    let skip = in_range("skip", query.skip.unwrap_or(0), 0, MAX_SKIP as usize)?;
     let (total, jobs) = match state.jobs.page_with_total(needle.as_deref(), skip, limit) {
         Some(page) => page,
         None => {

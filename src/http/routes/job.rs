@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::actors::job::{RunRequest, RunningEntry};
 use crate::auth::{Principal, Role};
-use crate::http::error::ok;
+use crate::http::error::{MAX_SKIP, in_range, ok};
 use crate::http::guard::{note, principal};
 use crate::http::job_index::page_jobs;
 use crate::http::{ApiError, AppState, body};
@@ -295,7 +295,8 @@ pub async fn list(
         )));
     }
     let needle = query.q.as_deref().map(str::to_lowercase);
-    let (skip, limit) = (query.skip.unwrap_or(0), query.limit.unwrap_or(usize::MAX));
+    let skip = in_range("skip", query.skip.unwrap_or(0), 0, MAX_SKIP as usize)?;
+    let limit = query.limit.unwrap_or(usize::MAX);
     if let Some(page) = state.jobs.page(needle.as_deref(), skip, limit) {
         return Ok(ok(page
             .into_iter()
@@ -340,12 +341,13 @@ pub async fn log(
         .name
         .ok_or_else(|| ApiError::BadRequest("name: is required".into()))?;
     validate_name(&name)?;
-    let limit = query.limit.unwrap_or(LOG_DEFAULT_LIMIT);
-    if limit == 0 || limit > LOG_MAX_LIMIT {
-        return Err(ApiError::BadRequest(format!(
-            "limit: must be from 1 to {LOG_MAX_LIMIT}"
-        )));
-    }
+    let limit = in_range(
+        "limit",
+        query.limit.unwrap_or(LOG_DEFAULT_LIMIT),
+        1,
+        LOG_MAX_LIMIT,
+    )?;
+    let skip = in_range("skip", query.skip.unwrap_or(0), 0, MAX_SKIP)?;
     let status = match query.status.as_deref() {
         None | Some("") => None,
         Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
@@ -359,7 +361,7 @@ pub async fn log(
         .page(&RunQuery {
             job_name: name,
             status,
-            skip: query.skip.unwrap_or(0),
+            skip,
             limit,
         })
         .await?;
