@@ -20,9 +20,19 @@ fn next_fire(c: &mut Criterion) {
         ("@every 90s", "UTC"),
         ("30 9 * * MON-FRI", "Europe/Berlin"),
         ("*/5 * * * * * *", "America/New_York"),
+        // The old system's month-relative forms, and H.
+        ("0 0 0 L * ?", "UTC"),
+        ("0 0 12 15W * ?", "UTC"),
+        ("0 0 18 LW * ?", "UTC"),
+        ("0 0 9 ? * 5L", "UTC"),
+        ("0 0 9 ? * FRI#3", "UTC"),
+        ("0 30 2 ? 3 SUNL", "Europe/Berlin"),
+        ("H H(0-5) * * *", "UTC"),
     ] {
-        let schedule = Schedule::parse(expr, parse_time_zone(zone).expect("known zone"))
-            .expect("valid expression");
+        let zone_tz = parse_time_zone(zone).expect("known zone");
+        // H is resolved for a job name, as the worker does.
+        let schedule =
+            Schedule::parse_for_job(expr, zone_tz, "nightly-backup").expect("valid expression");
         group.bench_function(format!("{expr} [{zone}]"), |b| {
             b.iter(|| black_box(schedule.next_after(black_box(after))))
         });

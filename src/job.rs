@@ -276,7 +276,7 @@ impl Job {
         }
         let tz = parse_time_zone(&self.timezone)
             .map_err(|e| JobError::new("timezone", e.to_string()))?;
-        let schedule = Schedule::parse(&self.cron_expr, tz)
+        let schedule = Schedule::parse_for_job(&self.cron_expr, tz, &self.name)
             .map_err(|e| JobError::new("cronExpr", e.to_string()))?;
         if schedule.next_after(now).is_none() {
             return Err(JobError::new(

@@ -86,8 +86,8 @@ const STARTED: [&str; 5] = ["succeeded", "failed", "timed_out", "killed", "lost"
 
 fn ticks(job: &PlannedJob, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<i64>, String> {
     let utc = parse_time_zone("UTC").map_err(|e| e.to_string())?;
-    let schedule =
-        Schedule::parse(&job.cron_expr, utc).map_err(|e| format!("{}: {e}", job.name))?;
+    let schedule = Schedule::parse_for_job(&job.cron_expr, utc, &job.name)
+        .map_err(|e| format!("{}: {e}", job.name))?;
     let mut out = Vec::new();
     let mut at = from - chrono::Duration::milliseconds(1);
     while let Some(next) = schedule.next_after(at) {

@@ -68,7 +68,7 @@ fn rig() -> Rig {
 }
 
 fn job_actor(rig: &Rig, job: Job) -> Addr<JobActor> {
-    let schedule = Schedule::parse(&job.cron_expr, chrono_tz::Tz::UTC).unwrap();
+    let schedule = Schedule::parse_for_job(&job.cron_expr, chrono_tz::Tz::UTC, &job.name).unwrap();
     JobActor::new(rig.ctx.clone(), job, schedule).start()
 }
 

@@ -25,14 +25,15 @@ fn usage(message: impl Into<String>) -> CliError {
     }
 }
 
-pub const SCHEDULE_USAGE: &str =
-    "usage: distcron schedule '<expr>' [--after <RFC 3339>] [--count N] [--tz <zone>]";
+pub const SCHEDULE_USAGE: &str = "usage: distcron schedule '<expr>' [--after <RFC 3339>] [--count N] [--tz <zone>] [--name <job>]";
 
-/// `distcron schedule '<expr>' [--after T] [--count N] [--tz ZONE]`: the next
-/// N fire instants, one RFC 3339 UTC timestamp per line.
+/// `distcron schedule '<expr>' [--after T] [--count N] [--tz ZONE] [--name JOB]`:
+/// the next N fire instants, one RFC 3339 UTC timestamp per line. `--name`
+/// resolves `H` as it is for that job.
 pub fn schedule_command(args: &[String], now: DateTime<Utc>) -> Result<Vec<String>, CliError> {
     let mut expr = None;
     let (mut after, mut count, mut zone) = (now, 5usize, "UTC".to_string());
+    let mut name: Option<String> = None;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -63,6 +64,7 @@ pub fn schedule_command(args: &[String], now: DateTime<Utc>) -> Result<Vec<Strin
                     })?;
             }
             "--tz" => zone = value()?,
+            "--name" => name = Some(value()?),
             "-h" | "--help" => return Err(usage(SCHEDULE_USAGE)),
             other if other.starts_with("--") => {
                 return Err(usage(format!("unknown option {other}; {SCHEDULE_USAGE}")));
@@ -77,7 +79,11 @@ pub fn schedule_command(args: &[String], now: DateTime<Utc>) -> Result<Vec<Strin
     }
     let expr = expr.ok_or_else(|| usage(SCHEDULE_USAGE))?;
     let tz = parse_time_zone(&zone).map_err(|e| usage(format!("--tz: {e}")))?;
-    let schedule = Schedule::parse(&expr, tz).map_err(|e| usage(format!("cronExpr: {e}")))?;
+    let schedule = match &name {
+        Some(name) => Schedule::parse_for_job(&expr, tz, name),
+        None => Schedule::parse(&expr, tz),
+    }
+    .map_err(|e| usage(format!("cronExpr: {e}")))?;
     Ok(schedule
         .upcoming(after, count)
         .iter()
@@ -119,6 +125,25 @@ mod tests {
                 "2026-01-13T00:00:00Z"
             ]
         );
+    }
+
+    #[test]
+    fn name_resolves_h_as_for_that_job() {
+        assert_eq!(
+            run(&[
+                "H * * * *",
+                "--name",
+                "backup",
+                "--after",
+                "2026-01-01T00:00:00Z",
+                "--count",
+                "1"
+            ])
+            .unwrap(),
+            ["2026-01-01T00:37:00Z"]
+        );
+        let without = run(&["H * * * *"]).unwrap_err().message;
+        assert!(without.contains("--name"), "{without}");
     }
 
     #[test]

@@ -5,7 +5,11 @@
 //! - 6 fields `sec min hour dom mon dow`,
 //! - 7 fields `sec min hour dom mon dow year` (the old system's form),
 //! - `@yearly @annually @monthly @weekly @daily @midnight @hourly`,
-//! - `@every <duration>` such as `@every 90s` or `@every 1h30m`.
+//! - `@every <duration>` such as `@every 90s` or `@every 1h30m`;
+//! - the old system's month-relative day forms: `L`, `L-3`, `15W`, `LW` in
+//!   day of month, `5L` / `FRIL` and `5#3` / `FRI#3` in day of week;
+//! - `H`, `H/15`, `H(0-29)` in any field: a value derived from a stable hash
+//!   of the job's name, so jobs written `H * * * *` spread over the hour.
 //!
 //! Semantics that differ from the `cron` crate, and why we do not wrap it:
 //! day of week 0-7 with 0 and 7 both Sunday; when day-of-month and day-of-week
@@ -31,6 +35,7 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike, U
 use chrono_tz::Tz;
 
 pub use fields::Field;
+pub use fields::HashSeed;
 use fields::{BitSet, MIN_YEAR, ParsedField, parse_field};
 
 /// Why an expression or a time zone was rejected. The text names the part of
@@ -85,9 +90,10 @@ struct Calendar {
 }
 
 /// How far past the starting year the search goes when no year field bounds
-/// it: every field pattern without a year repeats within 8 years (the longest
-/// gap between two 29 Februaries), so 10 years is past any possible match.
-const SEARCH_YEARS_WITHOUT_YEAR_FIELD: i32 = 10;
+/// it: every field pattern without a year repeats within 40 years (the
+/// longest gap between two 29 Februaries on the same weekday, as `1#5` in
+/// February needs, across a century year), so 50 years is past any match.
+const SEARCH_YEARS_WITHOUT_YEAR_FIELD: i32 = 50;
 
 /// Parse an IANA time zone name (`UTC`, `Europe/Berlin`).
 pub fn parse_time_zone(name: &str) -> Result<Tz, ScheduleError> {
@@ -97,8 +103,19 @@ pub fn parse_time_zone(name: &str) -> Result<Tz, ScheduleError> {
 
 impl Schedule {
     /// Parse `expr` for the time zone `tz`. Rejects expressions that can
-    /// never fire on any calendar date.
+    /// never fire on any calendar date, and `H` (which needs a job name:
+    /// [`Schedule::parse_for_job`]).
     pub fn parse(expr: &str, tz: Tz) -> Result<Schedule, ScheduleError> {
+        Schedule::parse_seeded(expr, tz, HashSeed(None))
+    }
+
+    /// Parse the schedule of the job `name`: `H` takes values derived from
+    /// the name.
+    pub fn parse_for_job(expr: &str, tz: Tz, name: &str) -> Result<Schedule, ScheduleError> {
+        Schedule::parse_seeded(expr, tz, HashSeed(Some(name)))
+    }
+
+    fn parse_seeded(expr: &str, tz: Tz, seed: HashSeed) -> Result<Schedule, ScheduleError> {
         let expr = expr.trim();
         if expr.is_empty() {
             return Err(ScheduleError::Empty);
@@ -117,9 +134,9 @@ impl Schedule {
                 "@hourly" => "0 0 * * * *",
                 _ => return Err(ScheduleError::UnknownMacro(expr.to_string())),
             };
-            Kind::Calendar(Box::new(Calendar::parse(fields)?))
+            Kind::Calendar(Box::new(Calendar::parse(fields, seed)?))
         } else {
-            Kind::Calendar(Box::new(Calendar::parse(expr)?))
+            Kind::Calendar(Box::new(Calendar::parse(expr, seed)?))
         };
         if let Kind::Calendar(calendar) = &kind {
             let start_year = calendar
@@ -285,7 +302,7 @@ fn parse_every(text: &str) -> Result<i64, ScheduleError> {
 }
 
 impl Calendar {
-    fn parse(expr: &str) -> Result<Calendar, ScheduleError> {
+    fn parse(expr: &str, seed: HashSeed) -> Result<Calendar, ScheduleError> {
         let parts: Vec<&str> = expr.split_whitespace().collect();
         let texts: [&str; 7] = match parts.len() {
             5 => ["0", parts[0], parts[1], parts[2], parts[3], parts[4], "*"],
@@ -297,23 +314,31 @@ impl Calendar {
             ],
             n => return Err(ScheduleError::FieldCount(n)),
         };
-        let years = parse_field(Field::Year, texts[6])?;
+        let field = |f, text| parse_field(f, text, seed);
+        let years = field(Field::Year, texts[6])?;
         Ok(Calendar {
-            seconds: parse_field(Field::Second, texts[0])?.values,
-            minutes: parse_field(Field::Minute, texts[1])?.values,
-            hours: parse_field(Field::Hour, texts[2])?.values,
-            days_of_month: parse_field(Field::DayOfMonth, texts[3])?,
-            months: parse_field(Field::Month, texts[4])?.values,
-            days_of_week: parse_field(Field::DayOfWeek, texts[5])?,
+            seconds: field(Field::Second, texts[0])?.values,
+            minutes: field(Field::Minute, texts[1])?.values,
+            hours: field(Field::Hour, texts[2])?.values,
+            days_of_month: field(Field::DayOfMonth, texts[3])?,
+            months: field(Field::Month, texts[4])?.values,
+            days_of_week: field(Field::DayOfWeek, texts[5])?,
             years: (!years.unrestricted).then_some(years.values),
         })
     }
 
     /// Classic cron: when both day fields are restricted, either may match;
-    /// when one is `*` or `?`, the other alone decides.
-    fn day_matches(&self, day: u32, weekday: u32) -> bool {
-        let dom = self.days_of_month.values.contains(day as u16);
-        let dow = self.days_of_week.values.contains(weekday as u16);
+    /// when one is `*` or `?`, the other alone decides. `days` and `first`
+    /// (the month's length and the weekday of its 1st) serve the
+    /// month-relative forms (`L`, `W`, `#`).
+    fn day_matches(&self, day: u32, weekday: u32, days: u32, first: u32) -> bool {
+        let (dom_field, dow_field) = (&self.days_of_month, &self.days_of_week);
+        let dom = dom_field.values.contains(day as u16)
+            || (!dom_field.specials.is_empty()
+                && dom_field.specials.matches(day, weekday, days, first));
+        let dow = dow_field.values.contains(weekday as u16)
+            || (!dow_field.specials.is_empty()
+                && dow_field.specials.matches(day, weekday, days, first));
         if self.days_of_month.unrestricted || self.days_of_week.unrestricted {
             dom && dow
         } else {
@@ -358,9 +383,10 @@ impl Calendar {
             let first_of_month = NaiveDate::from_ymd_opt(year, month, 1)?;
             let weekday_of_first = first_of_month.weekday().num_days_from_sunday();
             let days_in_month = days_in_month(year, month);
-            let Some(matching_day) = (day..=days_in_month)
-                .find(|d| self.day_matches(*d, (weekday_of_first + d - 1) % 7))
-            else {
+            let Some(matching_day) = (day..=days_in_month).find(|d| {
+                let weekday = (weekday_of_first + d - 1) % 7;
+                self.day_matches(*d, weekday, days_in_month, weekday_of_first)
+            }) else {
                 (month, day, hour, minute, second) = (month + 1, 1, 0, 0, 0);
                 continue 'search;
             };

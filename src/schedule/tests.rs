@@ -440,3 +440,418 @@ fn search_agrees_with_brute_force_over_a_dst_day() {
         assert_eq!(got, expected, "{expr}");
     }
 }
+
+// --- The old system's L, W and # forms ---------------------------------
+
+fn dates(expr: &str, after: &str, n: usize) -> Vec<String> {
+    next_n(expr, "UTC", after, n)
+        .iter()
+        .map(|t| t[..10].to_string())
+        .collect()
+}
+
+#[test]
+fn last_day_and_days_before_it_across_month_ends_and_leap_years() {
+    assert_eq!(
+        dates("0 0 0 L * ? *", "2024-01-15T00:00:00Z", 4),
+        ["2024-01-31", "2024-02-29", "2024-03-31", "2024-04-30"]
+    );
+    assert_eq!(
+        dates("0 0 0 L 2 ?", "2025-01-01T00:00:00Z", 2),
+        ["2025-02-28", "2026-02-28"]
+    );
+    assert_eq!(
+        dates("0 0 0 L-3 * ?", "2024-01-01T00:00:00Z", 3),
+        ["2024-01-28", "2024-02-26", "2024-03-28"]
+    );
+    // A list may mix the forms: the 1st and the last day.
+    assert_eq!(
+        dates("0 0 1,L * *", "2026-04-02T00:00:00Z", 3),
+        ["2026-04-30", "2026-05-01", "2026-05-31"]
+    );
+}
+
+#[test]
+fn nearest_weekday_stays_inside_the_month() {
+    // 2026-08-01 is a Saturday: 1W is Monday the 3rd, not Friday 31 July.
+    assert_eq!(
+        dates("0 0 0 1W 8 ?", "2026-07-01T00:00:00Z", 1),
+        ["2026-08-03"]
+    );
+    // 2026-05-31 is a Sunday: 31W is Friday the 29th, not Monday 1 June.
+    assert_eq!(
+        dates("0 0 0 31W 5 ?", "2026-05-01T00:00:00Z", 1),
+        ["2026-05-29"]
+    );
+    // 2026-03-15 is a Sunday (-> Monday 16), 2026-08-15 a Saturday (-> Friday 14),
+    // 2026-04-15 a Wednesday (itself).
+    assert_eq!(
+        dates("0 0 0 15W 3 ?", "2026-01-01T00:00:00Z", 1),
+        ["2026-03-16"]
+    );
+    assert_eq!(
+        dates("0 0 0 15W 8 ?", "2026-01-01T00:00:00Z", 1),
+        ["2026-08-14"]
+    );
+    assert_eq!(
+        dates("0 0 0 15W 4 ?", "2026-01-01T00:00:00Z", 1),
+        ["2026-04-15"]
+    );
+    // 31W skips months without a 31st.
+    assert_eq!(
+        dates("0 0 0 31W * ?", "2026-04-01T00:00:00Z", 2),
+        ["2026-05-29", "2026-07-31"]
+    );
+    // LW: the last weekday (2026-05-31 is a Sunday, 2026-10-31 a Saturday).
+    assert_eq!(
+        dates("0 0 0 LW * ?", "2026-05-01T00:00:00Z", 2),
+        ["2026-05-29", "2026-06-30"]
+    );
+    assert_eq!(
+        dates("0 0 0 LW 10 ?", "2026-01-01T00:00:00Z", 1),
+        ["2026-10-30"]
+    );
+}
+
+#[test]
+fn last_and_nth_weekday_of_the_month() {
+    // Last Friday, by number and by name.
+    for expr in ["0 0 * * 5L", "0 0 * * FRIL", "0 0 * * fril"] {
+        assert_eq!(
+            dates(expr, "2026-01-01T00:00:00Z", 3),
+            ["2026-01-30", "2026-02-27", "2026-03-27"],
+            "{expr}"
+        );
+    }
+    // Third Friday.
+    for expr in ["0 0 * * 5#3", "0 0 * * FRI#3"] {
+        assert_eq!(
+            dates(expr, "2026-01-01T00:00:00Z", 3),
+            ["2026-01-16", "2026-02-20", "2026-03-20"],
+            "{expr}"
+        );
+    }
+    // 7 is Sunday here too: the first Sunday.
+    assert_eq!(
+        dates("0 0 * * 7#1", "2026-01-01T00:00:00Z", 1),
+        ["2026-01-04"]
+    );
+    // #5 skips months without a fifth such weekday: Fridays of 2026 come five
+    // times in January, May, July and October.
+    assert_eq!(
+        dates("0 0 * * 5#5", "2026-01-01T00:00:00Z", 4),
+        ["2026-01-30", "2026-05-29", "2026-07-31", "2026-10-30"]
+    );
+    // A fifth Monday in February needs a leap year whose 29 February is a
+    // Monday: 2016, then 2044.
+    assert_eq!(
+        dates("0 0 * 2 1#5", "2017-01-01T00:00:00Z", 1),
+        ["2044-02-29"]
+    );
+}
+
+#[test]
+fn the_or_rule_holds_with_the_new_forms() {
+    // Both day fields restricted: the last day OR the first Monday.
+    assert_eq!(
+        dates("0 0 L * 1#1", "2026-01-01T00:00:00Z", 4),
+        ["2026-01-05", "2026-01-31", "2026-02-02", "2026-02-28"]
+    );
+    // Day of month `*`: the day-of-week form alone decides.
+    assert_eq!(
+        dates("0 0 * * 1#1", "2026-01-01T00:00:00Z", 1),
+        ["2026-01-05"]
+    );
+}
+
+#[test]
+fn the_new_forms_keep_the_dst_rules() {
+    // Last Sunday of March 2026 in Berlin is the spring change: 02:30 does
+    // not exist and fires once at 03:00 local (01:00 UTC).
+    assert_eq!(
+        next_n(
+            "0 30 2 ? 3 SUNL",
+            "Europe/Berlin",
+            "2026-03-01T00:00:00Z",
+            1
+        ),
+        ["2026-03-29T01:00:00Z"]
+    );
+    // Last Sunday of October: 02:30 happens twice and fires once, the first.
+    assert_eq!(
+        next_n(
+            "0 30 2 ? 10 SUNL",
+            "Europe/Berlin",
+            "2026-10-01T00:00:00Z",
+            2
+        ),
+        ["2026-10-25T00:30:00Z", "2027-10-31T00:30:00Z"]
+    );
+    // L in New York on the autumn change day (2026-11-01 is no month end,
+    // so use 1W: Sunday the 1st -> Monday the 2nd, after the change).
+    assert_eq!(
+        next_n(
+            "0 0 9 1W 11 ?",
+            "America/New_York",
+            "2026-10-01T00:00:00Z",
+            1
+        ),
+        ["2026-11-02T14:00:00Z"]
+    );
+}
+
+/// An independent oracle, written with chrono's calendar, for each form
+/// over two whole years (one leap), in a zone with DST: the fire dates of
+/// the search equal the oracle's.
+#[test]
+fn search_agrees_with_a_calendar_oracle_over_whole_years() {
+    use chrono::Weekday;
+    type Oracle = fn(NaiveDate) -> bool;
+    fn nearest_weekday(d: NaiveDate, n: u32) -> bool {
+        // The weekday of the month closest to day n (there are no ties).
+        let Some(target) = d.with_day(n) else {
+            return false;
+        };
+        let best = (1..=31)
+            .filter_map(|k| d.with_day(k))
+            .filter(|c| !matches!(c.weekday(), Weekday::Sat | Weekday::Sun))
+            .min_by_key(|c| (c.signed_duration_since(target).num_days().abs(), c.day()));
+        best == Some(d)
+    }
+    let cases: [(&str, Oracle); 9] = [
+        ("0 0 12 L * ?", |d| {
+            d.succ_opt().unwrap().month() != d.month()
+        }),
+        ("0 0 12 L-2 * ?", |d| {
+            let later = d + chrono::Duration::days(2);
+            later.month() == d.month() && later.succ_opt().unwrap().month() != d.month()
+        }),
+        ("0 0 12 1W * ?", |d| nearest_weekday(d, 1)),
+        ("0 0 12 30W * ?", |d| nearest_weekday(d, 30)),
+        ("0 0 12 LW * ?", |d| {
+            !matches!(d.weekday(), Weekday::Sat | Weekday::Sun)
+                && (1..=3).all(|k| {
+                    let later = d + chrono::Duration::days(k);
+                    later.month() != d.month()
+                        || matches!(later.weekday(), Weekday::Sat | Weekday::Sun)
+                })
+        }),
+        ("0 0 12 ? * 2L", |d| {
+            d.weekday() == Weekday::Tue && (d + chrono::Duration::days(7)).month() != d.month()
+        }),
+        ("0 0 12 ? * SUN#2", |d| {
+            d.weekday() == Weekday::Sun && (d.day() - 1) / 7 == 1
+        }),
+        ("0 0 12 ? * 6#5", |d| {
+            d.weekday() == Weekday::Sat && d.day() > 28
+        }),
+        ("0 0 12 L 1-6 3#1,5L", |d| {
+            d.month() <= 6
+                && (d.succ_opt().unwrap().month() != d.month()
+                    || (d.weekday() == Weekday::Wed && d.day() <= 7)
+                    || (d.weekday() == Weekday::Fri
+                        && (d + chrono::Duration::days(7)).month() != d.month()))
+        }),
+    ];
+    let zone = chrono_tz::Europe::Berlin;
+    for (expr, oracle) in cases {
+        let schedule = Schedule::parse(expr, zone).unwrap();
+        let mut expected = Vec::new();
+        let mut day = NaiveDate::from_ymd_opt(2024, 1, 1).unwrap();
+        while day.year() < 2026 {
+            if oracle(day) {
+                expected.push(day);
+            }
+            day = day.succ_opt().unwrap();
+        }
+        let mut got = Vec::new();
+        let mut cursor = utc("2023-12-31T23:00:00Z");
+        while let Some(next) = schedule.next_after(cursor) {
+            let local = next.with_timezone(&zone);
+            if local.year() >= 2026 {
+                break;
+            }
+            assert_eq!((local.hour(), local.minute()), (12, 0), "{expr}");
+            got.push(local.date_naive());
+            cursor = next;
+        }
+        assert_eq!(got, expected, "{expr}");
+    }
+}
+
+#[test]
+fn errors_for_the_new_forms_name_the_field_and_the_problem() {
+    let table = [
+        (
+            "0 0 * * 5W",
+            "day-of-week field: '5W': 'W' is only allowed in the day-of-month field",
+        ),
+        (
+            "0 0 15W,L/2 * ?",
+            "day-of-month field: 'L/2': L, W and # cannot take a step",
+        ),
+        (
+            "0 0 * * 5#6",
+            "day-of-week field: '5#6': the number after # must be 1 to 5",
+        ),
+        (
+            "0 0 * * 5#0",
+            "day-of-week field: '5#0': the number after # must be 1 to 5",
+        ),
+        (
+            "0 0 1#2 * ?",
+            "day-of-month field: '1#2': '#' is only allowed in the day-of-week field",
+        ),
+        (
+            "0 L * * *",
+            "hour field: 'L': 'L' is only allowed in the day fields (L: both, W: day of month, #: day of week)",
+        ),
+        (
+            "0 0 * JUL-W *",
+            "month field: 'JUL-W': 'W' is only allowed in the day fields (L: both, W: day of month, #: day of week)",
+        ),
+        (
+            "0 0 L-31 * ?",
+            "day-of-month field: 'L-31': the days before the last must be 1 to 30",
+        ),
+        (
+            "0 0 32W * ?",
+            "day-of-month field: '32W': W takes one day of the month, as in 15W",
+        ),
+        (
+            "0 0 1-5W * ?",
+            "day-of-month field: '1-5W': W takes one day of the month, as in 15W",
+        ),
+        (
+            "0 0 * * L",
+            "day-of-week field: 'L' is not DL or D#K (the last weekday D of the month, the K-th weekday D)",
+        ),
+        ("0 0 * * 8L", "day-of-week field: 8 is out of range 0-7"),
+        (
+            "0 0 * * XYZ#2",
+            "day-of-week field: 'XYZ' is neither a number nor one of SUN MON TUE WED THU FRI SAT",
+        ),
+        (
+            "0 0 L-30 2 ?",
+            "the expression never fires (no calendar date matches it)",
+        ),
+    ];
+    for (expr, expected) in table {
+        assert_eq!(rejection(expr), expected, "{expr}");
+    }
+    // Names with the letters of the new forms still read as names.
+    assert!(Schedule::parse("0 0 * JUL WED", Tz::UTC).is_ok());
+    assert!(Schedule::parse("0 0 * APR-JUL MON-WED", Tz::UTC).is_ok());
+}
+
+// --- H: values spread by the job's name ---------------------------------
+
+fn hashed(expr: &str, name: &str, after: &str, n: usize) -> Vec<String> {
+    Schedule::parse_for_job(expr, Tz::UTC, name)
+        .unwrap_or_else(|e| panic!("{expr}: {e}"))
+        .upcoming(utc(after), n)
+        .iter()
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .collect()
+}
+
+#[test]
+fn h_values_are_pinned_per_name_so_every_worker_and_version_agrees() {
+    // Pinned: a change here moves every H job of every user. Do not.
+    let table = [
+        (
+            "H * * * *",
+            "backup",
+            "2026-01-01T00:37:00Z 2026-01-01T01:37:00Z 2026-01-01T02:37:00Z",
+        ),
+        (
+            "H * * * *",
+            "report",
+            "2026-01-01T00:01:00Z 2026-01-01T01:01:00Z 2026-01-01T02:01:00Z",
+        ),
+        (
+            "H H * * *",
+            "backup",
+            "2026-01-01T23:37:00Z 2026-01-02T23:37:00Z 2026-01-03T23:37:00Z",
+        ),
+        (
+            "H/15 * * * *",
+            "backup",
+            "2026-01-01T00:07:00Z 2026-01-01T00:22:00Z 2026-01-01T00:37:00Z",
+        ),
+        (
+            "H(0-29) 3 * * *",
+            "backup",
+            "2026-01-01T03:07:00Z 2026-01-02T03:07:00Z 2026-01-03T03:07:00Z",
+        ),
+        (
+            "H H(8-17)/4 * * *",
+            "backup",
+            "2026-01-01T11:37:00Z 2026-01-01T15:37:00Z 2026-01-02T11:37:00Z",
+        ),
+        (
+            "0 0 H * ?",
+            "backup",
+            "2026-01-19T00:00:00Z 2026-02-19T00:00:00Z 2026-03-19T00:00:00Z",
+        ),
+        (
+            "0 0 * * H",
+            "backup",
+            "2026-01-05T00:00:00Z 2026-01-12T00:00:00Z 2026-01-19T00:00:00Z",
+        ),
+    ];
+    for (expr, name, pinned) in table {
+        assert_eq!(
+            hashed(expr, name, "2026-01-01T00:00:00Z", 3).join(" "),
+            pinned,
+            "{expr} for {name}"
+        );
+    }
+}
+
+#[test]
+fn h_spreads_ten_thousand_jobs_over_the_minute() {
+    let mut per_second = [0u32; 60];
+    for i in 0..10_000 {
+        let schedule =
+            Schedule::parse_for_job("H * * * * *", Tz::UTC, &format!("job-{i}")).unwrap();
+        let next = schedule.next_after(utc("2026-01-01T00:00:00Z")).unwrap();
+        per_second[next.second() as usize] += 1;
+    }
+    let mean = 10_000 / 60;
+    let busiest = *per_second.iter().max().unwrap();
+    assert!(
+        busiest <= 2 * mean,
+        "{busiest} jobs in one second (mean {mean}): {per_second:?}"
+    );
+    assert!(per_second.iter().all(|n| *n > 0), "{per_second:?}");
+}
+
+#[test]
+fn h_errors_name_the_field_and_the_problem() {
+    assert_eq!(
+        rejection("H * * * *"),
+        "minute field: 'H': H is derived from the job's name, and there is none here (distcron schedule --name NAME)"
+    );
+    let named = |expr: &str| {
+        Schedule::parse_for_job(expr, Tz::UTC, "backup")
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        named("H(30-10) * * * *"),
+        "minute field: range 30-10 of 'H(30-10)' runs backwards"
+    );
+    assert_eq!(
+        named("H(0-70) * * * *"),
+        "minute field: 70 is out of range 0-59"
+    );
+    assert_eq!(
+        named("Hx * * * *"),
+        "minute field: 'Hx' is not H, H(A-B), H/S or H(A-B)/S"
+    );
+    assert_eq!(
+        named("H/0 * * * *"),
+        "minute field: step must be at least 1"
+    );
+}

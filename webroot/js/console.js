@@ -380,7 +380,9 @@ $(function () {
     const timezone = $('#f-timezone').val().trim() || 'UTC';
     $('#f-cronExpr, #f-timezone').removeClass('is-invalid');
     if (!cronExpr) { $('#preview').empty(); return; }
-    api('GET', '/schedule/preview', { cronExpr: cronExpr, timezone: timezone }).then(function (p) {
+    // The job's name resolves H fields to the times this job will use.
+    const name = $('#f-name').val().trim();
+    api('GET', '/schedule/preview', { cronExpr: cronExpr, timezone: timezone, name: name }).then(function (p) {
       if (seq !== previewSeq) return;
       $('[data-error-for="cronExpr"], [data-error-for="timezone"]').text('');
       $('#preview').empty().append(p.next.map(function (t) {
@@ -392,7 +394,7 @@ $(function () {
       showError(e.message);
     });
   }
-  $('#f-cronExpr, #f-timezone').on('input', function () {
+  $('#f-cronExpr, #f-timezone, #f-name').on('input', function () {
     clearTimeout(previewTimer);
     previewTimer = setTimeout(preview, 250);
   });

@@ -1,6 +1,6 @@
-//! `GET /schedule/preview?cronExpr=&timezone=`: the next fire times of an
-//! expression, or the validation error naming the field, so the console can
-//! check a schedule as it is typed.
+//! `GET /schedule/preview?cronExpr=&timezone=&name=`: the next fire times of
+//! an expression, or the validation error naming the field, so the console
+//! can check a schedule as it is typed. `name` resolves `H` as for that job.
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,7 @@ const PREVIEW_COUNT: usize = 5;
 pub struct PreviewQuery {
     cron_expr: Option<String>,
     timezone: Option<String>,
+    name: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -39,8 +40,11 @@ pub async fn preview(
     let timezone = query.timezone.unwrap_or_else(|| "UTC".into());
     let tz =
         parse_time_zone(&timezone).map_err(|e| ApiError::BadRequest(format!("timezone: {e}")))?;
-    let schedule = Schedule::parse(&cron_expr, tz)
-        .map_err(|e| ApiError::BadRequest(format!("cronExpr: {e}")))?;
+    let schedule = match query.name.as_deref().filter(|n| !n.is_empty()) {
+        Some(name) => Schedule::parse_for_job(&cron_expr, tz, name),
+        None => Schedule::parse(&cron_expr, tz),
+    }
+    .map_err(|e| ApiError::BadRequest(format!("cronExpr: {e}")))?;
     let next = schedule
         .upcoming((state.clock)(), PREVIEW_COUNT)
         .iter()
