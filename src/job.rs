@@ -278,7 +278,7 @@ impl Job {
             .map_err(|e| JobError::new("timezone", e.to_string()))?;
         let schedule = Schedule::parse_for_job(&self.cron_expr, tz, &self.name)
             .map_err(|e| JobError::new("cronExpr", e.to_string()))?;
-        if schedule.next_after(now).is_none() {
+        if schedule.fixed_delay().is_none() && schedule.next_after(now).is_none() {
             return Err(JobError::new(
                 "cronExpr",
                 "the expression has no fire time left (its last year is in the past)",

@@ -756,3 +756,32 @@ async fn the_console_is_served_from_the_webroot_and_nothing_else_is() {
     // The API is unchanged beside it.
     assert_eq!(api.get("/job/list").await.0, 200);
 }
+
+#[actix_rt::test]
+async fn fixed_delay_jobs_explain_their_next_time_and_leave_no_state_when_deleted() {
+    let api = api();
+    let (status, _) = api
+        .save(json!({"name": "chain", "command": "true", "cronExpr": "@delay 30s"}))
+        .await;
+    assert_eq!(status, 200);
+    let note = "fixed delay: each run starts 30s after the previous run ends, so the next time depends on the run";
+    let (_, detail) = api.get("/job/get?name=chain").await;
+    assert_eq!(detail["data"]["next"], json!([]));
+    assert_eq!(detail["data"]["scheduleNote"], note);
+    let (_, preview) = api.get("/schedule/preview?cronExpr=%40delay%2030s").await;
+    assert_eq!(preview["data"]["note"], note);
+    let (_, table) = api.get("/job/table").await;
+    assert_eq!(table["data"]["rows"][0]["scheduleNote"], note);
+    // The chain's state goes with the job.
+    api.state
+        .coord
+        .put(
+            "delay/chain",
+            br#"{"lastTick":1,"lastEnd":2}"#.to_vec(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(api.form("/job/delete", "name=chain").await.0, 200);
+    assert!(api.state.coord.get("delay/chain").await.unwrap().is_none());
+}

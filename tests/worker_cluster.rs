@@ -267,3 +267,136 @@ async fn three_workers_run_every_tick_once_through_a_kill_and_a_freeze() {
         );
     }
 }
+
+/// `@delay 3s` on a job that takes 2 s: a run starts about every 5 s, never
+/// while another runs, and the chain goes on after its owner is SIGKILLed.
+/// Executions are counted from the command's own ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_delay_neither_overlaps_nor_stops_across_a_worker_kill() {
+    let (Some(etcd), Some(mongo)) = (
+        service_endpoint("ETCD_ENDPOINTS"),
+        service_endpoint("MONGODB_URI"),
+    ) else {
+        return;
+    };
+    let prefix = format!("/{}/", unique("delay"));
+    let database = unique("delay").replace('-', "_");
+    let coord: Arc<dyn Coordinator> = Arc::new(
+        EtcdCoordinator::connect(EtcdOptions::new(
+            etcd.split(',').map(String::from).collect(),
+            &prefix,
+        ))
+        .await
+        .unwrap(),
+    );
+    let data_dir = tempfile::tempdir().unwrap();
+    let ledger = data_dir.path().join("ledger");
+    let command = format!(
+        "echo \"start $(date +%s%3N) $DISTCRON_RUN_ID\" >> {l}; sleep 2; echo \"end $(date +%s%3N) $DISTCRON_RUN_ID\" >> {l}",
+        l = ledger.display()
+    );
+    let job = Job::new("chain", &command, "@delay 3s");
+    let owner = rendezvous_owner(&job.name, ["w1", "w2"]).unwrap();
+    let survivor = if owner == "w1" { "w2" } else { "w1" };
+    let mut workers: HashMap<&str, WorkerProcess> = ["w1", "w2"]
+        .iter()
+        .map(|id| {
+            (
+                *id,
+                start_worker(id, &etcd, &prefix, &mongo, &database, data_dir.path()),
+            )
+        })
+        .collect();
+    eventually("two workers registered", Duration::from_secs(30), || {
+        let coord = coord.clone();
+        async move { (coord.list("workers/").await.ok()?.0.len() == 2).then_some(()) }
+    })
+    .await;
+    coord
+        .put("jobs/chain", serde_json::to_vec(&job).unwrap(), None)
+        .await
+        .unwrap();
+
+    // (kind, epoch ms, run id) from the ledger.
+    let read_ledger = || -> Vec<(String, i64, String)> {
+        std::fs::read_to_string(&ledger)
+            .unwrap_or_default()
+            .lines()
+            .map(|line| {
+                let mut parts = line.split(' ');
+                let kind = parts.next().unwrap().to_string();
+                let at = parts.next().unwrap().parse().unwrap();
+                (kind, at, parts.next().unwrap_or("").to_string())
+            })
+            .collect()
+    };
+    let starts_by = |entries: &[(String, i64, String)], worker: &str| {
+        entries
+            .iter()
+            .filter(|(k, _, id)| k == "start" && id.ends_with(&format!("-{worker}")))
+            .count()
+    };
+    eventually("three runs by the owner", Duration::from_secs(30), || {
+        let n = starts_by(&read_ledger(), owner);
+        async move { (n >= 3).then_some(()) }
+    })
+    .await;
+    // Kill the owner 1 s into a run: its child goes on to the end.
+    eventually("the owner 1 s into a run", Duration::from_secs(10), || {
+        let entries = read_ledger();
+        let last_start = entries
+            .iter()
+            .rev()
+            .find(|(k, _, _)| k == "start")
+            .map(|e| e.1);
+        let running = entries.last().is_some_and(|(k, _, _)| k == "start");
+        async move { (running && now_ms() - last_start? >= 1_000).then_some(()) }
+    })
+    .await;
+    signal(&workers[owner], Signal::SIGKILL);
+    drop(workers.remove(owner));
+    eventually(
+        "three runs by the survivor",
+        Duration::from_secs(40),
+        || {
+            let n = starts_by(&read_ledger(), survivor);
+            async move { (n >= 3).then_some(()) }
+        },
+    )
+    .await;
+    drop(workers);
+
+    let entries = read_ledger();
+    // Never two runs at once: starts and ends alternate.
+    for pair in entries.windows(2) {
+        assert_ne!(
+            pair[0].0, pair[1].0,
+            "overlapping or lost runs: {entries:?}"
+        );
+    }
+    // On one worker each start comes the delay after the previous end, so a
+    // run every 5 s. Across the kill the end was never recorded (its worker
+    // died first), so the new owner starts at once once the old run's
+    // registration expires: after the run, never during it.
+    for window in entries.windows(3).filter(|w| w[0].0 == "start") {
+        let (start, end, next) = (&window[0], &window[1], &window[2]);
+        let same_worker = start.2.rsplit('-').next() == next.2.rsplit('-').next();
+        if same_worker {
+            let pause = next.1 - end.1;
+            assert!(
+                pause >= 2_900,
+                "{pause} ms from a run's end to the next start: {entries:?}"
+            );
+            assert!(
+                next.1 - start.1 <= 6_500,
+                "{} ms from start to start on one worker: {entries:?}",
+                next.1 - start.1
+            );
+        } else {
+            assert!(
+                next.1 > end.1,
+                "the new owner started during the old run: {entries:?}"
+            );
+        }
+    }
+}

@@ -14,6 +14,7 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::context::WorkerContext;
+use super::fixed_delay::PlanDelayRun;
 use super::lock::{ClaimOutcome, ClaimTick};
 use super::messages::Record;
 use crate::coord::session::LivenessToken;
@@ -84,15 +85,18 @@ pub struct JobCounters {
 }
 
 pub struct JobActor {
-    ctx: WorkerContext,
-    job: Job,
-    schedule: Schedule,
+    pub(super) ctx: WorkerContext,
+    pub(super) job: Job,
+    pub(super) schedule: Schedule,
     /// How long before its tick a tick is claimed.
-    claim_lead: Duration,
+    pub(super) claim_lead: Duration,
     /// The tick the timer is armed for.
-    armed_for: Option<i64>,
-    timer: Option<SpawnHandle>,
-    counters: JobCounters,
+    pub(super) armed_for: Option<i64>,
+    pub(super) timer: Option<SpawnHandle>,
+    pub(super) counters: JobCounters,
+    /// A fixed-delay job's run is in progress on this worker (its end arms
+    /// the next one).
+    pub(super) delay_run_in_flight: bool,
 }
 
 /// The job's definition changed.
@@ -145,14 +149,32 @@ impl JobActor {
             armed_for: None,
             timer: None,
             counters: JobCounters::default(),
+            delay_run_in_flight: false,
+        }
+    }
+
+    pub(super) fn cancel_timer(&mut self, ctx: &mut Context<Self>) {
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+    }
+
+    /// Start firing under the current schedule: a fixed delay reads its
+    /// chain's state first; a calendar arms its next tick.
+    fn begin(&mut self, ctx: &mut Context<Self>) {
+        if self.schedule.fixed_delay().is_some() {
+            self.cancel_timer(ctx);
+            self.armed_for = None;
+            ctx.notify(PlanDelayRun);
+        } else {
+            let now = self.ctx.clock.now_ms();
+            self.arm(now, ctx);
         }
     }
 
     /// Arm the timer for the first tick after `after_ms` (and not before now).
-    fn arm(&mut self, after_ms: i64, ctx: &mut Context<Self>) {
-        if let Some(timer) = self.timer.take() {
-            ctx.cancel_future(timer);
-        }
+    pub(super) fn arm(&mut self, after_ms: i64, ctx: &mut Context<Self>) {
+        self.cancel_timer(ctx);
         let now = self.ctx.clock.now_ms();
         let after =
             chrono::DateTime::from_timestamp_millis(after_ms.max(now - 1)).unwrap_or_default();
@@ -312,9 +334,11 @@ impl Actor for JobActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        let now = self.ctx.clock.now_ms();
-        self.catch_up(now, ctx);
-        self.arm(now, ctx);
+        if self.schedule.fixed_delay().is_none() {
+            let now = self.ctx.clock.now_ms();
+            self.catch_up(now, ctx);
+        }
+        self.begin(ctx);
     }
 }
 
@@ -458,8 +482,11 @@ impl Handler<UpdateJob> for JobActor {
     fn handle(&mut self, UpdateJob(job, schedule): UpdateJob, ctx: &mut Context<Self>) {
         self.job = job;
         self.schedule = schedule;
-        let now = self.ctx.clock.now_ms();
-        self.arm(now, ctx);
+        // A fixed-delay run in progress arms the next one when it ends,
+        // under the definition then current.
+        if !self.delay_run_in_flight {
+            self.begin(ctx);
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! - [`supervisor::JobSupervisor`]: which jobs this worker owns; one
 //!   JobActor each; lost-run detection.
-//! - [`job::JobActor`]: one job's timer, tick claim and overlap policy.
+//! - [`job::JobActor`]: one job's timer, tick claim and overlap policy;
+//!   [`fixed_delay`] adds the `@delay` chain to it.
 //! - [`lock::LockActor`]: the session lease, tick claims, liveness tokens.
 //! - [`registrar::Registrar`]: `workers/<id>` with load figures.
 //! - [`kill_watcher::KillWatcher`]: kill requests to process groups.
@@ -11,6 +12,7 @@
 //!   spooling to a local file while the store is unreachable.
 
 pub mod context;
+pub mod fixed_delay;
 pub mod job;
 pub mod kill_watcher;
 pub mod lock;

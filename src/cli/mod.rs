@@ -84,6 +84,9 @@ pub fn schedule_command(args: &[String], now: DateTime<Utc>) -> Result<Vec<Strin
         None => Schedule::parse(&expr, tz),
     }
     .map_err(|e| usage(format!("cronExpr: {e}")))?;
+    if let Some(note) = schedule.explain() {
+        return Ok(vec![note]);
+    }
     Ok(schedule
         .upcoming(after, count)
         .iter()
@@ -144,6 +147,16 @@ mod tests {
         );
         let without = run(&["H * * * *"]).unwrap_err().message;
         assert!(without.contains("--name"), "{without}");
+    }
+
+    #[test]
+    fn fixed_delay_is_explained_instead_of_listed() {
+        assert_eq!(
+            run(&["@delay 30s"]).unwrap(),
+            [
+                "fixed delay: each run starts 30s after the previous run ends, so the next time depends on the run"
+            ]
+        );
     }
 
     #[test]

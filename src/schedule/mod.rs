@@ -6,6 +6,8 @@
 //! - 7 fields `sec min hour dom mon dow year` (the old system's form),
 //! - `@yearly @annually @monthly @weekly @daily @midnight @hourly`,
 //! - `@every <duration>` such as `@every 90s` or `@every 1h30m`;
+//! - `@delay <duration>`: fixed delay, the next run starts that long after
+//!   the previous one ended (the job actor drives it; see `actors::job`);
 //! - the old system's month-relative day forms: `L`, `L-3`, `15W`, `LW` in
 //!   day of month, `5L` / `FRIL` and `5#3` / `FRI#3` in day of week;
 //! - `H`, `H/15`, `H(0-29)` in any field: a value derived from a stable hash
@@ -51,11 +53,13 @@ pub enum ScheduleError {
     #[error("{} field: {message}", field.label())]
     Field { field: Field, message: String },
     #[error(
-        "unknown macro '{0}' (known: @yearly @annually @monthly @weekly @daily @midnight @hourly @every)"
+        "unknown macro '{0}' (known: @yearly @annually @monthly @weekly @daily @midnight @hourly @every @delay)"
     )]
     UnknownMacro(String),
     #[error("@every: {0}")]
     Every(String),
+    #[error("@delay: {0}")]
+    Delay(String),
     #[error("unknown time zone '{0}' (use an IANA name such as Europe/Berlin or UTC)")]
     TimeZone(String),
     #[error("the expression never fires (no calendar date matches it)")]
@@ -74,6 +78,9 @@ enum Kind {
     Calendar(Box<Calendar>),
     /// A fixed interval in milliseconds, anchored at the Unix epoch.
     Every(i64),
+    /// Fixed delay: the next run starts this many milliseconds after the
+    /// previous one ended. There is no fire time without the run's end.
+    Delay(i64),
 }
 
 /// The allowed values of each calendar field.
@@ -124,7 +131,18 @@ impl Schedule {
             if !rest.starts_with(char::is_whitespace) {
                 return Err(ScheduleError::UnknownMacro(expr.to_string()));
             }
-            Kind::Every(parse_every(rest.trim())?)
+            Kind::Every(
+                parse_duration_ms(rest.trim(), "@every 90s or @every 1h30m")
+                    .map_err(ScheduleError::Every)?,
+            )
+        } else if let Some(rest) = expr.strip_prefix("@delay") {
+            if !rest.starts_with(char::is_whitespace) {
+                return Err(ScheduleError::UnknownMacro(expr.to_string()));
+            }
+            Kind::Delay(
+                parse_duration_ms(rest.trim(), "@delay 30s or @delay 5m")
+                    .map_err(ScheduleError::Delay)?,
+            )
         } else if expr.starts_with('@') {
             let fields = match expr.to_ascii_lowercase().as_str() {
                 "@yearly" | "@annually" => "0 0 0 1 1 *",
@@ -158,7 +176,8 @@ impl Schedule {
     }
 
     /// The first fire instant strictly after `after`, or `None` when the
-    /// schedule has no more fire times (its year field is exhausted).
+    /// schedule has no more fire times (its year field is exhausted) or
+    /// its fire times depend on the runs (`@delay`).
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match &self.kind {
             Kind::Every(every_ms) => {
@@ -166,7 +185,26 @@ impl Schedule {
                 DateTime::from_timestamp_millis(next)
             }
             Kind::Calendar(calendar) => self.next_calendar_fire(calendar, after),
+            Kind::Delay(_) => None,
         }
+    }
+
+    /// For `@delay`: the pause between one run's end and the next start.
+    pub fn fixed_delay(&self) -> Option<Duration> {
+        match self.kind {
+            Kind::Delay(ms) => Some(Duration::from_millis(ms as u64)),
+            _ => None,
+        }
+    }
+
+    /// One line for people when the fire times cannot be listed in advance.
+    pub fn explain(&self) -> Option<String> {
+        self.fixed_delay().map(|delay| {
+            format!(
+                "fixed delay: each run starts {} after the previous run ends, so the next time depends on the run",
+                humanize(delay)
+            )
+        })
     }
 
     /// The next `count` fire instants after `after`.
@@ -220,6 +258,7 @@ impl fmt::Display for Schedule {
         match &self.kind {
             Kind::Every(ms) => write!(f, "@every {}ms in {}", ms, self.tz),
             Kind::Calendar(_) => write!(f, "calendar schedule in {}", self.tz),
+            Kind::Delay(ms) => write!(f, "@delay {}ms", ms),
         }
     }
 }
@@ -253,13 +292,12 @@ fn first_instant_after_gap(tz: Tz, wall: NaiveDateTime) -> DateTime<Utc> {
     DateTime::from_timestamp(lo, 0).expect("timestamp near a real date")
 }
 
-/// Parse a duration such as `90s`, `1h30m`, `2d`. Units: `s`, `m`, `h`, `d`.
-fn parse_every(text: &str) -> Result<i64, ScheduleError> {
-    let err = |message: &str| ScheduleError::Every(format!("'{text}': {message}"));
+/// Parse a duration such as `90s`, `1h30m`, `2d` (units `s`, `m`, `h`, `d`)
+/// for `@every` and `@delay`; the error text quotes `example`.
+fn parse_duration_ms(text: &str, example: &str) -> Result<i64, String> {
+    let err = |message: &str| format!("'{text}': {message}");
     if text.is_empty() {
-        return Err(ScheduleError::Every(
-            "missing duration (for example @every 90s or @every 1h30m)".into(),
-        ));
+        return Err(format!("missing duration (for example {example})"));
     }
     if text.contains("ms") {
         return Err(err(
@@ -299,6 +337,19 @@ fn parse_every(text: &str) -> Result<i64, ScheduleError> {
         return Err(err("must be at most 366d"));
     }
     Ok(total_ms)
+}
+
+/// `90s`, `5m`, `1h30m` for a whole number of seconds.
+fn humanize(duration: Duration) -> String {
+    let secs = duration.as_secs();
+    let (d, h, m, s) = (secs / 86_400, secs / 3_600 % 24, secs / 60 % 60, secs % 60);
+    let parts = [(d, "d"), (h, "h"), (m, "m"), (s, "s")];
+    let text: String = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if text.is_empty() { "0s".into() } else { text }
 }
 
 impl Calendar {

@@ -353,7 +353,7 @@ fn rejections_name_the_field_and_the_problem() {
     assert!(rejection("@fortnightly").starts_with("unknown macro '@fortnightly'"));
     assert_eq!(
         rejection("@every"),
-        "unknown macro '@every' (known: @yearly @annually @monthly @weekly @daily @midnight @hourly @every)"
+        "unknown macro '@every' (known: @yearly @annually @monthly @weekly @daily @midnight @hourly @every @delay)"
     );
     assert_eq!(
         rejection("@every 500ms"),
@@ -853,5 +853,31 @@ fn h_errors_name_the_field_and_the_problem() {
     assert_eq!(
         named("H/0 * * * *"),
         "minute field: step must be at least 1"
+    );
+}
+
+// --- @delay ------------------------------------------------------------
+
+#[test]
+fn fixed_delay_has_no_fire_times_of_its_own_and_says_why() {
+    let schedule = Schedule::parse("@delay 1m30s", Tz::UTC).unwrap();
+    assert_eq!(schedule.fixed_delay(), Some(Duration::from_secs(90)));
+    assert_eq!(schedule.next_after(utc("2026-01-01T00:00:00Z")), None);
+    assert_eq!(
+        schedule.explain().unwrap(),
+        "fixed delay: each run starts 1m30s after the previous run ends, so the next time depends on the run"
+    );
+    assert_eq!(
+        Schedule::parse("@every 90s", Tz::UTC).unwrap().explain(),
+        None
+    );
+    assert_eq!(rejection("@delay 0s"), "@delay: '0s': must be at least 1s");
+    assert_eq!(
+        rejection("@delay"),
+        "unknown macro '@delay' (known: @yearly @annually @monthly @weekly @daily @midnight @hourly @every @delay)"
+    );
+    assert_eq!(
+        rejection("@delay 3"),
+        "@delay: '3': a number needs a unit (s, m, h or d)"
     );
 }

@@ -244,7 +244,9 @@ $(function () {
       ' ',
       $('<span class="badge text-bg-light">').text(job.timezone)
     ]));
-    $tr.append(cell(row.next ? time(row.next) : $('<span class="text-body-secondary">').text('–')));
+    $tr.append(cell(row.next ? time(row.next)
+      : row.scheduleNote ? $('<span class="text-body-secondary">').attr('title', row.scheduleNote).text('after each run')
+        : $('<span class="text-body-secondary">').text('–')));
     if (row.running > 0) {
       $tr.append(cell([badge('running'), ' ', $('<span class="small">').text(row.running + ' in progress')]));
     } else if (row.lastRun) {
@@ -388,6 +390,7 @@ $(function () {
       $('#preview').empty().append(p.next.map(function (t) {
         return $('<li>').append(time(t), ' ', $('<span class="text-body-secondary">').text('(' + t + ')'));
       }));
+      if (p.note) $('#preview').append($('<li class="text-body-secondary">').text(p.note));
     }).catch(function (e) {
       if (seq !== previewSeq) return;
       $('#preview').empty();

@@ -54,6 +54,9 @@ struct JobRow {
     job: Job,
     /// The next fire time, RFC 3339 UTC; `None` while paused.
     next: Option<String>,
+    /// Why there is no next time to show (`@delay`: it depends on the run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule_note: Option<String>,
     last_run: Option<RunBrief>,
     /// Runs of this job in progress right now.
     running: usize,
@@ -112,14 +115,16 @@ pub async fn table(
     let now = (state.clock)();
     let mut rows = Vec::with_capacity(jobs.len());
     for (job, last) in jobs.into_iter().zip(last_runs) {
-        let next = match (job.enabled, job.validate(now)) {
-            (true, Ok(schedule)) => schedule
+        let schedule = job.validate(now).ok();
+        let next = match (job.enabled, &schedule) {
+            (true, Some(schedule)) => schedule
                 .upcoming(now, 1)
                 .first()
                 .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             _ => None,
         };
         rows.push(JobRow {
+            schedule_note: schedule.and_then(|s| s.explain()),
             running: running.get(&job.name).copied().unwrap_or(0),
             last_run: last?.into_iter().next().map(RunBrief::from),
             next,

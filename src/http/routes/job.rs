@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
+use crate::actors::fixed_delay::delay_key;
 use crate::actors::job::{RunRequest, RunningEntry};
 use crate::auth::{Principal, Role};
 use crate::http::error::{MAX_SKIP, in_range, ok};
@@ -177,6 +178,10 @@ pub async fn delete(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("job {name} not found")))?;
     state.jobs.deleted(&name);
+    // A fixed-delay chain's state goes with its job (best effort).
+    if let Err(error) = state.coord.delete(&delay_key(&name)).await {
+        tracing::warn!(job = %name, %error, "cannot delete the fixed-delay state");
+    }
     let job: Option<Job> = serde_json::from_slice(&kv.value).ok();
     tracing::info!(job = %name, "job deleted");
     Ok(ok(job))
@@ -374,6 +379,9 @@ struct JobDetail {
     job: Job,
     /// The next 5 fire times, RFC 3339 UTC (none while paused).
     next: Vec<String>,
+    /// Why `next` is empty although the job runs (`@delay`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule_note: Option<String>,
     last_run: Option<RunRecord>,
     running: Vec<RunningEntry>,
 }
@@ -387,14 +395,16 @@ pub async fn get(
 ) -> Result<HttpResponse, ApiError> {
     let job = load_job(&state, &query.name).await?;
     let now = (state.clock)();
-    let next = match (job.enabled, job.validate(now)) {
-        (true, Ok(schedule)) => schedule
+    let schedule = job.validate(now).ok();
+    let next = match (job.enabled, &schedule) {
+        (true, Some(schedule)) => schedule
             .upcoming(now, 5)
             .iter()
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             .collect(),
         _ => Vec::new(),
     };
+    let schedule_note = schedule.and_then(|s| s.explain());
     let last_run = state
         .run_log
         .page(&RunQuery {
@@ -414,6 +424,7 @@ pub async fn get(
     Ok(ok(JobDetail {
         job: shown(job, &principal(&req)),
         next,
+        schedule_note,
         last_run,
         running,
     }))

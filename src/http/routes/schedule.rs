@@ -27,6 +27,9 @@ struct Preview {
     timezone: String,
     /// RFC 3339 UTC instants.
     next: Vec<String>,
+    /// Why there are no instants (`@delay`: they depend on the runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 pub async fn preview(
@@ -54,5 +57,6 @@ pub async fn preview(
         cron_expr,
         timezone,
         next,
+        note: schedule.explain(),
     }))
 }
