@@ -27,7 +27,7 @@ async fn embedded() -> Option<Backend> {
 }
 
 async fn mongo() -> Option<Backend> {
-    let uri = service_endpoint("MONGODB_URI")?;
+    let uri = service_endpoint("MONGODB_URI");
     let mut options = MongoOptions::new(&uri);
     options.database = unique("contract").replace('-', "_");
     let log = MongoRunLog::connect(&options)

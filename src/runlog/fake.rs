@@ -1,5 +1,8 @@
-//! An in-memory run log for actor unit tests: it can be switched off to
-//! simulate an outage, and remembers every batch it was given.
+//! An in-memory run log for the actor unit tests (compiled for tests only):
+//! it can be switched off to simulate an outage, and remembers every batch
+//! it was given. Its reads are the simplest that answer the actor tests; the
+//! contract suite (`tests/runlog_contract.rs`) holds the real engines, not
+//! this fake, to the paging and retention rules.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,20 +60,39 @@ impl RunLog for FakeRunLog {
         Ok(inserted)
     }
 
-    async fn page(&self, _: &RunQuery) -> Result<Vec<RunRecord>> {
-        unimplemented!("not used by actor tests")
+    async fn page(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
+        let mut runs: Vec<RunRecord> = self
+            .records()
+            .into_iter()
+            .filter(|r| r.job_name == query.job_name)
+            .filter(|r| query.status.is_none_or(|s| r.status == s))
+            .collect();
+        runs.sort_by(|a, b| (b.start_time, &b.run_id).cmp(&(a.start_time, &a.run_id)));
+        Ok(runs
+            .into_iter()
+            .skip(query.skip as usize)
+            .take(query.limit as usize)
+            .collect())
     }
 
-    async fn get(&self, _: &str) -> Result<Option<RunRecord>> {
-        unimplemented!("not used by actor tests")
+    async fn get(&self, run_id: &str) -> Result<Option<RunRecord>> {
+        Ok(self.records().into_iter().find(|r| r.run_id == run_id))
     }
 
-    async fn recent(&self, _: u64) -> Result<Vec<RunRecord>> {
-        unimplemented!("not used by actor tests")
+    async fn recent(&self, limit: u64) -> Result<Vec<RunRecord>> {
+        let mut runs = self.records();
+        runs.sort_by(|a, b| (b.start_time, &b.run_id).cmp(&(a.start_time, &a.run_id)));
+        runs.truncate(limit as usize);
+        Ok(runs)
     }
 
-    async fn count(&self, _: Option<&str>, _: Option<RunStatus>) -> Result<u64> {
-        Ok(self.records.lock().unwrap().len() as u64)
+    async fn count(&self, job_name: Option<&str>, status: Option<RunStatus>) -> Result<u64> {
+        let records = self.records.lock().unwrap();
+        let matching = records
+            .iter()
+            .filter(|r| job_name.is_none_or(|j| r.job_name == j))
+            .filter(|r| status.is_none_or(|s| r.status == s));
+        Ok(matching.count() as u64)
     }
 
     async fn count_since(&self, since_ms: i64, statuses: &[RunStatus]) -> Result<u64> {

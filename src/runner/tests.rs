@@ -217,14 +217,24 @@ async fn kill_reaches_grandchildren_that_trap_sigterm_and_leaves_no_zombies() {
     process::become_subreaper();
     let running = RunningRuns::default();
     // The shell and two grandchildren ignore SIGTERM; only SIGKILL ends them.
-    let command = "trap '' TERM; (trap '' TERM; sleep 300) & (sh -c \"trap '' TERM; sleep 300\") & echo started; wait";
-    let task = tokio::spawn(run_spec(spec(command), running.clone()));
-    // Wait until the run is registered and its grandchildren exist.
+    // Each grandchild leaves a mark once its trap is set.
+    let marks = tempfile::tempdir().unwrap();
+    let (m1, m2) = (marks.path().join("m1"), marks.path().join("m2"));
+    let command = format!(
+        "trap '' TERM; (trap '' TERM; touch {m1}; sleep 300) & (sh -c \"trap '' TERM; touch {m2}; sleep 300\") & echo started; wait",
+        m1 = m1.display(),
+        m2 = m2.display()
+    );
+    let task = tokio::spawn(run_spec(spec(&command), running.clone()));
+    // Wait until the run is registered and both grandchildren are set up.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while running.count("job1") == 0 && tokio::time::Instant::now() < deadline {
+    while running.count("job1") == 0 || !m1.exists() || !m2.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run and its grandchildren did not start within 10 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(running.kill("job1", "killed by operator"), 1);
     let (record, pgid) = tokio::time::timeout(Duration::from_secs(20), task)
         .await

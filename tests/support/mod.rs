@@ -33,19 +33,16 @@ pub trait OwnedServer {
 }
 
 /// The endpoint of a real service from the environment (`ETCD_ENDPOINTS`,
-/// `MONGODB_URI`). `scripts/test.sh` sets them and `DISTCRON_REQUIRE_SERVICES`;
-/// without the latter a test that needs a missing service is skipped with a
-/// note, so `cargo test` alone still runs everything else.
-pub fn service_endpoint(var: &str) -> Option<String> {
+/// `MONGODB_URI`). A test that needs one fails without it, naming the
+/// command that provides it: it never passes without running.
+pub fn service_endpoint(var: &str) -> String {
     match std::env::var(var) {
-        Ok(value) if !value.is_empty() => Some(value),
-        _ if std::env::var("DISTCRON_REQUIRE_SERVICES").is_ok() => {
-            panic!("{var} is not set but DISTCRON_REQUIRE_SERVICES is: run scripts/test.sh")
-        }
-        _ => {
-            eprintln!("skipped: {var} is not set (scripts/test.sh starts the servers)");
-            None
-        }
+        Ok(value) if !value.is_empty() => value,
+        _ => panic!(
+            "{var} is not set, and this test needs the real server. Run scripts/test.sh, \
+             or start the servers in this shell first: \
+             source scripts/services.sh && start_services && cargo test"
+        ),
     }
 }
 
