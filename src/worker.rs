@@ -16,7 +16,7 @@ use crate::actors::kill_watcher::KillWatcher;
 use crate::actors::lock::{LockActor, Release};
 use crate::actors::log_batcher::{BatcherConfig, BatcherCounters, LogBatcher};
 use crate::actors::messages::Drain;
-use crate::actors::registrar::Registrar;
+use crate::actors::registrar::{CounterSources, Registrar};
 use crate::actors::supervisor::{JobSupervisor, StopAll};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -106,9 +106,13 @@ pub fn start(
         limits: settings.limits,
         claim_lead: settings.claim_lead,
     };
-    Registrar::new(ctx.clone()).start();
-    KillWatcher::new(ctx.clone()).start();
+    let kill_watcher = KillWatcher::new(ctx.clone()).start();
     let supervisor = JobSupervisor::new(ctx.clone()).start();
+    let sources = CounterSources {
+        supervisor: supervisor.clone(),
+        kill_watcher,
+    };
+    Registrar::new(ctx.clone(), sources).start();
     tracing::info!(worker = %settings.worker_id, group = %settings.group, "worker started");
     Ok(Worker {
         ctx,

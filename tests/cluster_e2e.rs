@@ -82,10 +82,13 @@ async fn two_managers_and_two_workers_share_jobs_runs_and_kills() {
     let job = r#"{"name":"greet","command":"echo hi","cronExpr":"* * * * * *"}"#;
     let saved = save_job(a, job);
     assert_eq!(saved.expect("save answered")["errno"], 0);
-    assert_eq!(
-        curl(&["-sf", &format!("{b}/job/list")]).unwrap()["data"][0]["name"],
-        "greet"
-    );
+    // B learns of it through its watch on jobs/, which may lag a little.
+    let list_b = format!("{b}/job/list");
+    eventually("the job in B's /job/list", Duration::from_secs(10), || {
+        let list_b = list_b.clone();
+        async move { (curl(&["-sf", &list_b])?["data"][0]["name"] == "greet").then_some(()) }
+    })
+    .await;
     let log = format!("{b}/job/log?name=greet");
     let first = eventually("a run in B's /job/log", Duration::from_secs(30), || {
         let log = log.clone();

@@ -396,7 +396,9 @@ async fn metrics_render_worker_counters_and_http_requests() {
         "batcher": {"received": 3, "queued": 2, "spoolBytes": 10,
             "runsByStatus": {"succeeded": 2, "failed": 1},
             "latenessBuckets": [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0], "latenessSumMs": 40},
-        "claims": {"claimsWon": 3, "claimsLost": 4}});
+        "claims": {"claimsWon": 3, "claimsLost": 4},
+        "supervisor": {"jobsKnown": 7, "jobsOwned": 5, "resyncs": 1, "lostRunsRecorded": 2, "lostRunsRerun": 1},
+        "kills": {"requestsSeen": 3, "runsKilled": 2}});
     api.state
         .coord
         .put("workers/w1", info.to_string().into_bytes(), None)
@@ -427,6 +429,12 @@ async fn metrics_render_worker_counters_and_http_requests() {
         "distcron_batcher_queue_records{worker=\"w1\"} 2",
         "distcron_batcher_spool_bytes{worker=\"w1\"} 10",
         "distcron_runs_in_progress{worker=\"w1\"} 1",
+        "distcron_jobs_known{worker=\"w1\"} 7",
+        "distcron_jobs_owned{worker=\"w1\"} 5",
+        "distcron_supervisor_resyncs_total{worker=\"w1\"} 1",
+        "distcron_lost_runs_recorded_total{worker=\"w1\"} 2",
+        "distcron_lost_runs_rerun_total{worker=\"w1\"} 1",
+        "distcron_runs_killed_total{worker=\"w1\"} 2",
         "distcron_http_requests_total{route=\"/job/list\",status=\"200\"} 1",
     ] {
         assert!(

@@ -11,7 +11,8 @@ use crate::coord::{WatchEvent, WatchItem};
 /// Pause before re-listing after the watch failed.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
 pub struct KillCounters {
     pub requests_seen: u64,
     pub runs_killed: u64,

@@ -10,9 +10,11 @@ use serde::{Deserialize, Serialize};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 use super::context::WorkerContext;
+use super::kill_watcher::{GetKillCounters, KillCounters, KillWatcher};
 use super::lock::{CurrentSession, GetLockCounters, LockCounters};
 use super::log_batcher::BatcherCounters;
 use super::messages::GetCounters;
+use super::supervisor::{GetSupervisorCounters, JobSupervisor, SupervisorCounters};
 
 /// How often the registration is refreshed; the key itself lives as long
 /// as the session, so this only sets how fresh the load figures are.
@@ -43,10 +45,21 @@ pub struct WorkerInfo {
     pub batcher: BatcherCounters,
     #[serde(default)]
     pub claims: LockCounters,
+    #[serde(default)]
+    pub supervisor: SupervisorCounters,
+    #[serde(default)]
+    pub kills: KillCounters,
+}
+
+/// The actors whose counters the registration carries.
+pub struct CounterSources {
+    pub supervisor: Addr<JobSupervisor>,
+    pub kill_watcher: Addr<KillWatcher>,
 }
 
 pub struct Registrar {
     ctx: WorkerContext,
+    sources: CounterSources,
     started: i64,
     /// `None` where sysinfo cannot read this platform: figures are then 0.
     system: Option<System>,
@@ -59,10 +72,11 @@ pub struct Registrar {
 struct Refresh;
 
 impl Registrar {
-    pub fn new(ctx: WorkerContext) -> Registrar {
+    pub fn new(ctx: WorkerContext, sources: CounterSources) -> Registrar {
         let started = ctx.clock.now_ms();
         Registrar {
             ctx,
+            sources,
             started,
             system: System::new().ok(),
             registered_lease: None,
@@ -97,6 +111,8 @@ impl Registrar {
             running: self.ctx.running.total(),
             batcher: BatcherCounters::default(),
             claims: LockCounters::default(),
+            supervisor: SupervisorCounters::default(),
+            kills: KillCounters::default(),
         }
     }
 }
@@ -119,6 +135,10 @@ impl Handler<Refresh> for Registrar {
             self.ctx.coord.clone(),
             self.ctx.batcher.clone(),
         );
+        let (supervisor, kill_watcher) = (
+            self.sources.supervisor.clone(),
+            self.sources.kill_watcher.clone(),
+        );
         let key = format!("workers/{}", self.ctx.worker_id);
         ctx.spawn(
             async move {
@@ -127,6 +147,11 @@ impl Handler<Refresh> for Registrar {
                 };
                 info.batcher = batcher.send(GetCounters).await.unwrap_or_default();
                 info.claims = lock.send(GetLockCounters).await.unwrap_or_default();
+                info.supervisor = supervisor
+                    .send(GetSupervisorCounters)
+                    .await
+                    .unwrap_or_default();
+                info.kills = kill_watcher.send(GetKillCounters).await.unwrap_or_default();
                 let value = serde_json::to_vec(&info).unwrap_or_default();
                 coord
                     .put(&key, value, Some(lease))

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::context::WorkerContext;
 use super::job::{
@@ -44,7 +44,8 @@ const RESYNC_RETRY: Duration = Duration::from_secs(1);
 /// the other watch before it is taken as a normal end.
 const LOST_MATCH_WINDOW: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", default)]
 pub struct SupervisorCounters {
     pub jobs_known: u64,
     pub jobs_owned: u64,

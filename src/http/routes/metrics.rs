@@ -113,7 +113,7 @@ fn render(out: &mut String, workers: &[WorkerInfo], requests: &[((String, u16), 
 
     // Gauges and counters with one value per worker.
     type Value = fn(&WorkerInfo) -> u64;
-    let per_worker: [(&str, &str, &str, Value); 4] = [
+    let per_worker: [(&str, &str, &str, Value); 10] = [
         (
             "distcron_batcher_queue_records",
             "gauge",
@@ -137,6 +137,42 @@ fn render(out: &mut String, workers: &[WorkerInfo], requests: &[((String, u16), 
             "gauge",
             "Runs in progress on each worker.",
             |w| w.running as u64,
+        ),
+        (
+            "distcron_jobs_known",
+            "gauge",
+            "Jobs the worker's supervisor knows of.",
+            |w| w.supervisor.jobs_known,
+        ),
+        (
+            "distcron_jobs_owned",
+            "gauge",
+            "Jobs the worker owns (runs the ticks of).",
+            |w| w.supervisor.jobs_owned,
+        ),
+        (
+            "distcron_supervisor_resyncs_total",
+            "counter",
+            "Full re-lists after a watch asked for a resync.",
+            |w| w.supervisor.resyncs,
+        ),
+        (
+            "distcron_lost_runs_recorded_total",
+            "counter",
+            "Lost records written for runs whose worker died.",
+            |w| w.supervisor.lost_runs_recorded,
+        ),
+        (
+            "distcron_lost_runs_rerun_total",
+            "counter",
+            "Lost runs started again (onLost: rerun).",
+            |w| w.supervisor.lost_runs_rerun,
+        ),
+        (
+            "distcron_runs_killed_total",
+            "counter",
+            "Runs ended by a kill request.",
+            |w| w.kills.runs_killed,
         ),
     ];
     for (name, kind, help, value) in per_worker {
