@@ -96,6 +96,8 @@ start_services() {
     done
   }
 
+  # The shared etcd of the test command. The Rust tests start their own
+  # members (tests/support/etcd.rs) only to stop and restart them.
   etcd_port=$(free_port); etcd_peer=$(free_port)
   etcd --name distcron-test --data-dir "$state/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \

@@ -76,6 +76,15 @@ fn start_worker(
     WorkerProcess { child }
 }
 
+async fn connect(etcd: &str, prefix: &str) -> Arc<dyn Coordinator> {
+    let endpoints = etcd.split(',').map(String::from).collect();
+    Arc::new(
+        EtcdCoordinator::connect(EtcdOptions::new(endpoints, prefix))
+            .await
+            .unwrap(),
+    )
+}
+
 fn signal(worker: &WorkerProcess, sig: Signal) {
     kill(Pid::from_raw(worker.child.id() as i32), sig).expect("signal worker");
 }
@@ -88,14 +97,7 @@ async fn three_workers_run_every_tick_once_through_a_kill_and_a_freeze() {
     );
     let prefix = format!("/{}/", unique("cluster"));
     let database = unique("cluster").replace('-', "_");
-    let coord: Arc<dyn Coordinator> = Arc::new(
-        EtcdCoordinator::connect(EtcdOptions::new(
-            etcd.split(',').map(String::from).collect(),
-            &prefix,
-        ))
-        .await
-        .unwrap(),
-    );
+    let coord = connect(&etcd, &prefix).await;
     let mut mongo_options = MongoOptions::new(&mongo);
     mongo_options.database = database.clone();
     let run_log = MongoRunLog::connect(&mongo_options).await.unwrap();
@@ -271,14 +273,7 @@ async fn fixed_delay_neither_overlaps_nor_stops_across_a_worker_kill() {
     );
     let prefix = format!("/{}/", unique("delay"));
     let database = unique("delay").replace('-', "_");
-    let coord: Arc<dyn Coordinator> = Arc::new(
-        EtcdCoordinator::connect(EtcdOptions::new(
-            etcd.split(',').map(String::from).collect(),
-            &prefix,
-        ))
-        .await
-        .unwrap(),
-    );
+    let coord = connect(&etcd, &prefix).await;
     let data_dir = tempfile::tempdir().unwrap();
     let ledger = data_dir.path().join("ledger");
     let command = format!(

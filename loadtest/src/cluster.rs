@@ -176,7 +176,10 @@ impl Cluster {
         std::fs::create_dir_all(run_dir).map_err(|e| format!("{}: {e}", run_dir.display()))?;
         let dir = |name: &str| run_dir.join(name).display().to_string();
 
-        // etcd: three members on loopback.
+        // etcd: three members on loopback. The same flags as
+        // tests/support/etcd.rs, written again here: the harness is its own
+        // crate (no access to the test helpers) and starts each member as a
+        // `Proc`, which measures its CPU seconds and restarts it for chaos.
         let names = ["etcd-0", "etcd-1", "etcd-2"];
         let mut clients = Vec::new();
         let mut peers = Vec::new();

@@ -19,9 +19,8 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::job::{JobActor, run_claimed_tick, run_id};
+use super::job::{JobActor, run_claimed_tick};
 use super::lock::{ClaimOutcome, ClaimTick};
-use crate::runner::RunSpec;
 
 /// How often an owner waiting on another worker's run looks again.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -177,15 +176,7 @@ impl Handler<DelayFire> for JobActor {
             act.delay_run_in_flight = true;
             act.armed_for = None;
             act.counters.runs_started += 1;
-            let spec = RunSpec {
-                job: act.job.clone(),
-                run_id: run_id(&act.job.name, tick_ms, &act.ctx.worker_id),
-                worker: act.ctx.worker_id.clone(),
-                plan_time: tick_ms,
-                schedule_time: act.ctx.clock.now_ms(),
-                attempt: 0,
-                requested_by: None,
-            };
+            let spec = act.first_attempt(tick_ms, act.ctx.clock.now_ms(), None);
             let (worker_ctx, addr) = (act.ctx.clone(), ctx.address());
             // Outside the actor: the run and its end state outlive it when
             // ownership moves.

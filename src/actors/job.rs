@@ -221,7 +221,18 @@ impl JobActor {
         requested_by: Option<String>,
     ) {
         self.counters.runs_started += 1;
-        let spec = RunSpec {
+        let spec = self.first_attempt(tick_ms, schedule_time, requested_by);
+        actix::spawn(run_claimed_tick(self.ctx.clone(), spec, token));
+    }
+
+    /// The first attempt at the run of tick `tick_ms` on this worker.
+    pub(super) fn first_attempt(
+        &self,
+        tick_ms: i64,
+        schedule_time: i64,
+        requested_by: Option<String>,
+    ) -> RunSpec {
+        RunSpec {
             job: self.job.clone(),
             run_id: run_id(&self.job.name, tick_ms, &self.ctx.worker_id),
             worker: self.ctx.worker_id.clone(),
@@ -229,8 +240,7 @@ impl JobActor {
             schedule_time,
             attempt: 0,
             requested_by,
-        };
-        actix::spawn(run_claimed_tick(self.ctx.clone(), spec, token));
+        }
     }
 }
 

@@ -1,4 +1,8 @@
 //! An etcd server owned by one test, for cases that stop and restart it.
+//! The one place the Rust tests start etcd. scripts/services.sh starts the
+//! shared test server for shell scripts, and the load harness
+//! (loadtest/src/cluster.rs) its own measured members: each says why it
+//! does not use this.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
