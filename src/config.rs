@@ -53,6 +53,9 @@ pub struct Config {
     /// `error`, `warn`, `info`, `debug` or `trace`, or a tracing filter such
     /// as `distcron=debug,info`.
     pub log_level: String,
+    /// `text` (one line per event; colour only on a terminal) or `json` (one
+    /// JSON object per line, for log shippers).
+    pub log_format: String,
     /// Worker session lease TTL: how soon a dead worker's jobs move.
     pub session_ttl_secs: u64,
     /// Between SIGTERM and SIGKILL when a run is killed or times out.
@@ -132,6 +135,7 @@ impl Default for Config {
             worker_id: String::new(),
             group: "default".into(),
             log_level: "info".into(),
+            log_format: "text".into(),
             session_ttl_secs: 10,
             kill_grace_ms: 5_000,
             stop_grace_secs: 30,
@@ -460,6 +464,12 @@ fn validate(config: &Config) -> Result<(), (&'static str, String)> {
         ));
     }
     crate::job::validate_worker_id(&config.worker_id).map_err(|m| ("workerId", m))?;
+    if !matches!(config.log_format.as_str(), "text" | "json") {
+        return Err((
+            "logFormat",
+            format!("'{}' is not text or json", config.log_format),
+        ));
+    }
     tracing_subscriber::EnvFilter::try_new(&config.log_level).map_err(|e| {
         (
             "logLevel",
@@ -863,6 +873,7 @@ mod tests {
             "config key `authRequired` (from --auth-required): may be false only on a loopback listen address, not 0.0.0.0:8070"
         );
         assert!(load_err(&["--worker-id", "a b"], &[]).starts_with("config key `workerId`"));
+        assert!(load_err(&["--log-format", "xml"], &[]).ends_with("'xml' is not text or json"));
         assert!(load_err(&["--trusted-proxies", "nope"], &[]).contains("not an IP address"));
     }
 

@@ -81,3 +81,44 @@ fn print_config_shows_the_effective_settings() {
     assert_eq!(config["group"], "batch");
     assert_eq!(config["listen"], "127.0.0.1:8070");
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distcron"))
+        .env_remove("DISTCRON_CONFIG")
+        .args(["standalone", "--log-format", "json", "--log-level", "info"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    // The first log events; the one plain line is the admin-token notice.
+    let lines: Vec<String> = stderr
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| !l.starts_with("distcron: created an admin token"))
+        .take(2)
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for line in &lines {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(
+            event["level"].is_string() && event["fields"]["message"].is_string(),
+            "{line}"
+        );
+        assert!(!line.contains('\u{1b}'), "no colour escapes: {line}");
+    }
+}

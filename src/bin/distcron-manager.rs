@@ -13,7 +13,7 @@ use distcron::{http, logging, signals};
 
 fn main() -> ExitCode {
     let config = load_or_exit(Role::Manager, "distcron-manager", 1);
-    logging::init(&config.log_level);
+    logging::init(&config.log_level, &config.log_format);
     let result = actix_rt::System::new().block_on(async move {
         let tls = http::tls_config(&config).map_err(|e| e.to_string())?;
         let listener = TcpListener::bind(&config.listen)

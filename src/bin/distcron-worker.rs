@@ -14,7 +14,7 @@ use distcron::{logging, signals};
 
 fn main() -> ExitCode {
     let config = load_or_exit(Role::Worker, "distcron-worker", 1);
-    logging::init(&config.log_level);
+    logging::init(&config.log_level, &config.log_format);
     let result = actix_rt::System::new().block_on(async move {
         let coord = EtcdCoordinator::connect(etcd_options(&config))
             .await

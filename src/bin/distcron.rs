@@ -128,7 +128,7 @@ async fn first_admin_token(
 
 fn standalone() -> ExitCode {
     let config = load_or_exit(Role::Standalone, "distcron standalone", 2);
-    logging::init(&config.log_level);
+    logging::init(&config.log_level, &config.log_format);
     let listener = match TcpListener::bind(&config.listen) {
         Ok(l) => l,
         Err(e) => {
