@@ -76,12 +76,37 @@ fn job_actor(rig: &Rig, job: Job) -> Addr<JobActor> {
 /// real time per step: while a `spawn_blocking` task runs, tokio does not
 /// auto-advance its paused clock, and the runtime is free to read child
 /// exits and pipes.
+/// (For long commands such as `sleep 600`, which stay running: a run
+/// registers in `running` before its process starts, so a few steps are
+/// always enough for the next tick to see it.)
 async fn pass(duration: Duration) {
     let step = Duration::from_millis(50);
     let mut passed = Duration::ZERO;
     while passed < duration {
         tokio::time::sleep(step).await;
         let _ = tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(5))).await;
+        passed += step;
+    }
+}
+
+/// For commands that end at once (`true`, `exit 3`): after each 50 ms step
+/// of virtual time, wait in real time until no run is in progress, so a slow
+/// fork under load cannot stretch a run across virtual time. Fails the test
+/// if a run does not end within 10 s of real time.
+async fn pass_settled(rig: &Rig, duration: Duration) {
+    let step = Duration::from_millis(50);
+    let mut passed = Duration::ZERO;
+    while passed < duration {
+        tokio::time::sleep(step).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while rig.ctx.running.total() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a run of an instant command did not end within 10 s"
+            );
+            let _ =
+                tokio::task::spawn_blocking(|| std::thread::sleep(Duration::from_millis(2))).await;
+        }
         passed += step;
     }
 }
@@ -95,7 +120,7 @@ async fn the_timer_fires_at_each_tick_and_every_tick_is_recorded() {
     tokio::time::pause();
     let rig = rig();
     let job = job_actor(&rig, Job::new("every10", "true", "@every 10s"));
-    pass(Duration::from_millis(35_500)).await;
+    pass_settled(&rig, Duration::from_millis(35_500)).await;
     let counters = job.send(GetJobCounters).await.unwrap();
     assert_eq!((counters.ticks, counters.runs_started), (3, 3));
     let ticks: Vec<i64> = records(&rig)
@@ -276,7 +301,7 @@ async fn a_failed_run_is_retried_with_backoff_each_attempt_recorded() {
         .await
         .unwrap();
     // Attempts at 0 s, +2 s and +4 s after that (backoff doubles).
-    pass(Duration::from_secs(10)).await;
+    pass_settled(&rig, Duration::from_secs(10)).await;
     let runs = records(&rig);
     let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
     let first = format!("flaky-{START_MS}-w1");
@@ -309,17 +334,17 @@ async fn taking_a_job_over_fires_the_latest_missed_tick_once_within_catch_up() {
     tokio::time::pause();
     let rig = rig();
     // Every 10 s; the actor starts at :00 + 7 s, so :00 was missed.
-    pass(Duration::from_secs(7)).await;
+    pass_settled(&rig, Duration::from_secs(7)).await;
     let mut job = Job::new("catcher", "true", "@every 10s");
     job.catch_up = 30;
     job_actor(&rig, job);
-    pass(Duration::from_millis(1_500)).await;
+    pass_settled(&rig, Duration::from_millis(1_500)).await;
     let ticks: Vec<i64> = records(&rig)
         .iter()
         .map(|r| r.plan_time - START_MS)
         .collect();
     assert_eq!(ticks, [0], "the missed tick, once, at once");
-    pass(Duration::from_secs(2)).await;
+    pass_settled(&rig, Duration::from_secs(2)).await;
     assert_eq!(records(&rig).len(), 2, "then the schedule as usual (+10 s)");
 }
 
@@ -327,8 +352,8 @@ async fn taking_a_job_over_fires_the_latest_missed_tick_once_within_catch_up() {
 async fn without_catch_up_a_missed_tick_is_not_fired() {
     tokio::time::pause();
     let rig = rig();
-    pass(Duration::from_secs(7)).await;
+    pass_settled(&rig, Duration::from_secs(7)).await;
     job_actor(&rig, Job::new("punctual", "true", "@every 10s"));
-    pass(Duration::from_millis(1_500)).await;
+    pass_settled(&rig, Duration::from_millis(1_500)).await;
     assert!(records(&rig).is_empty());
 }
