@@ -265,18 +265,19 @@ impl fmt::Display for Schedule {
 
 /// The first real instant after a daylight-saving gap that swallowed `wall`.
 fn first_instant_after_gap(tz: Tz, wall: NaiveDateTime) -> DateTime<Utc> {
-    // Walk forward a minute at a time to the first wall time that exists,
-    // then binary-search the second of the transition just before it. Gaps
-    // are rare (twice a year at most), so simplicity beats speed here.
+    // Walk forward 15 minutes at a time to the first wall time that exists,
+    // then binary-search the second of the transition just before it (any
+    // gap length works; a step this size keeps a 1-hour gap to 4 probes).
+    const STEP_SECS: i64 = 15 * 60;
     let mut probe = wall;
     let existing = loop {
-        probe += chrono::Duration::minutes(1);
+        probe += chrono::Duration::seconds(STEP_SECS);
         if let Some(t) = tz.from_local_datetime(&probe).earliest() {
             break t.with_timezone(&Utc).timestamp();
         }
     };
-    // The gap ends at most one minute before `existing`.
-    let (mut lo, mut hi) = (existing - 60, existing);
+    // The gap ends at most one step before `existing`.
+    let (mut lo, mut hi) = (existing - STEP_SECS, existing);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         let local = DateTime::from_timestamp(mid, 0)
