@@ -193,7 +193,7 @@ impl Handler<ClaimTick> for LockActor {
             let outcome = match result {
                 Ok(Claim::Won { .. }) => ClaimOutcome::Won(token),
                 Ok(Claim::Held(holder)) => ClaimOutcome::Lost {
-                    holder: holder.value_str().to_string(),
+                    holder: crate::coord::claims::claim_holder(&holder.value),
                 },
                 Err(error) => {
                     addr.do_send(CountClaim(None));

@@ -7,6 +7,11 @@
 //! a bucket ends `retention` after the bucket's last tick. The live key count
 //! then follows the tick rate (ticks per `bucket + retention`), not history,
 //! and a worker grants one lease per bucket rather than one per claim.
+//!
+//! A claim's value is `<worker> <nonce>`, the nonce fresh for each claim. When
+//! a claim's outcome is unknown (a timeout, an etcd leader election), it is
+//! tried again until the tick is due: finding its own value there means the
+//! lost attempt had won. So an election costs a claim latency, not the tick.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -46,6 +51,19 @@ pub struct TickClaims {
     leases: Mutex<BTreeMap<i64, LeaseId>>,
 }
 
+/// How long a claim with an unknown outcome keeps being retried, at least
+/// (a tick already due gets this long; a future one, until it is due).
+const RETRY_AT_LEAST: Duration = Duration::from_secs(2);
+/// Pauses between retries: 50 ms, doubling, at most 500 ms.
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(50);
+const RETRY_MAX_PAUSE: Duration = Duration::from_millis(500);
+
+/// The worker named in a claim's value (`<worker> <nonce>`).
+pub fn claim_holder(value: &[u8]) -> String {
+    let text = String::from_utf8_lossy(value);
+    text.split(' ').next().unwrap_or_default().to_string()
+}
+
 /// The key of one tick's claim.
 pub fn tick_key(job: &str, tick_ms: i64) -> String {
     format!("ticks/{job}/{tick_ms}")
@@ -62,12 +80,44 @@ impl TickClaims {
 
     /// Claim the tick of `job` planned at `tick_ms` (Unix milliseconds) for
     /// `holder`. `now_ms` is the current time, to size a new bucket lease.
+    /// An error means the outcome stayed unknown until the tick was due.
     pub async fn claim(&self, job: &str, tick_ms: i64, holder: &str, now_ms: i64) -> Result<Claim> {
         let key = tick_key(job, tick_ms);
+        let value = format!("{holder} {}", crate::auth::random_hex(8)).into_bytes();
+        let patience = Duration::from_millis((tick_ms - now_ms).max(0) as u64).max(RETRY_AT_LEAST);
+        let give_up = tokio::time::Instant::now() + patience;
+        let mut pause = RETRY_FIRST_PAUSE;
+        loop {
+            match self.claim_once(&key, &value, tick_ms, now_ms).await {
+                // An earlier attempt whose answer was lost had won.
+                Ok(Claim::Held(kv)) if kv.value == value => {
+                    return Ok(Claim::Won {
+                        revision: kv.create_revision,
+                    });
+                }
+                Err(error)
+                    if retryable(&error) && tokio::time::Instant::now() + pause < give_up =>
+                {
+                    tracing::debug!(%key, %error, "claim outcome unknown; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_MAX_PAUSE);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn claim_once(
+        &self,
+        key: &str,
+        value: &[u8],
+        tick_ms: i64,
+        now_ms: i64,
+    ) -> Result<Claim> {
         let lease = self.lease_for(tick_ms, now_ms).await?;
         match self
             .coord
-            .put_if_absent(&key, holder.as_bytes().to_vec(), Some(lease))
+            .put_if_absent(key, value.to_vec(), Some(lease))
             .await
         {
             Err(CoordError::LeaseNotFound(_)) => {
@@ -76,7 +126,7 @@ impl TickClaims {
                 self.leases.lock().await.remove(&self.bucket_of(tick_ms));
                 let lease = self.lease_for(tick_ms, now_ms).await?;
                 self.coord
-                    .put_if_absent(&key, holder.as_bytes().to_vec(), Some(lease))
+                    .put_if_absent(key, value.to_vec(), Some(lease))
                     .await
             }
             other => other,
@@ -108,6 +158,11 @@ impl TickClaims {
     }
 }
 
+/// Errors after which the claim may or may not have been written.
+fn retryable(error: &CoordError) -> bool {
+    matches!(error, CoordError::Unavailable(_))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,7 +180,7 @@ mod tests {
             Claim::Won { .. }
         ));
         match claims.claim("a", now, "w2", now).await.unwrap() {
-            Claim::Held(holder) => assert_eq!(holder.value, b"w1"),
+            Claim::Held(holder) => assert_eq!(claim_holder(&holder.value), "w1"),
             other => panic!("second claim must lose: {other:?}"),
         }
         let bucket_ms = ClaimPolicy::default().bucket.as_millis() as i64;
@@ -160,5 +215,152 @@ mod tests {
         // Give the reaper task its turn at the paused clock.
         tokio::task::yield_now().await;
         assert_eq!(coord.get(&tick_key("a", now)).await.unwrap(), None);
+    }
+
+    /// A coordinator whose put-if-absent answers are lost: the write lands,
+    /// then the call fails, `lose` times (as in an etcd leader election).
+    /// With `steal`, another worker's claim lands first instead.
+    struct LostAnswers {
+        inner: EmbeddedCoordinator,
+        lose: std::sync::atomic::AtomicUsize,
+        steal: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl Coordinator for LostAnswers {
+        async fn get(&self, key: &str) -> Result<Option<crate::coord::KeyValue>> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<(Vec<crate::coord::KeyValue>, i64)> {
+            self.inner.list(prefix).await
+        }
+        async fn list_first(
+            &self,
+            prefix: &str,
+            limit: u64,
+        ) -> Result<Vec<crate::coord::KeyValue>> {
+            self.inner.list_first(prefix, limit).await
+        }
+        async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<i64> {
+            self.inner.put(key, value, lease).await
+        }
+        async fn delete(&self, key: &str) -> Result<Option<crate::coord::KeyValue>> {
+            self.inner.delete(key).await
+        }
+        async fn put_if_absent(
+            &self,
+            key: &str,
+            value: Vec<u8>,
+            lease: Option<LeaseId>,
+        ) -> Result<Claim> {
+            use std::sync::atomic::Ordering;
+            if self.lose.load(Ordering::SeqCst) == 0 {
+                return self.inner.put_if_absent(key, value, lease).await;
+            }
+            self.lose.fetch_sub(1, Ordering::SeqCst);
+            let written = if self.steal {
+                b"w9 other".to_vec()
+            } else {
+                value
+            };
+            self.inner.put_if_absent(key, written, lease).await?;
+            Err(CoordError::Unavailable(
+                "request timed out (leader changed)".into(),
+            ))
+        }
+        async fn watch(&self, prefix: &str, from: i64) -> Result<crate::coord::WatchStream> {
+            self.inner.watch(prefix, from).await
+        }
+        async fn grant(&self, ttl: Duration) -> Result<LeaseId> {
+            self.inner.grant(ttl).await
+        }
+        async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
+            self.inner.keep_alive(lease).await
+        }
+        async fn revoke(&self, lease: LeaseId) -> Result<()> {
+            self.inner.revoke(lease).await
+        }
+    }
+
+    fn losing(lose: usize, steal: bool) -> TickClaims {
+        let coord = LostAnswers {
+            inner: EmbeddedCoordinator::in_memory(),
+            lose: std::sync::atomic::AtomicUsize::new(lose),
+            steal,
+        };
+        TickClaims::new(Arc::new(coord), ClaimPolicy::default())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_whose_answer_was_lost_is_retried_and_finds_its_own_win() {
+        let now = 10 * MINUTE_MS;
+        let claims = losing(3, false);
+        assert!(
+            matches!(
+                claims.claim("a", now + 500, "w1", now).await,
+                Ok(Claim::Won { .. })
+            ),
+            "the first attempt wrote the claim; the retry recognises it"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retried_claim_that_someone_else_took_is_lost() {
+        let now = 10 * MINUTE_MS;
+        match losing(1, true).claim("a", now + 500, "w1", now).await {
+            Ok(Claim::Held(kv)) => assert_eq!(claim_holder(&kv.value), "w9"),
+            other => panic!("expected the other worker's claim: {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_outcome_is_retried_until_the_tick_is_due_then_reported() {
+        let now = 10 * MINUTE_MS;
+        // A store that never answers: errors until the tick is due.
+        let claims = TickClaims::new(Arc::new(Unreachable), ClaimPolicy::default());
+        let started = tokio::time::Instant::now();
+        assert!(claims.claim("c", now + 5_000, "w1", now).await.is_err());
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(4_500) && waited <= Duration::from_secs(5),
+            "retried for {waited:?}, the time left until the tick"
+        );
+    }
+
+    /// A coordinator that never answers a claim.
+    struct Unreachable;
+
+    #[async_trait::async_trait]
+    impl Coordinator for Unreachable {
+        async fn get(&self, _: &str) -> Result<Option<crate::coord::KeyValue>> {
+            Err(CoordError::Unavailable("down".into()))
+        }
+        async fn list(&self, _: &str) -> Result<(Vec<crate::coord::KeyValue>, i64)> {
+            Err(CoordError::Unavailable("down".into()))
+        }
+        async fn list_first(&self, _: &str, _: u64) -> Result<Vec<crate::coord::KeyValue>> {
+            Err(CoordError::Unavailable("down".into()))
+        }
+        async fn put(&self, _: &str, _: Vec<u8>, _: Option<LeaseId>) -> Result<i64> {
+            Err(CoordError::Unavailable("down".into()))
+        }
+        async fn delete(&self, _: &str) -> Result<Option<crate::coord::KeyValue>> {
+            Err(CoordError::Unavailable("down".into()))
+        }
+        async fn put_if_absent(&self, _: &str, _: Vec<u8>, _: Option<LeaseId>) -> Result<Claim> {
+            Err(CoordError::Unavailable("down".into()))
+        }
+        async fn watch(&self, _: &str, _: i64) -> Result<crate::coord::WatchStream> {
+            Err(CoordError::Unavailable("down".into()))
+        }
+        async fn grant(&self, _: Duration) -> Result<LeaseId> {
+            Ok(1)
+        }
+        async fn keep_alive(&self, _: LeaseId) -> Result<Duration> {
+            Err(CoordError::Unavailable("down".into()))
+        }
+        async fn revoke(&self, _: LeaseId) -> Result<()> {
+            Ok(())
+        }
     }
 }
