@@ -105,6 +105,7 @@ pub fn start(
         running: RunningRuns::default(),
         limits: settings.limits,
         claim_lead: settings.claim_lead,
+        cluster_runs: Default::default(),
     };
     let kill_watcher = KillWatcher::new(ctx.clone()).start();
     let supervisor = JobSupervisor::new(ctx.clone()).start();

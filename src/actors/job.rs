@@ -456,8 +456,11 @@ impl Handler<StartTick> for JobActor {
             token,
             requested_by,
         } = start;
-        let running = self.ctx.running.count(&self.job.name);
-        match (self.job.overlap, running) {
+        let here = self.ctx.running.count(&self.job.name);
+        // A run on another worker (a previous owner's) counts for forbid;
+        // replace kills only runs here.
+        let elsewhere = self.ctx.cluster_runs.elsewhere(&self.job.name);
+        match (self.job.overlap, here + elsewhere) {
             (_, 0) | (Overlap::Allow, _) => {
                 self.start_run(tick_ms, schedule_time, token, requested_by)
             }

@@ -294,8 +294,21 @@ impl JobSupervisor {
             Prefix::Workers if members_before.as_ref() != Some(&self.workers) => {
                 self.reconcile_all(ctx)
             }
-            Prefix::Workers | Prefix::Running | Prefix::RunRequests => {}
+            Prefix::Running => self.publish_cluster_runs(),
+            Prefix::Workers | Prefix::RunRequests => {}
         }
+    }
+
+    /// Tell the job actors how many runs of each job other workers have in
+    /// progress.
+    fn publish_cluster_runs(&self) {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for entry in self.running.values() {
+            if entry.worker != self.ctx.worker_id {
+                *counts.entry(entry.job_name.clone()).or_default() += 1;
+            }
+        }
+        self.ctx.cluster_runs.replace(counts);
     }
 
     /// Update the supervisor's view from `events`; returns the names of the
@@ -532,6 +545,7 @@ impl Handler<Listed> for JobSupervisor {
             self.absorb(prefix, events, ctx);
             self.start_watch(prefix, revision + 1, ctx);
         }
+        self.publish_cluster_runs();
         // Once, with jobs and workers both known: jobs deleted while the
         // watch was down stop here too.
         self.reconcile_all(ctx);

@@ -58,6 +58,7 @@ fn rig() -> Rig {
             ..RunLimits::default()
         },
         claim_lead: Duration::from_millis(500),
+        cluster_runs: Default::default(),
     };
     Rig {
         ctx,
@@ -150,6 +151,27 @@ async fn overlap_forbid_skips_ticks_while_a_run_is_in_progress() {
     assert_eq!(skipped, [2_000, 3_000, 4_000]);
     rig.ctx.running.kill("slow", "test over");
     pass(Duration::from_millis(1_000)).await;
+}
+
+#[actix_rt::test]
+async fn overlap_forbid_counts_a_run_on_another_worker() {
+    tokio::time::pause();
+    let rig = rig();
+    // The previous owner still runs the job (as running/ shows it).
+    rig.ctx
+        .cluster_runs
+        .replace([("handed".to_string(), 1)].into_iter().collect());
+    job_actor(&rig, Job::new("handed", "true", "* * * * * *"));
+    pass_settled(&rig, Duration::from_millis(2_500)).await;
+    let statuses: Vec<RunStatus> = records(&rig).iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [RunStatus::Skipped, RunStatus::Skipped]);
+    // Once it ends there, ticks run here again.
+    rig.ctx.cluster_runs.replace(Default::default());
+    pass_settled(&rig, Duration::from_millis(1_000)).await;
+    assert_eq!(
+        records(&rig).last().map(|r| r.status),
+        Some(RunStatus::Succeeded)
+    );
 }
 
 /// Real time: the outcome hangs on real process exits, so this test waits
