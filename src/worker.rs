@@ -16,7 +16,7 @@ use crate::actors::kill_watcher::KillWatcher;
 use crate::actors::lock::{LockActor, Release};
 use crate::actors::log_batcher::{BatcherConfig, BatcherCounters, LogBatcher};
 use crate::actors::messages::Drain;
-use crate::actors::registrar::{CounterSources, Registrar};
+use crate::actors::registrar::{CounterSources, Leave, Registrar};
 use crate::actors::supervisor::{JobSupervisor, StopAll};
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -75,6 +75,7 @@ impl WorkerSettings {
 pub struct Worker {
     ctx: WorkerContext,
     supervisor: Addr<JobSupervisor>,
+    registrar: Addr<Registrar>,
     stop_grace: Duration,
 }
 
@@ -113,11 +114,12 @@ pub fn start(
         supervisor: supervisor.clone(),
         kill_watcher,
     };
-    Registrar::new(ctx.clone(), sources).start();
+    let registrar = Registrar::new(ctx.clone(), sources).start();
     tracing::info!(worker = %settings.worker_id, group = %settings.group, "worker started");
     Ok(Worker {
         ctx,
         supervisor,
+        registrar,
         stop_grace: settings.stop_grace,
     })
 }
@@ -128,8 +130,19 @@ impl Worker {
     }
 
     /// Graceful stop; returns the log batcher's final counters.
+    ///
+    /// Hand-off first: leave the membership (other workers take the jobs
+    /// now), keep firing through the handover, start every tick already
+    /// won; then wait for the runs (`stopGraceSecs`), kill what remains,
+    /// flush the records and end the session.
     pub async fn stop(self) -> BatcherCounters {
-        let _ = self.supervisor.send(StopAll).await;
+        let _ = self.registrar.send(Leave).await;
+        let actors = self.supervisor.send(StopAll).await.unwrap_or_default();
+        // Handover plus the longest a claim may wait for its answer.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while actors.iter().any(|a| a.connected()) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let running = &self.ctx.running;
         let deadline = tokio::time::Instant::now() + self.stop_grace;
         while running.total() > 0 && tokio::time::Instant::now() < deadline {

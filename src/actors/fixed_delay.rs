@@ -116,7 +116,7 @@ impl Handler<PlanDelayRun> for JobActor {
     type Result = ();
 
     fn handle(&mut self, _: PlanDelayRun, ctx: &mut Context<Self>) {
-        if self.delay_run_in_flight || self.delay_ms().is_none() {
+        if self.delay_run_in_flight || self.stopping || self.delay_ms().is_none() {
             return;
         }
         let (coord, name) = (self.ctx.coord.clone(), self.job.name.clone());
@@ -150,7 +150,7 @@ impl Handler<DelayFire> for JobActor {
     type Result = ();
 
     fn handle(&mut self, DelayFire { tick_ms }: DelayFire, ctx: &mut Context<Self>) {
-        if self.armed_for != Some(tick_ms) || self.delay_run_in_flight {
+        if self.armed_for != Some(tick_ms) || self.delay_run_in_flight || self.stopping {
             return;
         }
         self.counters.ticks += 1;
@@ -159,18 +159,22 @@ impl Handler<DelayFire> for JobActor {
             tick_ms,
         };
         let lock = self.ctx.lock.clone();
+        self.in_flight += 1;
         ctx.spawn(lock.send(claim).into_actor(self).map(move |result, act, ctx| {
+            act.in_flight -= 1;
             let token = match result {
                 Ok(Ok(ClaimOutcome::Won(token))) => token,
                 Ok(Ok(ClaimOutcome::Lost { .. })) => {
                     // Another owner runs this tick: follow its end.
                     act.counters.claims_lost += 1;
-                    return act.recheck_later(ctx);
+                    act.recheck_later(ctx);
+                    return act.stop_if_done(ctx);
                 }
                 other => {
                     act.counters.claim_failures += 1;
                     tracing::warn!(job = %act.job.name, tick = tick_ms, outcome = ?other.map(|r| r.map(|_| ())), "fixed-delay claim failed; retrying");
-                    return act.recheck_later(ctx);
+                    act.recheck_later(ctx);
+                    return act.stop_if_done(ctx);
                 }
             };
             act.delay_run_in_flight = true;
@@ -205,6 +209,7 @@ impl Handler<DelayFire> for JobActor {
                 }
                 addr.do_send(DelayRunEnded { end_ms });
             });
+            act.stop_if_done(ctx);
         }));
     }
 }

@@ -97,6 +97,11 @@ pub struct JobActor {
     /// A fixed-delay job's run is in progress on this worker (its end arms
     /// the next one).
     pub(super) delay_run_in_flight: bool,
+    /// Claims awaiting their answer plus won ticks waiting for their instant:
+    /// a stopping actor lives until these are done, so a tick it claimed is
+    /// started, never dropped.
+    pub(super) in_flight: usize,
+    pub(super) stopping: bool,
 }
 
 /// The job's definition changed.
@@ -150,6 +155,15 @@ impl JobActor {
             timer: None,
             counters: JobCounters::default(),
             delay_run_in_flight: false,
+            in_flight: 0,
+            stopping: false,
+        }
+    }
+
+    /// Stop once stopping and nothing claimed is left to start.
+    pub(super) fn stop_if_done(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping && self.in_flight == 0 {
+            ctx.stop();
         }
     }
 
@@ -364,15 +378,18 @@ impl JobActor {
             job: self.job.name.clone(),
             tick_ms,
         };
+        self.in_flight += 1;
         ctx.spawn(
             self.ctx
                 .lock
                 .send(claim)
                 .into_actor(self)
                 .map(move |result, act, ctx| {
+                    act.in_flight -= 1;
                     let schedule_time = act.ctx.clock.now_ms();
                     match result {
                         Ok(Ok(ClaimOutcome::Won(token))) => {
+                            act.in_flight += 1;
                             // Start at the tick instant (now, if it passed).
                             let wait = Duration::from_millis((tick_ms - schedule_time).max(0) as u64);
                             let start = StartTick {
@@ -401,6 +418,7 @@ impl JobActor {
                             tracing::warn!(job = %act.job.name, %error, "lock actor unreachable");
                         }
                     }
+                    act.stop_if_done(ctx);
                 }),
         );
     }
@@ -436,7 +454,7 @@ impl Handler<Fire> for JobActor {
     type Result = ();
 
     fn handle(&mut self, Fire { tick_ms }: Fire, ctx: &mut Context<Self>) {
-        if self.armed_for != Some(tick_ms) {
+        if self.armed_for != Some(tick_ms) || self.stopping {
             return; // a timer of a definition since replaced
         }
         self.counters.ticks += 1;
@@ -449,7 +467,16 @@ impl Handler<Fire> for JobActor {
 impl Handler<StartTick> for JobActor {
     type Result = ();
 
-    fn handle(&mut self, start: StartTick, _: &mut Context<Self>) {
+    fn handle(&mut self, start: StartTick, ctx: &mut Context<Self>) {
+        self.in_flight -= 1;
+        self.start_tick(start);
+        self.stop_if_done(ctx);
+    }
+}
+
+impl JobActor {
+    /// Start a won tick under the overlap policy.
+    fn start_tick(&mut self, start: StartTick) {
         let StartTick {
             tick_ms,
             schedule_time,
@@ -507,7 +534,10 @@ impl Handler<StopJob> for JobActor {
     type Result = ();
 
     fn handle(&mut self, _: StopJob, ctx: &mut Context<Self>) {
-        ctx.stop();
+        self.stopping = true;
+        self.cancel_timer(ctx);
+        self.armed_for = None;
+        self.stop_if_done(ctx);
     }
 }
 

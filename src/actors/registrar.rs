@@ -65,11 +65,18 @@ pub struct Registrar {
     system: Option<System>,
     /// The lease the key was last written under.
     registered_lease: Option<i64>,
+    left: bool,
 }
 
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Refresh;
+
+/// Leave the membership now (graceful stop): delete `workers/<id>` and
+/// refresh it no more, so other workers take this worker's jobs at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave;
 
 impl Registrar {
     pub fn new(ctx: WorkerContext, sources: CounterSources) -> Registrar {
@@ -80,6 +87,7 @@ impl Registrar {
             started,
             system: System::new().ok(),
             registered_lease: None,
+            left: false,
         }
     }
 
@@ -129,6 +137,9 @@ impl Handler<Refresh> for Registrar {
     type Result = ();
 
     fn handle(&mut self, _: Refresh, ctx: &mut Context<Self>) {
+        if self.left {
+            return;
+        }
         let mut info = self.info();
         let (lock, coord, batcher) = (
             self.ctx.lock.clone(),
@@ -178,5 +189,25 @@ impl Handler<Refresh> for Registrar {
                 ctx.notify_later(Refresh, REFRESH);
             }),
         );
+    }
+}
+
+impl Handler<Leave> for Registrar {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Leave, _: &mut Context<Self>) -> Self::Result {
+        self.left = true;
+        let (coord, key) = (
+            self.ctx.coord.clone(),
+            format!("workers/{}", self.ctx.worker_id),
+        );
+        Box::pin(
+            async move {
+                if let Err(error) = coord.delete(&key).await {
+                    tracing::warn!(%key, %error, "cannot leave the membership; it ends with the session");
+                }
+            }
+            .into_actor(self),
+        )
     }
 }

@@ -119,9 +119,12 @@ struct Listed {
     result: Result<Vec<(Prefix, Vec<crate::coord::KeyValue>, Revision)>, String>,
 }
 
-/// Stop every JobActor (graceful stop: no new claims).
+/// Graceful stop: every JobActor keeps firing through the handover (the
+/// worker has left the membership, so other workers take its jobs now),
+/// then stops once what it claimed has started. Answers with the actors, so
+/// the caller can wait for them to end.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Vec<Addr<JobActor>>")]
 pub struct StopAll;
 
 #[derive(Message)]
@@ -573,14 +576,20 @@ impl Handler<Watched> for JobSupervisor {
 }
 
 impl Handler<StopAll> for JobSupervisor {
-    type Result = ();
+    type Result = MessageResult<StopAll>;
 
-    fn handle(&mut self, _: StopAll, _: &mut Context<Self>) {
+    fn handle(&mut self, _: StopAll, ctx: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
         self.generation += 1;
-        for (_, owned) in self.owned.drain() {
-            owned.addr.do_send(StopJob);
+        let names: Vec<String> = self.owned.keys().cloned().collect();
+        let actors = self.owned.values().map(|o| o.addr.clone()).collect();
+        for name in names {
+            if let Some(handle) = self.owned.get_mut(&name).and_then(|o| o.leaving.take()) {
+                ctx.cancel_future(handle);
+            }
+            self.leave(&name, ctx, HANDOVER);
         }
+        MessageResult(actors)
     }
 }
 

@@ -199,6 +199,15 @@ async fn overlap_replace_kills_the_running_run_first() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     actor.send(StopJob).await.unwrap();
+    // A stopping actor still starts the ticks it has claimed: wait for it
+    // to end before ending the runs.
+    while actor.connected() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the actor did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let replaced = &killed[0];
     assert_eq!(
         replaced.err,
@@ -219,6 +228,27 @@ async fn overlap_replace_kills_the_running_run_first() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[actix_rt::test]
+async fn a_stopping_actor_starts_the_tick_it_already_claimed() {
+    tokio::time::pause();
+    let rig = rig();
+    let actor = job_actor(&rig, Job::new("handing", "true", "* * * * * *"));
+    // The claim for the tick at +1 s is made 500 ms before it.
+    pass_settled(&rig, Duration::from_millis(700)).await;
+    actor.send(StopJob).await.unwrap();
+    pass_settled(&rig, Duration::from_millis(1_500)).await;
+    let ticks: Vec<i64> = records(&rig)
+        .iter()
+        .map(|r| r.plan_time - START_MS)
+        .collect();
+    assert_eq!(
+        ticks,
+        [1_000],
+        "the claimed tick ran; no later tick was claimed"
+    );
+    assert!(!actor.connected(), "the actor ended after the start");
 }
 
 #[actix_rt::test]
