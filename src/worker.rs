@@ -88,6 +88,7 @@ pub fn start(
 ) -> std::io::Result<Worker> {
     crate::runner::process::become_subreaper();
     let batcher = LogBatcher::new(run_log, settings.batcher.clone())?.start();
+    let running = RunningRuns::default();
     let lock = LockActor::new(
         coord.clone(),
         clock.clone(),
@@ -95,6 +96,7 @@ pub fn start(
         settings.session_ttl,
         settings.claim_policy,
     )
+    .fencing(running.clone())
     .start();
     let ctx = WorkerContext {
         worker_id: settings.worker_id.clone(),
@@ -103,7 +105,7 @@ pub fn start(
         clock,
         lock,
         batcher,
-        running: RunningRuns::default(),
+        running,
         limits: settings.limits,
         claim_lead: settings.claim_lead,
         cluster_runs: Default::default(),

@@ -16,6 +16,7 @@ use crate::clock::SharedClock;
 use crate::coord::claims::{ClaimPolicy, TickClaims};
 use crate::coord::session::{LivenessToken, Session, wait_lost};
 use crate::coord::{Claim, Coordinator, LeaseId};
+use crate::runner::RunningRuns;
 
 /// Pause before asking for a new session after one was lost or refused.
 const SESSION_RETRY: Duration = Duration::from_secs(1);
@@ -42,6 +43,8 @@ pub struct LockActor {
     claims: Arc<TickClaims>,
     starting: bool,
     counters: LockCounters,
+    /// The worker's runs, killed when the session is lost.
+    fence: Option<RunningRuns>,
 }
 
 /// The outcome of a claim.
@@ -103,7 +106,15 @@ impl LockActor {
             claims,
             starting: false,
             counters: LockCounters::default(),
+            fence: None,
         }
+    }
+
+    /// Kill these runs when the session is lost: peers then declare them
+    /// lost (and may run them again), so none may go on here.
+    pub fn fencing(mut self, runs: RunningRuns) -> LockActor {
+        self.fence = Some(runs);
+        self
     }
 
     fn alive_session(&self) -> Option<&Session> {
@@ -165,6 +176,10 @@ impl Handler<SessionLost> for LockActor {
         }
         tracing::warn!(worker = %self.worker_id, lease, "session lost: no tick is claimed until a new one is held");
         self.counters.sessions_lost += 1;
+        if let Some(runs) = self.fence.as_ref().filter(|r| r.total() > 0) {
+            tracing::warn!(worker = %self.worker_id, runs = runs.total(), "killing the runs in progress: without the session they count as lost");
+            runs.kill_all("killed: the worker lost its session, so its runs were declared lost");
+        }
         self.session = None;
         ctx.notify_later(StartSession, SESSION_RETRY);
     }

@@ -37,6 +37,7 @@ fn rig() -> Rig {
     let store = Arc::new(FakeRunLog::default());
     let mut batcher = BatcherConfig::new(dir.path().join("spool.jsonl"));
     batcher.max_delay = Duration::from_millis(100);
+    let running = RunningRuns::default();
     let lock = LockActor::new(
         coord.clone(),
         clock.clone(),
@@ -44,6 +45,7 @@ fn rig() -> Rig {
         Duration::from_secs(10),
         ClaimPolicy::default(),
     )
+    .fencing(running.clone())
     .start();
     let ctx = WorkerContext {
         worker_id: "w1".into(),
@@ -52,7 +54,7 @@ fn rig() -> Rig {
         clock,
         lock,
         batcher: LogBatcher::new(store.clone(), batcher).unwrap().start(),
-        running: RunningRuns::default(),
+        running,
         limits: RunLimits {
             kill_grace: Duration::from_millis(200),
             ..RunLimits::default()
@@ -335,6 +337,46 @@ async fn every_token_dies_when_the_lease_is_lost_and_no_claim_is_made() {
         .expect("a new session");
     assert_ne!(new_lease, lease);
     assert!(!claimed.is_alive(), "old tokens stay dead");
+}
+
+/// Real time: the kill hangs on a real process exit.
+#[actix_rt::test]
+async fn losing_the_session_kills_the_runs_in_progress() {
+    let mut rig = rig();
+    rig.ctx.clock = Arc::new(crate::clock::SystemClock);
+    let actor = job_actor(&rig, Job::new("long", "sleep 600", "* * * * * *"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while rig.ctx.running.count("long") == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no run started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (lease, _) = rig.ctx.lock.send(CurrentSession).await.unwrap().unwrap();
+    // The lease ends behind the worker's back (an etcd outage past its TTL).
+    rig.coord.revoke(lease).await.unwrap();
+    let killed = loop {
+        if let Some(run) = records(&rig)
+            .into_iter()
+            .find(|r| r.status == RunStatus::Killed)
+        {
+            break run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run was not killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        killed.err,
+        "killed: the worker lost its session, so its runs were declared lost"
+    );
+    // Leave nothing running: stop the actor, then end any later run.
+    actor.send(StopJob).await.unwrap();
+    while actor.connected() || rig.ctx.running.total() > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "runs did not end");
+        rig.ctx.running.kill_all("test over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[actix_rt::test]

@@ -218,6 +218,7 @@ pub async fn run(
         }
     };
     let pgid = child.id().map_or(0, |id| id as i32);
+    let mut abandoned = process::GroupGuard(pgid);
     on_start(Started { pgid });
 
     let output = Arc::new(Mutex::new(Capture::new(limits.output_cap)));
@@ -261,6 +262,7 @@ pub async fn run(
     // Processes the command left in its group end with the run.
     process::terminate_group(pgid, limits.kill_grace).await;
     process::reap_group(pgid);
+    abandoned.disarm();
     for reader in readers.into_iter().flatten() {
         if tokio::time::timeout(limits.output_linger, reader)
             .await

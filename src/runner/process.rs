@@ -147,3 +147,22 @@ fn reap_group_members_except_leader(pgid: i32) {
         }
     }
 }
+
+/// Kills a run's process group if the run is abandoned: its task dropped
+/// before the run ended (the worker's runtime shutting down, a test ending).
+/// Disarmed once the run has ended its group itself.
+pub struct GroupGuard(pub i32);
+
+impl GroupGuard {
+    pub fn disarm(&mut self) {
+        self.0 = 0;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            let _ = killpg(Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
+}

@@ -272,3 +272,36 @@ async fn a_command_that_cannot_start_is_recorded_with_the_reason() {
     assert_eq!(record.status, RunStatus::Failed);
     assert!(record.err.starts_with("cannot start sh"), "{}", record.err);
 }
+
+#[tokio::test]
+async fn an_abandoned_run_takes_its_process_group_with_it() {
+    process::become_subreaper();
+    let running = RunningRuns::default();
+    let (pgid_tx, pgid_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(run(
+        spec("sleep 600 & sleep 600"),
+        limits(),
+        Arc::new(SystemClock),
+        running.clone(),
+        move |s| {
+            let _ = pgid_tx.send(s.pgid);
+        },
+    ));
+    let pgid = tokio::time::timeout(Duration::from_secs(10), pgid_rx)
+        .await
+        .expect("the run started")
+        .unwrap();
+    // The run's task is dropped mid-run, as when the worker's runtime ends.
+    task.abort();
+    let _ = task.await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while process::group_alive(pgid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the abandoned run's processes live on: {:?}",
+            processes_in_group(pgid)
+        );
+        process::reap_group(pgid);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
