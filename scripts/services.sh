@@ -106,6 +106,8 @@ start_services() {
   pids+=($!)
   wait_for etcd 30 curl -sf "http://127.0.0.1:$etcd_port/health"
 
+  # The shared MongoDB-wire server. Tests that stop and restart one start
+  # their own (tests/support/mongo.rs); the load harness measures its own.
   mongo_port=$(free_port)
   "$venv/bin/nx-27017" --host 127.0.0.1 -p "$mongo_port" --data-dir "$state/mongo" \
     --log-file "$state/mongo-server.log" --pid-file "$state/mongo.pid" >"$state/mongo.log" 2>&1 &

@@ -1,6 +1,8 @@
 //! A MongoDB-wire server (nx-27017) owned by one test, for cases that stop
 //! and restart it. The binary comes from `NX_27017_BIN` (set by
-//! scripts/services.sh) or PATH.
+//! scripts/services.sh) or PATH. The one place the Rust tests start it;
+//! scripts/services.sh starts the shared one for the scripts, and the load
+//! harness its own measured `log-store` process (loadtest/src/cluster.rs).
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
