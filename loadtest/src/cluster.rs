@@ -223,6 +223,8 @@ impl Cluster {
             })
             .collect();
 
+        // The MongoDB-wire server, as a measured `Proc` of the run (the test
+        // helpers' copy cannot be used from this crate).
         let mongo_port = free_port()?;
         let log_store = proc_of(
             "log-store",
