@@ -76,6 +76,47 @@ fn start_worker(
     WorkerProcess { child }
 }
 
+/// One test's fleet: the shared etcd and MongoDB-wire server, under a fresh
+/// key prefix and database, and a fresh data directory for its workers.
+struct Fleet {
+    etcd: String,
+    mongo: String,
+    prefix: String,
+    database: String,
+    coord: Arc<dyn Coordinator>,
+    data_dir: tempfile::TempDir,
+}
+
+async fn fleet(label: &str) -> Fleet {
+    let (etcd, mongo) = (
+        service_endpoint("ETCD_ENDPOINTS"),
+        service_endpoint("MONGODB_URI"),
+    );
+    let prefix = format!("/{}/", unique(label));
+    let coord = connect(&etcd, &prefix).await;
+    Fleet {
+        database: unique(label).replace('-', "_"),
+        data_dir: tempfile::tempdir().unwrap(),
+        etcd,
+        mongo,
+        prefix,
+        coord,
+    }
+}
+
+impl Fleet {
+    fn start(&self, id: &str) -> WorkerProcess {
+        start_worker(
+            id,
+            &self.etcd,
+            &self.prefix,
+            &self.mongo,
+            &self.database,
+            self.data_dir.path(),
+        )
+    }
+}
+
 async fn connect(etcd: &str, prefix: &str) -> Arc<dyn Coordinator> {
     let endpoints = etcd.split(',').map(String::from).collect();
     Arc::new(
@@ -91,15 +132,10 @@ fn signal(worker: &WorkerProcess, sig: Signal) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_workers_run_every_tick_once_through_a_kill_and_a_freeze() {
-    let (etcd, mongo) = (
-        service_endpoint("ETCD_ENDPOINTS"),
-        service_endpoint("MONGODB_URI"),
-    );
-    let prefix = format!("/{}/", unique("cluster"));
-    let database = unique("cluster").replace('-', "_");
-    let coord = connect(&etcd, &prefix).await;
-    let mut mongo_options = MongoOptions::new(&mongo);
-    mongo_options.database = database.clone();
+    let fleet = fleet("cluster").await;
+    let coord = fleet.coord.clone();
+    let mut mongo_options = MongoOptions::new(&fleet.mongo);
+    mongo_options.database = fleet.database.clone();
     let run_log = MongoRunLog::connect(&mongo_options).await.unwrap();
 
     let mut jobs = Vec::new();
@@ -120,16 +156,8 @@ async fn three_workers_run_every_tick_once_through_a_kill_and_a_freeze() {
             .unwrap();
     }
 
-    let data_dir = tempfile::tempdir().unwrap();
-    let mut workers: HashMap<&str, WorkerProcess> = WORKERS
-        .iter()
-        .map(|id| {
-            (
-                *id,
-                start_worker(id, &etcd, &prefix, &mongo, &database, data_dir.path()),
-            )
-        })
-        .collect();
+    let mut workers: HashMap<&str, WorkerProcess> =
+        WORKERS.iter().map(|id| (*id, fleet.start(id))).collect();
     eventually("three workers registered", Duration::from_secs(30), || {
         let coord = coord.clone();
         async move { (coord.list("workers/").await.ok()?.0.len() == 3).then_some(()) }
@@ -267,15 +295,9 @@ async fn three_workers_run_every_tick_once_through_a_kill_and_a_freeze() {
 /// Executions are counted from the command's own ledger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_delay_neither_overlaps_nor_stops_across_a_worker_kill() {
-    let (etcd, mongo) = (
-        service_endpoint("ETCD_ENDPOINTS"),
-        service_endpoint("MONGODB_URI"),
-    );
-    let prefix = format!("/{}/", unique("delay"));
-    let database = unique("delay").replace('-', "_");
-    let coord = connect(&etcd, &prefix).await;
-    let data_dir = tempfile::tempdir().unwrap();
-    let ledger = data_dir.path().join("ledger");
+    let fleet = fleet("delay").await;
+    let coord = fleet.coord.clone();
+    let ledger = fleet.data_dir.path().join("ledger");
     let command = format!(
         "echo \"start $(date +%s%3N) $DISTCRON_RUN_ID\" >> {l}; sleep 2; echo \"end $(date +%s%3N) $DISTCRON_RUN_ID\" >> {l}",
         l = ledger.display()
@@ -285,12 +307,7 @@ async fn fixed_delay_neither_overlaps_nor_stops_across_a_worker_kill() {
     let survivor = if owner == "w1" { "w2" } else { "w1" };
     let mut workers: HashMap<&str, WorkerProcess> = ["w1", "w2"]
         .iter()
-        .map(|id| {
-            (
-                *id,
-                start_worker(id, &etcd, &prefix, &mongo, &database, data_dir.path()),
-            )
-        })
+        .map(|id| (*id, fleet.start(id)))
         .collect();
     eventually("two workers registered", Duration::from_secs(30), || {
         let coord = coord.clone();
@@ -392,15 +409,9 @@ async fn fixed_delay_neither_overlaps_nor_stops_across_a_worker_kill() {
 /// at a stop or at a rejoin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_runs_every_tick_exactly_once() {
-    let (etcd, mongo) = (
-        service_endpoint("ETCD_ENDPOINTS"),
-        service_endpoint("MONGODB_URI"),
-    );
-    let prefix = format!("/{}/", unique("rolling"));
-    let database = unique("rolling").replace('-', "_");
-    let coord = connect(&etcd, &prefix).await;
-    let data_dir = tempfile::tempdir().unwrap();
-    let ledger = data_dir.path().join("ledger");
+    let fleet = fleet("rolling").await;
+    let coord = fleet.coord.clone();
+    let ledger = fleet.data_dir.path().join("ledger");
     let command = format!(
         "echo \"$DISTCRON_JOB $DISTCRON_TICK\" >> {}",
         ledger.display()
@@ -417,7 +428,7 @@ async fn a_rolling_restart_runs_every_tick_exactly_once() {
             .await
             .unwrap();
     }
-    let start = |id: &str| start_worker(id, &etcd, &prefix, &mongo, &database, data_dir.path());
+    let start = |id: &str| fleet.start(id);
     let mut workers: HashMap<&str, WorkerProcess> =
         WORKERS.iter().map(|id| (*id, start(id))).collect();
     let registered = |n: usize| {
