@@ -20,7 +20,8 @@ examples=${FUZZ_EXAMPLES:-100}
 seed=${FUZZ_SEED:-20261121}
 
 fuzz_venv=$PWD/target/fuzz-venv
-if ! "$fuzz_venv/bin/pip" show schemathesis 2>/dev/null | grep -qx "Version: $SCHEMATHESIS_VERSION"; then
+installed=$("$fuzz_venv/bin/pip" show schemathesis 2>/dev/null | sed -n 's/^Version: //p' || true)
+if [ "$installed" != "$SCHEMATHESIS_VERSION" ]; then
   log "installing schemathesis $SCHEMATHESIS_VERSION into $fuzz_venv"
   python3 -m venv "$fuzz_venv"
   "$fuzz_venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"

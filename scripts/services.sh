@@ -37,7 +37,10 @@ install_missing() {
   # The MongoDB-wire server lives in a venv inside target/, rebuilt with the
   # tree; pinned, so a fresh machine gets the version the tests passed on.
   venv=$PWD/target/test-venv
-  if [ ! -x "$venv/bin/nx-27017" ] || ! "$venv/bin/pip" show nx-27017 2>/dev/null | grep -qx "Version: $NX_27017_VERSION"; then
+  # (sed reads all of pip's output: grep -q would stop early, and pipefail
+  # would then count pip's broken pipe as "not installed".)
+  installed=$("$venv/bin/pip" show nx-27017 2>/dev/null | sed -n 's/^Version: //p' || true)
+  if [ ! -x "$venv/bin/nx-27017" ] || [ "$installed" != "$NX_27017_VERSION" ]; then
     log "installing nx-27017 $NX_27017_VERSION into $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "nx-27017==$NX_27017_VERSION"
