@@ -88,6 +88,36 @@ fn remove_run(write: &WriteTransaction, run_id: &str) -> Result<bool> {
     Ok(true)
 }
 
+/// One page of candidates already in order (newest first): those `wanted`,
+/// after the first `skip` of them, at most `limit`. A `None` candidate (an
+/// index entry without its record) is passed over.
+fn take_page<T>(
+    candidates: impl Iterator<Item = Result<Option<T>>>,
+    wanted: impl Fn(&T) -> bool,
+    skip: u64,
+    limit: u64,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    for candidate in candidates {
+        if out.len() as u64 >= limit {
+            break;
+        }
+        let Some(item) = candidate? else {
+            continue;
+        };
+        if !wanted(&item) {
+            continue;
+        }
+        if skipped < skip {
+            skipped += 1;
+            continue;
+        }
+        out.push(item);
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl RunLog for EmbeddedRunLog {
     async fn insert_batch(&self, records: &[RunRecord]) -> Result<u64> {
@@ -141,28 +171,16 @@ impl RunLog for EmbeddedRunLog {
             let range = by_job
                 .range((job, i64::MIN, "")..=(job, i64::MAX, MAX_ID))
                 .map_err(storage)?;
-            let mut out = Vec::new();
-            let mut skipped = 0;
-            for entry in range.rev() {
-                if out.len() as u64 >= query.limit {
-                    break;
-                }
+            let candidates = range.rev().map(|entry| {
                 let (key, _) = entry.map_err(storage)?;
                 let (_, _, run_id) = key.value();
-                let Some(bytes) = runs.get(run_id).map_err(storage)? else {
-                    continue;
-                };
-                let record = decode(bytes.value())?;
-                if query.status.is_some_and(|s| s != record.status) {
-                    continue;
-                }
-                if skipped < query.skip {
-                    skipped += 1;
-                    continue;
-                }
-                out.push(record);
-            }
-            Ok(out)
+                runs.get(run_id)
+                    .map_err(storage)?
+                    .map(|bytes| decode(bytes.value()))
+                    .transpose()
+            });
+            let wanted = |r: &RunRecord| query.status.is_none_or(|s| s == r.status);
+            take_page(candidates, wanted, query.skip, query.limit)
         })
         .await
     }
@@ -336,24 +354,13 @@ impl AuditStore for EmbeddedRunLog {
             let audit = read.open_table(AUDIT).map_err(storage)?;
             let from = (query.since.unwrap_or(i64::MIN), "");
             let to = (query.until.unwrap_or(i64::MAX), "");
-            let mut out = Vec::new();
-            let mut skipped = 0;
-            for entry in audit.range(from..to).map_err(storage)?.rev() {
-                if out.len() as u64 >= query.limit {
-                    break;
-                }
+            let candidates = audit.range(from..to).map_err(storage)?.rev().map(|entry| {
                 let (_, bytes) = entry.map_err(storage)?;
-                let record: AuditRecord = serde_json::from_slice(bytes.value()).map_err(storage)?;
-                if !query.matches(&record) {
-                    continue;
-                }
-                if skipped < query.skip {
-                    skipped += 1;
-                    continue;
-                }
-                out.push(record);
-            }
-            Ok(out)
+                serde_json::from_slice::<AuditRecord>(bytes.value())
+                    .map(Some)
+                    .map_err(storage)
+            });
+            take_page(candidates, |r| query.matches(r), query.skip, query.limit)
         })
         .await
     }

@@ -173,6 +173,29 @@ async fn insert_new<T: Serialize + Send + Sync>(
     }
 }
 
+/// One page of a collection: `filter`, in `sort` order, after `skip`, at most `limit`.
+async fn find_page<T>(
+    collection: &mongodb::Collection<T>,
+    filter: Document,
+    sort: Document,
+    skip: u64,
+    limit: u64,
+) -> Result<Vec<T>>
+where
+    T: serde::de::DeserializeOwned + Send + Sync,
+{
+    collection
+        .find(filter)
+        .sort(sort)
+        .skip(skip)
+        .limit(as_i64(limit))
+        .await
+        .map_err(unavailable)?
+        .try_collect()
+        .await
+        .map_err(unavailable)
+}
+
 fn as_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -188,16 +211,8 @@ impl RunLog for MongoRunLog {
     }
 
     async fn page(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
-        self.runs
-            .find(filter(Some(&query.job_name), query.status))
-            .sort(newest_first())
-            .skip(query.skip)
-            .limit(as_i64(query.limit))
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)
+        let filter = filter(Some(&query.job_name), query.status);
+        find_page(&self.runs, filter, newest_first(), query.skip, query.limit).await
     }
 
     async fn get(&self, run_id: &str) -> Result<Option<RunRecord>> {
@@ -324,15 +339,7 @@ impl AuditStore for MongoRunLog {
                 filter.insert(field, value.as_str());
             }
         }
-        self.audit
-            .find(filter)
-            .sort(doc! { "time": -1, "id": -1 })
-            .skip(query.skip)
-            .limit(as_i64(query.limit))
-            .await
-            .map_err(unavailable)?
-            .try_collect()
-            .await
-            .map_err(unavailable)
+        let newest_first = doc! { "time": -1, "id": -1 };
+        find_page(&self.audit, filter, newest_first, query.skip, query.limit).await
     }
 }
