@@ -6,6 +6,7 @@ mod support;
 
 use std::sync::Arc;
 
+use distcron::audit::{AuditQuery, AuditRecord};
 use distcron::runlog::embedded::EmbeddedRunLog;
 use distcron::runlog::mongo::{MongoOptions, MongoRunLog};
 use distcron::runlog::{Retention, RunLog, RunQuery, RunRecord, RunStatus};
@@ -256,8 +257,77 @@ macro_rules! contract_suite {
                     0
                 );
             }
+
+            #[tokio::test]
+            async fn audit_records_page_newest_first_with_filters() {
+                let Some(b) = super::$engine().await else {
+                    return;
+                };
+                let records: Vec<AuditRecord> = (0..12)
+                    .map(|i| audit(i, if i % 3 == 0 { "ana" } else { "bo" }))
+                    .collect();
+                b.log.insert_audit(&records).await.unwrap();
+                // Inserting again changes nothing (idempotent on id).
+                b.log.insert_audit(&records[..4]).await.unwrap();
+                let page = |q: AuditQuery| {
+                    let log = b.log.clone();
+                    async move {
+                        let got = log.audit_page(&q).await.unwrap();
+                        got.iter().map(|r| r.time).collect::<Vec<_>>()
+                    }
+                };
+                let all = AuditQuery {
+                    limit: 100,
+                    ..AuditQuery::default()
+                };
+                assert_eq!(page(all.clone()).await, (0..12).rev().collect::<Vec<_>>());
+                let paged = AuditQuery {
+                    skip: 2,
+                    limit: 3,
+                    ..all.clone()
+                };
+                assert_eq!(page(paged).await, [9, 8, 7]);
+                let by_actor = AuditQuery {
+                    actor: Some("user:ana".into()),
+                    skip: 1,
+                    ..all.clone()
+                };
+                assert_eq!(page(by_actor).await, [6, 3, 0]);
+                let window = AuditQuery {
+                    since: Some(4),
+                    until: Some(8),
+                    job: Some("job-5".into()),
+                    ..all.clone()
+                };
+                assert_eq!(page(window).await, [5]);
+                let action = AuditQuery {
+                    action: Some("job.run".into()),
+                    ..all
+                };
+                assert_eq!(page(action).await, Vec::<i64>::new());
+            }
         }
     };
+}
+
+/// An audit record at `time` by the user `actor`, on `job-<time>`.
+fn audit(time: i64, actor: &str) -> AuditRecord {
+    AuditRecord {
+        id: format!("a{time:03}"),
+        time,
+        actor_id: format!("user:{actor}"),
+        actor_name: actor.into(),
+        actor_role: None,
+        action: "job.save".into(),
+        method: "POST".into(),
+        path: "/job/save".into(),
+        job: Some(format!("job-{time}")),
+        source: "127.0.0.1".into(),
+        status: 200,
+        outcome: "ok".into(),
+        reason: String::new(),
+        changes: Default::default(),
+    }
 }
 
 contract_suite!(embedded);

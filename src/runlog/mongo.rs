@@ -51,7 +51,7 @@ impl MongoOptions {
 pub struct MongoRunLog {
     runs: Collection<RunRecord>,
     /// The audit log, a collection beside the runs (`audit`).
-    audit: Collection<AuditRecord>,
+    audit: Collection<StoredAudit>,
     /// Set once the indexes exist; inserts wait for them, because the
     /// unique `run_id` index is what makes inserts idempotent.
     indexes_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -76,7 +76,7 @@ impl MongoRunLog {
         let client = Client::with_options(client_options).map_err(unavailable)?;
         let database = client.database(&options.database);
         let runs = database.collection::<RunRecord>(&options.collection);
-        let audit = database.collection::<AuditRecord>(AUDIT_COLLECTION);
+        let audit = database.collection::<StoredAudit>(AUDIT_COLLECTION);
         let log = MongoRunLog {
             runs,
             audit,
@@ -112,11 +112,8 @@ impl MongoRunLog {
             .create_indexes(indexes)
             .await
             .map_err(unavailable)?;
+        // Uniqueness comes from `_id` (the record's id), not an index.
         let audit_indexes = [
-            IndexModel::builder()
-                .keys(doc! { "id": 1 })
-                .options(IndexOptions::builder().unique(true).build())
-                .build(),
             IndexModel::builder().keys(doc! { "time": -1 }).build(),
             IndexModel::builder().keys(doc! { "actorId": 1 }).build(),
             IndexModel::builder().keys(doc! { "job": 1 }).build(),
@@ -170,6 +167,28 @@ async fn insert_new<T: Serialize + Send + Sync>(
             }
             _ => Err(unavailable(e)),
         },
+    }
+}
+
+/// An audit record as stored: its id is also the document's `_id`, which
+/// every MongoDB keeps unique, so a retried insert adds nothing. (A unique
+/// index on a field named `id` would do the same on mongod, but the
+/// MongoDB-wire test server ignores an index on that name.)
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+struct StoredAudit {
+    /// The record's id; any value in documents written before (an ObjectId).
+    #[serde(rename = "_id")]
+    key: mongodb::bson::Bson,
+    #[serde(flatten)]
+    record: AuditRecord,
+}
+
+impl From<AuditRecord> for StoredAudit {
+    fn from(record: AuditRecord) -> StoredAudit {
+        StoredAudit {
+            key: mongodb::bson::Bson::String(record.id.clone()),
+            record,
+        }
     }
 }
 
@@ -315,7 +334,8 @@ impl AuditStore for MongoRunLog {
             return Ok(());
         }
         self.ensure_indexes().await?;
-        insert_new(&self.audit, records).await.map(drop)
+        let stored: Vec<StoredAudit> = records.iter().cloned().map(StoredAudit::from).collect();
+        insert_new(&self.audit, &stored).await.map(drop)
     }
 
     async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
@@ -340,6 +360,7 @@ impl AuditStore for MongoRunLog {
             }
         }
         let newest_first = doc! { "time": -1, "id": -1 };
-        find_page(&self.audit, filter, newest_first, query.skip, query.limit).await
+        let page = find_page(&self.audit, filter, newest_first, query.skip, query.limit).await?;
+        Ok(page.into_iter().map(|stored| stored.record).collect())
     }
 }
