@@ -475,9 +475,11 @@ async fn a_rolling_restart_runs_every_tick_exactly_once() {
     }
     let mut missing = Vec::new();
     let mut twice = Vec::new();
+    let mut checked = 0;
     for i in 0..JOBS {
         let job = format!("tick-{i:02}");
         for tick in ((window_start / 1000 + 1) * 1000..window_end).step_by(1000) {
+            checked += 1;
             match executions.get(&(job.clone(), tick)).copied().unwrap_or(0) {
                 1 => {}
                 0 => missing.push(format!("{job} @ {tick}")),
@@ -485,6 +487,11 @@ async fn a_rolling_restart_runs_every_tick_exactly_once() {
             }
         }
     }
+    eprintln!(
+        "rolling restart, by ledger: {checked} planned ticks, {} missing, {} executed twice",
+        missing.len(),
+        twice.len()
+    );
     assert!(twice.is_empty(), "ticks executed more than once: {twice:?}");
     assert!(
         missing.is_empty(),
