@@ -261,8 +261,12 @@ async fn three_workers_run_every_tick_once_through_a_kill_and_a_freeze() {
             if by_tick.contains_key(&tick) {
                 continue;
             }
+            // A SIGKILL also loses the records still in the killed worker's
+            // log batcher (issue J): the last tick before the kill may have
+            // run without a record, as when a loaded machine delivers the
+            // kill just after a tick.
             let excused = (owner_at_kill(&job.name) == "w1"
-                && tick >= killed_at
+                && tick >= killed_at - 1_000
                 && tick <= killed_at + failover_ms)
                 || (owner_at_freeze(&job.name) == "w2"
                     && tick >= stopped_at
