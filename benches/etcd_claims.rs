@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use distcron::coord::claims::{ClaimPolicy, TickClaims};
+use distcron::coord::claims::{ClaimPolicy, TickClaim, TickClaims};
 use distcron::coord::etcd::{EtcdCoordinator, EtcdOptions};
 use distcron::coord::{Claim, Coordinator};
 use etcd_client::GetOptions;
@@ -69,6 +69,11 @@ async fn run(mode: &str, coord: EtcdCoordinator) {
             retention: Duration::from_secs(3),
         },
     ));
+    // The bench's "session": long enough for the whole run.
+    let session = coord
+        .grant(Duration::from_secs(600))
+        .await
+        .expect("session lease");
     let next = Arc::new(AtomicUsize::new(0));
     let won = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
@@ -93,14 +98,25 @@ async fn run(mode: &str, coord: EtcdCoordinator) {
                 let job = format!("job-{}", i % JOBS);
                 let now_ms = epoch_ms + start.elapsed().as_millis() as i64;
                 let tick_ms = now_ms - now_ms % 1000 + (i / JOBS) as i64;
-                let result = if mode.starts_with("bucketed") {
-                    claims.claim(&job, tick_ms, "bench", now_ms).await
-                } else {
-                    coord
-                        .put_if_absent(&format!("ticks/{job}/{tick_ms}"), b"bench".to_vec(), None)
+                // Bucketed: the worker's two steps, claim on the session
+                // then confirm at the start.
+                let winner = if mode.starts_with("bucketed") {
+                    match claims
+                        .claim(&job, tick_ms, "bench", now_ms, session)
                         .await
+                        .expect("claim")
+                    {
+                        TickClaim::Won(ticket) => {
+                            claims.confirm(&ticket, now_ms).await.expect("confirm")
+                        }
+                        TickClaim::Held { .. } => false,
+                    }
+                } else {
+                    let key = format!("ticks/{job}/{tick_ms}");
+                    let result = coord.put_if_absent(&key, b"bench".to_vec(), None).await;
+                    matches!(result.expect("claim"), Claim::Won { .. })
                 };
-                if matches!(result.expect("claim"), Claim::Won { .. }) {
+                if winner {
                     won.fetch_add(1, Ordering::Relaxed);
                 }
             }

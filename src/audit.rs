@@ -95,7 +95,8 @@ pub fn job_changes(previous: Option<&Value>, next: &Value) -> BTreeMap<String, V
     let mut changes = BTreeMap::new();
     for key in keys {
         let (from, to) = (before.get(key), after.get(key));
-        if from == to {
+        // The save stamp changes at every save; it is not a change.
+        if from == to || key == "updatedAt" {
             continue;
         }
         let shown = |v: Option<&Value>| match (key.as_str(), v) {

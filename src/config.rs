@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -77,6 +78,11 @@ pub struct Config {
     /// How long before its tick a worker claims it, so etcd's latency is
     /// not added to the start.
     pub claim_lead_ms: u64,
+    /// How far back a new owner of a job looks for ticks nobody ran (jobs
+    /// may set their own `misfireWindowSecs`); must stay below
+    /// `claimRetentionSecs` minus 30 s so a tick found free is never one
+    /// whose claim already expired.
+    pub misfire_window_secs: u64,
     /// etcd history kept by distcron's compactor (0: leave compaction to etcd).
     pub etcd_history_secs: u64,
     /// Run log retention, applied hourly by managers (0 turns a rule off).
@@ -146,6 +152,7 @@ impl Default for Config {
             spool_max_bytes: 1 << 30,
             claim_retention_secs: 300,
             claim_lead_ms: 500,
+            misfire_window_secs: 60,
             etcd_history_secs: 300,
             retention_max_age_days: 30,
             retention_max_runs_per_job: 10_000,
@@ -424,6 +431,21 @@ fn validate(config: &Config) -> Result<(), (&'static str, String)> {
         if value < min {
             return Err((key, format!("must be at least {min}")));
         }
+    }
+    let claims = crate::coord::claims::ClaimPolicy {
+        retention: Duration::from_secs(config.claim_retention_secs),
+        ..Default::default()
+    };
+    if Duration::from_secs(config.misfire_window_secs) > claims.max_misfire_window() {
+        return Err((
+            "misfireWindowSecs",
+            format!(
+                "{} s outlives the tick claims it relies on: claimRetentionSecs is {} s, so the window may be at most {} s",
+                config.misfire_window_secs,
+                config.claim_retention_secs,
+                claims.max_misfire_window().as_secs()
+            ),
+        ));
     }
     if !config.auth_required {
         let loopback = config

@@ -63,11 +63,45 @@ pub struct Job {
     /// Seconds before the first retry; doubled for each further one.
     #[serde(default = "default_retry_backoff")]
     pub retry_backoff: u64,
-    /// Seconds: when a worker takes the job over, the latest tick missed
-    /// within this window (while no worker owned the job) fires once.
-    #[serde(default)]
+    /// What a new owner does with recent ticks nobody ran (their owner
+    /// died, or etcd was out): `all` (the default), `latest` or `skip`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub misfire: Option<Misfire>,
+    /// Seconds back a new owner looks for ticks nobody ran; the worker's
+    /// `misfireWindowSecs` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub misfire_window_secs: Option<u64>,
+    /// The older form of the two above: `catchUp: N` reads as
+    /// `misfire: latest` within N seconds, unless they are set.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub catch_up: u64,
+    /// When the manager last saved the job (Unix ms; set by the manager,
+    /// whatever a client sends). No tick before it is ever run late.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<i64>,
 }
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What a new owner does with the ticks of its misfire window that nobody
+/// ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Misfire {
+    /// Run every one, oldest first.
+    #[default]
+    All,
+    /// Run only the newest, if nothing newer ran.
+    Latest,
+    /// Run none.
+    Skip,
+}
+
+/// The longest misfire window a job may ask for; workers further hold it
+/// below their claim retention.
+pub const MAX_MISFIRE_WINDOW_SECS: u64 = 86_400;
 
 /// Most retries a job may ask for: beyond this a job is broken, not flaky.
 pub const MAX_RETRIES: u32 = 10;
@@ -156,8 +190,31 @@ impl Job {
             enabled: true,
             retries: 0,
             retry_backoff: default_retry_backoff(),
+            misfire: None,
+            misfire_window_secs: None,
             catch_up: 0,
+            updated_at: None,
         }
+    }
+
+    /// The job's misfire policy and window, `default_window` standing in
+    /// for a window it does not set (`catchUp` folds in here).
+    pub fn misfire_rule(
+        &self,
+        default_window: std::time::Duration,
+    ) -> (Misfire, std::time::Duration) {
+        let legacy = self.catch_up > 0;
+        let policy = self.misfire.unwrap_or(if legacy {
+            Misfire::Latest
+        } else {
+            Misfire::All
+        });
+        let window = match (self.misfire_window_secs, legacy) {
+            (Some(secs), _) => std::time::Duration::from_secs(secs),
+            (None, true) => std::time::Duration::from_secs(self.catch_up),
+            (None, false) => default_window,
+        };
+        (policy, window)
     }
 
     /// Parse a job from its JSON document. Malformed JSON, a missing field,
@@ -249,6 +306,15 @@ impl Job {
                 format!(
                     "must be at most {MAX_CATCH_UP_SECS} seconds (tick claims are kept that long)"
                 ),
+            ));
+        }
+        if self
+            .misfire_window_secs
+            .is_some_and(|w| w > MAX_MISFIRE_WINDOW_SECS)
+        {
+            return Err(JobError::new(
+                "misfireWindowSecs",
+                format!("must be at most {MAX_MISFIRE_WINDOW_SECS} seconds (a day)"),
             ));
         }
         if let Some(user) = &self.run_as {
@@ -372,7 +438,43 @@ mod tests {
             value,
             serde_json::json!({"name":"a","command":"true","cronExpr":"@hourly","timezone":"UTC",
                 "group":"default","overlap":"forbid","onLost":"ignore","enabled":true,
-                "retries":0,"retryBackoff":10,"catchUp":0})
+                "retries":0,"retryBackoff":10})
+        );
+    }
+
+    #[test]
+    fn catch_up_folds_into_the_misfire_rule() {
+        let default_window = std::time::Duration::from_secs(60);
+        let secs = std::time::Duration::from_secs;
+        let doc = |extra: &str| {
+            Job::from_json(&format!(
+                r#"{{"name":"j","command":"true","cronExpr":"@hourly"{extra}}}"#
+            ))
+            .unwrap()
+        };
+        let table = [
+            ("", (Misfire::All, secs(60))),
+            (r#","catchUp":0"#, (Misfire::All, secs(60))),
+            (r#","catchUp":30"#, (Misfire::Latest, secs(30))),
+            (r#","catchUp":30,"misfire":"all""#, (Misfire::All, secs(30))),
+            (
+                r#","catchUp":30,"misfireWindowSecs":90"#,
+                (Misfire::Latest, secs(90)),
+            ),
+            (r#","misfire":"skip""#, (Misfire::Skip, secs(60))),
+            (r#","misfireWindowSecs":5"#, (Misfire::All, secs(5))),
+        ];
+        for (extra, expected) in table {
+            assert_eq!(doc(extra).misfire_rule(default_window), expected, "{extra}");
+        }
+        let mut bad = doc("");
+        bad.misfire_window_secs = Some(MAX_MISFIRE_WINDOW_SECS + 1);
+        assert_eq!(bad.validate(now()).unwrap_err().field, "misfireWindowSecs");
+        assert!(
+            Job::from_json(
+                r#"{"name":"j","command":"true","cronExpr":"@hourly","misfire":"twice"}"#
+            )
+            .is_err()
         );
     }
 

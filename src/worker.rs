@@ -35,6 +35,7 @@ pub struct WorkerSettings {
     pub claim_policy: ClaimPolicy,
     pub stop_grace: Duration,
     pub claim_lead: Duration,
+    pub misfire_window: Duration,
 }
 
 impl WorkerSettings {
@@ -67,6 +68,7 @@ impl WorkerSettings {
             },
             stop_grace: Duration::from_secs(config.stop_grace_secs),
             claim_lead: Duration::from_millis(config.claim_lead_ms),
+            misfire_window: Duration::from_secs(config.misfire_window_secs),
         }
     }
 }
@@ -96,8 +98,9 @@ pub fn start(
         settings.session_ttl,
         settings.claim_policy,
     )
-    .fencing(running.clone())
-    .start();
+    .fencing(running.clone());
+    let claims = lock.claims();
+    let lock = lock.start();
     let ctx = WorkerContext {
         worker_id: settings.worker_id.clone(),
         group: settings.group.clone(),
@@ -109,6 +112,8 @@ pub fn start(
         limits: settings.limits,
         claim_lead: settings.claim_lead,
         cluster_runs: Default::default(),
+        claims,
+        misfire_window: settings.misfire_window,
     };
     let kill_watcher = KillWatcher::new(ctx.clone()).start();
     let supervisor = JobSupervisor::new(ctx.clone()).start();

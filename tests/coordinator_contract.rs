@@ -142,6 +142,43 @@ macro_rules! contract_suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn put_if_value_replaces_only_the_expected_value_and_moves_the_lease() {
+                let Some(c) = super::$engine().await else {
+                    return;
+                };
+                let session = c.grant(Duration::from_secs(30)).await.unwrap();
+                let kept = c.grant(Duration::from_secs(300)).await.unwrap();
+                c.put_if_absent("ticks/cas/1", b"w1 n1".to_vec(), Some(session))
+                    .await
+                    .unwrap();
+                assert!(
+                    !c.put_if_value("ticks/cas/1", b"w2 n2", b"w2 n2".to_vec(), Some(kept))
+                        .await
+                        .unwrap(),
+                    "another value is not replaced"
+                );
+                assert!(
+                    !c.put_if_value("ticks/cas/absent", b"", b"x".to_vec(), None)
+                        .await
+                        .unwrap(),
+                    "a missing key never matches"
+                );
+                assert_eq!(c.get("ticks/cas/absent").await.unwrap(), None);
+                assert!(
+                    c.put_if_value("ticks/cas/1", b"w1 n1", b"w1 n1".to_vec(), Some(kept))
+                        .await
+                        .unwrap()
+                );
+                assert_eq!(c.get("ticks/cas/1").await.unwrap().unwrap().lease, kept);
+                // Moved off the session lease: it outlives the session.
+                c.revoke(session).await.unwrap();
+                let kv = c.get("ticks/cas/1").await.unwrap().expect("kept");
+                assert_eq!(kv.value, b"w1 n1");
+                c.revoke(kept).await.unwrap();
+                assert_eq!(c.get("ticks/cas/1").await.unwrap(), None);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn thousand_races_of_two_contenders_have_one_winner_each() {
                 let Some(c) = super::$engine().await else {
                     return;

@@ -10,6 +10,8 @@ use super::lock::LockActor;
 use super::log_batcher::LogBatcher;
 use crate::clock::SharedClock;
 use crate::coord::Coordinator;
+use crate::coord::claims::TickClaims;
+use crate::job::{Job, Overlap};
 use crate::runner::{RunLimits, RunningRuns};
 
 #[derive(Clone)]
@@ -26,6 +28,42 @@ pub struct WorkerContext {
     pub claim_lead: std::time::Duration,
     /// Runs in progress on other workers, per job, as `running/` shows them.
     pub cluster_runs: ClusterRuns,
+    /// The tick claims (the LockActor's), read by misfire scans.
+    pub claims: Arc<TickClaims>,
+    /// How far back a new owner looks for ticks nobody ran, for jobs that
+    /// do not set their own window (already held below claim retention).
+    pub misfire_window: std::time::Duration,
+}
+
+/// What a won tick does about runs of its job already in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverlapDecision {
+    Start,
+    /// Recorded as `skipped` (`overlap: forbid`).
+    Skip,
+    /// Kill the runs here, then start.
+    ReplaceThenStart,
+}
+
+/// The overlap rule: `here` runs of the job on this worker, `elsewhere` on
+/// others (a previous owner's run still counts for `forbid`; `replace` can
+/// kill only the runs here).
+pub fn overlap_decision(policy: Overlap, here: usize, elsewhere: usize) -> OverlapDecision {
+    match (policy, here + elsewhere) {
+        (_, 0) | (Overlap::Allow, _) => OverlapDecision::Start,
+        (Overlap::Forbid, _) => OverlapDecision::Skip,
+        (Overlap::Replace, _) => OverlapDecision::ReplaceThenStart,
+    }
+}
+
+impl WorkerContext {
+    pub fn overlap_decision(&self, job: &Job) -> OverlapDecision {
+        overlap_decision(
+            job.overlap,
+            self.running.count(&job.name),
+            self.cluster_runs.elsewhere(&job.name),
+        )
+    }
 }
 
 /// Runs in progress on other workers, per job: kept by the supervisor from
@@ -42,5 +80,31 @@ impl ClusterRuns {
 
     pub fn replace(&self, counts: HashMap<String, usize>) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = counts;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overlap_rule_counts_runs_anywhere_in_the_cluster() {
+        use OverlapDecision::*;
+        let table = [
+            (Overlap::Forbid, 0, 0, Start),
+            (Overlap::Forbid, 1, 0, Skip),
+            (Overlap::Forbid, 0, 1, Skip),
+            (Overlap::Allow, 3, 2, Start),
+            (Overlap::Replace, 0, 0, Start),
+            (Overlap::Replace, 1, 0, ReplaceThenStart),
+            (Overlap::Replace, 0, 1, ReplaceThenStart),
+        ];
+        for (policy, here, elsewhere, expected) in table {
+            assert_eq!(
+                overlap_decision(policy, here, elsewhere),
+                expected,
+                "{policy:?} with {here} here and {elsewhere} elsewhere"
+            );
+        }
     }
 }

@@ -162,8 +162,8 @@ impl Handler<DelayFire> for JobActor {
         self.in_flight += 1;
         ctx.spawn(lock.send(claim).into_actor(self).map(move |result, act, ctx| {
             act.in_flight -= 1;
-            let token = match result {
-                Ok(Ok(ClaimOutcome::Won(token))) => token,
+            let ticket = match result {
+                Ok(Ok(ClaimOutcome::Won(ticket))) => ticket,
                 Ok(Ok(ClaimOutcome::Lost { .. })) => {
                     // Another owner runs this tick: follow its end.
                     act.counters.claims_lost += 1;
@@ -198,7 +198,7 @@ impl Handler<DelayFire> for JobActor {
                 if wait > 0 {
                     tokio::time::sleep(Duration::from_millis(wait as u64)).await;
                 }
-                run_claimed_tick(worker_ctx.clone(), spec, token).await;
+                run_claimed_tick(worker_ctx.clone(), spec, ticket).await;
                 let end_ms = worker_ctx.clock.now_ms();
                 let ended = DelayState {
                     last_tick: tick_ms,

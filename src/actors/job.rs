@@ -13,12 +13,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::context::WorkerContext;
+use super::context::{OverlapDecision, WorkerContext};
 use super::fixed_delay::PlanDelayRun;
-use super::lock::{ClaimOutcome, ClaimTick};
+use super::lock::{ClaimOutcome, ClaimTick, Ticket};
 use super::messages::Record;
-use crate::coord::session::LivenessToken;
-use crate::job::{Job, Overlap};
+use crate::job::Job;
 use crate::runlog::{RunRecord, RunStatus};
 use crate::runner::{self, RunSpec};
 use crate::schedule::Schedule;
@@ -80,8 +79,11 @@ pub struct JobCounters {
     pub skipped: u64,
     pub claims_lost: u64,
     pub claim_failures: u64,
-    /// Won ticks not run because the session died before the start.
-    pub token_dead: u64,
+    /// Won ticks not run because the claim could not be confirmed (the
+    /// session died before the start): they are free for the next owner.
+    pub not_confirmed: u64,
+    /// Ticks found unclaimed in the misfire window and claimed late.
+    pub misfires_claimed: u64,
 }
 
 pub struct JobActor {
@@ -102,6 +104,12 @@ pub struct JobActor {
     /// started, never dropped.
     pub(super) in_flight: usize,
     pub(super) stopping: bool,
+    /// Ownership moved: keep firing until a claim shows the new owner at
+    /// work (or the supervisor's handover ends), then stop.
+    pub(super) handing_over: bool,
+    /// A claim failed (no session, or no answer): once claims get answers
+    /// again, look back for the ticks missed meanwhile.
+    pub(super) claims_failing: bool,
 }
 
 /// The job's definition changed.
@@ -117,6 +125,12 @@ pub struct GetJobCounters;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct StopJob;
+
+/// Ownership moved away (`true`) or came back (`false`): while handing
+/// over, the actor stops as soon as another worker wins one of its ticks.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct HandOver(pub bool);
 
 /// Run the job now for the requested instant (`POST /job/run`). Claimed
 /// like any tick, so a request seen twice still runs once.
@@ -140,7 +154,7 @@ struct Fire {
 struct StartTick {
     tick_ms: i64,
     schedule_time: i64,
-    token: LivenessToken,
+    ticket: Ticket,
     requested_by: Option<String>,
 }
 
@@ -157,6 +171,8 @@ impl JobActor {
             delay_run_in_flight: false,
             in_flight: 0,
             stopping: false,
+            handing_over: false,
+            claims_failing: false,
         }
     }
 
@@ -204,39 +220,15 @@ impl JobActor {
         self.timer = Some(ctx.notify_later(Fire { tick_ms }, delay));
     }
 
-    fn skip(&mut self, tick_ms: i64, schedule_time: i64, requested_by: Option<String>) {
+    fn skip(&mut self, spec: RunSpec, ticket: Ticket) {
         self.counters.skipped += 1;
-        let now = self.ctx.clock.now_ms();
-        self.ctx.batcher.do_send(Record(RunRecord {
-            run_id: run_id(&self.job.name, tick_ms, &self.ctx.worker_id),
-            job_name: self.job.name.clone(),
-            command: self.job.command.clone(),
-            worker: self.ctx.worker_id.clone(),
-            plan_time: tick_ms,
-            schedule_time,
-            start_time: now,
-            end_time: now,
-            status: RunStatus::Skipped,
-            exit_code: None,
-            signal: None,
-            output: String::new(),
-            truncated: false,
-            err: "skipped: the previous run is still in progress (overlap: forbid)".into(),
-            requested_by,
-        }));
+        actix::spawn(skip_claimed_tick(self.ctx.clone(), spec, ticket));
     }
 
     /// Start the run of a won tick, outside the actor.
-    fn start_run(
-        &mut self,
-        tick_ms: i64,
-        schedule_time: i64,
-        token: LivenessToken,
-        requested_by: Option<String>,
-    ) {
+    fn start_run(&mut self, spec: RunSpec, ticket: Ticket) {
         self.counters.runs_started += 1;
-        let spec = self.first_attempt(tick_ms, schedule_time, requested_by);
-        actix::spawn(run_claimed_tick(self.ctx.clone(), spec, token));
+        actix::spawn(run_claimed_tick(self.ctx.clone(), spec, ticket));
     }
 
     /// The first attempt at the run of tick `tick_ms` on this worker.
@@ -258,10 +250,50 @@ impl JobActor {
     }
 }
 
+/// Record a won tick as skipped (`overlap: forbid`), once its claim is
+/// confirmed: an unconfirmed tick is left for the next owner instead.
+pub async fn skip_claimed_tick(ctx: WorkerContext, spec: RunSpec, ticket: Ticket) {
+    if !confirmed(&ctx, &spec, &ticket).await {
+        return;
+    }
+    let now = ctx.clock.now_ms();
+    ctx.batcher.do_send(Record(RunRecord {
+        run_id: spec.run_id,
+        job_name: spec.job.name.clone(),
+        command: spec.job.command.clone(),
+        worker: spec.worker,
+        plan_time: spec.plan_time,
+        schedule_time: spec.schedule_time,
+        start_time: now,
+        end_time: now,
+        status: RunStatus::Skipped,
+        exit_code: None,
+        signal: None,
+        output: String::new(),
+        truncated: false,
+        err: "skipped: the previous run is still in progress (overlap: forbid)".into(),
+        requested_by: spec.requested_by,
+    }));
+}
+
+/// Confirm a won tick's claim right before it starts.
+async fn confirmed(ctx: &WorkerContext, spec: &RunSpec, ticket: &Ticket) -> bool {
+    if ticket.confirm(ctx.clock.now_ms()).await {
+        return true;
+    }
+    tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "the tick's claim could not be confirmed (session lost); leaving it to the next owner");
+    false
+}
+
 /// Run a claimed tick, and its retries if the job asks for them (each
 /// attempt its own run record, `<run_id>-retry<n>`, after an exponential
-/// backoff). The session token is checked right before every start.
-pub async fn run_claimed_tick(ctx: WorkerContext, mut spec: RunSpec, token: LivenessToken) {
+/// backoff). The claim is confirmed before the first start, and the session
+/// token checked right before every start.
+pub async fn run_claimed_tick(ctx: WorkerContext, mut spec: RunSpec, ticket: Ticket) {
+    if !confirmed(&ctx, &spec, &ticket).await {
+        return;
+    }
+    let token = ticket.token;
     let first_run_id = spec.run_id.clone();
     loop {
         let Some(status) = run_attempt(&ctx, spec.clone(), &token).await else {
@@ -298,7 +330,7 @@ pub const REGISTER_AFTER: Duration = Duration::from_secs(1);
 async fn run_attempt(
     ctx: &WorkerContext,
     spec: RunSpec,
-    token: &LivenessToken,
+    token: &crate::coord::session::LivenessToken,
 ) -> Option<RunStatus> {
     if !token.is_alive() {
         tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "session died before the run could start; not running");
@@ -358,10 +390,8 @@ impl Actor for JobActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        if self.schedule.fixed_delay().is_none() {
-            let now = self.ctx.clock.now_ms();
-            self.catch_up(now, ctx);
-        }
+        // A new owner: run late what nobody ran of the recent ticks.
+        self.recover_misfires(ctx);
         self.begin(ctx);
     }
 }
@@ -387,15 +417,23 @@ impl JobActor {
                 .map(move |result, act, ctx| {
                     act.in_flight -= 1;
                     let schedule_time = act.ctx.clock.now_ms();
+                    let answered = matches!(result, Ok(Ok(ClaimOutcome::Won(_) | ClaimOutcome::Lost { .. })));
+                    if !answered {
+                        act.claims_failing = true;
+                    } else if std::mem::take(&mut act.claims_failing) {
+                        // Claims work again (a new session, etcd back):
+                        // run late what was missed meanwhile.
+                        act.recover_misfires(ctx);
+                    }
                     match result {
-                        Ok(Ok(ClaimOutcome::Won(token))) => {
+                        Ok(Ok(ClaimOutcome::Won(ticket))) => {
                             act.in_flight += 1;
                             // Start at the tick instant (now, if it passed).
                             let wait = Duration::from_millis((tick_ms - schedule_time).max(0) as u64);
                             let start = StartTick {
                                 tick_ms,
                                 schedule_time,
-                                token,
+                                ticket,
                                 requested_by,
                             };
                             if wait.is_zero() {
@@ -404,7 +442,14 @@ impl JobActor {
                                 ctx.notify_later(start, wait);
                             }
                         }
-                        Ok(Ok(ClaimOutcome::Lost { .. })) => act.counters.claims_lost += 1,
+                        Ok(Ok(ClaimOutcome::Lost { .. })) => {
+                            act.counters.claims_lost += 1;
+                            if act.handing_over {
+                                // The new owner is at work: the hand-off is done.
+                                tracing::debug!(job = %act.job.name, "new owner seen claiming; handed over");
+                                act.stop_firing(ctx);
+                            }
+                        }
                         Ok(Ok(ClaimOutcome::NoSession)) => {
                             act.counters.claim_failures += 1;
                             tracing::debug!(job = %act.job.name, tick = tick_ms, "no session: tick not claimed");
@@ -421,32 +466,6 @@ impl JobActor {
                     act.stop_if_done(ctx);
                 }),
         );
-    }
-}
-
-impl JobActor {
-    /// On taking the job over: fire the latest tick missed within the
-    /// job's `catchUp` window, once. Its claim keeps a tick that another
-    /// worker already ran from running again.
-    fn catch_up(&mut self, now: i64, ctx: &mut Context<Self>) {
-        if self.job.catch_up == 0 {
-            return;
-        }
-        let window_start = now - (self.job.catch_up * 1000) as i64;
-        let mut cursor =
-            chrono::DateTime::from_timestamp_millis(window_start - 1).unwrap_or_default();
-        let mut latest = None;
-        while let Some(tick) = self.schedule.next_after(cursor) {
-            if tick.timestamp_millis() > now {
-                break;
-            }
-            latest = Some(tick.timestamp_millis());
-            cursor = tick;
-        }
-        if let Some(tick_ms) = latest {
-            tracing::info!(job = %self.job.name, tick = tick_ms, "catching up a missed tick");
-            self.claim_and_run(tick_ms, None, ctx);
-        }
     }
 }
 
@@ -480,26 +499,29 @@ impl JobActor {
         let StartTick {
             tick_ms,
             schedule_time,
-            token,
+            ticket,
             requested_by,
         } = start;
-        let here = self.ctx.running.count(&self.job.name);
-        // A run on another worker (a previous owner's) counts for forbid;
-        // replace kills only runs here.
-        let elsewhere = self.ctx.cluster_runs.elsewhere(&self.job.name);
-        match (self.job.overlap, here + elsewhere) {
-            (_, 0) | (Overlap::Allow, _) => {
-                self.start_run(tick_ms, schedule_time, token, requested_by)
-            }
-            (Overlap::Forbid, _) => self.skip(tick_ms, schedule_time, requested_by),
-            (Overlap::Replace, _) => {
+        let spec = self.first_attempt(tick_ms, schedule_time, requested_by);
+        match self.ctx.overlap_decision(&self.job) {
+            OverlapDecision::Start => self.start_run(spec, ticket),
+            OverlapDecision::Skip => self.skip(spec, ticket),
+            OverlapDecision::ReplaceThenStart => {
                 self.ctx.running.kill(
                     &self.job.name,
                     &format!("replaced by the run of tick {tick_ms} (overlap: replace)"),
                 );
-                self.start_run(tick_ms, schedule_time, token, requested_by);
+                self.start_run(spec, ticket);
             }
         }
+    }
+
+    /// Stop firing; the actor ends once what it claimed has started.
+    pub(super) fn stop_firing(&mut self, ctx: &mut Context<Self>) {
+        self.stopping = true;
+        self.cancel_timer(ctx);
+        self.armed_for = None;
+        self.stop_if_done(ctx);
     }
 }
 
@@ -534,10 +556,15 @@ impl Handler<StopJob> for JobActor {
     type Result = ();
 
     fn handle(&mut self, _: StopJob, ctx: &mut Context<Self>) {
-        self.stopping = true;
-        self.cancel_timer(ctx);
-        self.armed_for = None;
-        self.stop_if_done(ctx);
+        self.stop_firing(ctx);
+    }
+}
+
+impl Handler<HandOver> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, HandOver(leaving): HandOver, _: &mut Context<Self>) {
+        self.handing_over = leaving;
     }
 }
 

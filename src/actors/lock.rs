@@ -1,5 +1,7 @@
 //! LockActor: owns the worker's session lease and its keep-alive, claims
-//! ticks, and hands each winning run a liveness token.
+//! ticks on that lease, and hands each winning run a [`Ticket`]: the
+//! claim, which the run confirms right before it starts, and a liveness
+//! token.
 //!
 //! When the session is lost every token dies at once (they all read the
 //! session's deadline), no claim is made until a new session is held, and a
@@ -13,9 +15,9 @@ use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::SharedClock;
-use crate::coord::claims::{ClaimPolicy, TickClaims};
+use crate::coord::claims::{ClaimPolicy, TickClaim, TickClaims, WonClaim};
 use crate::coord::session::{LivenessToken, Session, wait_lost};
-use crate::coord::{Claim, Coordinator, LeaseId};
+use crate::coord::{Coordinator, LeaseId};
 use crate::runner::RunningRuns;
 
 /// Pause before asking for a new session after one was lost or refused.
@@ -47,11 +49,46 @@ pub struct LockActor {
     fence: Option<RunningRuns>,
 }
 
+/// A tick this worker won: its claim, held on the session until
+/// [`Ticket::confirm`], and the session's liveness token.
+#[derive(Clone)]
+pub struct Ticket {
+    pub token: LivenessToken,
+    pub claim: WonClaim,
+    claims: Arc<TickClaims>,
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("claim", &self.claim)
+            .finish()
+    }
+}
+
+impl Ticket {
+    /// Right before a won tick starts (or is decided, as a skip): mark it
+    /// started, if the session still holds it. `false` means the tick must
+    /// not start here: the session ended and the tick is free for others.
+    pub async fn confirm(&self, now_ms: i64) -> bool {
+        if !self.token.is_alive() {
+            return false;
+        }
+        match self.claims.confirm(&self.claim, now_ms).await {
+            Ok(confirmed) => confirmed && self.token.is_alive(),
+            Err(error) => {
+                tracing::warn!(key = %self.claim.key, %error, "cannot confirm the claim; not starting the tick");
+                false
+            }
+        }
+    }
+}
+
 /// The outcome of a claim.
 #[derive(Debug, Clone)]
 pub enum ClaimOutcome {
-    /// This worker runs the tick; check the token right before starting.
-    Won(LivenessToken),
+    /// This worker runs the tick: confirm the ticket right before starting.
+    Won(Ticket),
     /// Another worker holds it.
     Lost { holder: String },
     /// No live session: nothing may be claimed now.
@@ -108,6 +145,11 @@ impl LockActor {
             counters: LockCounters::default(),
             fence: None,
         }
+    }
+
+    /// The claims this actor makes, for readers of the claim keyspace.
+    pub fn claims(&self) -> Arc<TickClaims> {
+        self.claims.clone()
     }
 
     /// Kill these runs when the session is lost: peers then declare them
@@ -199,17 +241,21 @@ impl Handler<ClaimTick> for LockActor {
             }
             return Box::pin(async { Ok(ClaimOutcome::NoSession) });
         };
-        let token = session.token();
+        let (token, lease) = (session.token(), session.lease());
         let claims = self.claims.clone();
         let (worker, now) = (self.worker_id.clone(), self.clock.now_ms());
         let addr = ctx.address();
         Box::pin(async move {
-            let result = claims.claim(&claim.job, claim.tick_ms, &worker, now).await;
+            let result = claims
+                .claim(&claim.job, claim.tick_ms, &worker, now, lease)
+                .await;
             let outcome = match result {
-                Ok(Claim::Won { .. }) => ClaimOutcome::Won(token),
-                Ok(Claim::Held(holder)) => ClaimOutcome::Lost {
-                    holder: crate::coord::claims::claim_holder(&holder.value),
-                },
+                Ok(TickClaim::Won(won)) => ClaimOutcome::Won(Ticket {
+                    token,
+                    claim: won,
+                    claims,
+                }),
+                Ok(TickClaim::Held { holder }) => ClaimOutcome::Lost { holder },
                 Err(error) => {
                     addr.do_send(CountClaim(None));
                     return Err(error.to_string());

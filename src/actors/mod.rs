@@ -4,7 +4,8 @@
 //! - [`supervisor::JobSupervisor`]: which jobs this worker owns; one
 //!   JobActor each; lost-run detection.
 //! - [`job::JobActor`]: one job's timer, tick claim and overlap policy;
-//!   [`fixed_delay`] adds the `@delay` chain to it.
+//!   [`fixed_delay`] adds the `@delay` chain to it, [`misfire`] the late
+//!   run of ticks nobody ran.
 //! - [`lock::LockActor`]: the session lease, tick claims, liveness tokens.
 //! - [`registrar::Registrar`]: `workers/<id>` with load figures.
 //! - [`kill_watcher::KillWatcher`]: kill requests to process groups.
@@ -18,6 +19,7 @@ pub mod kill_watcher;
 pub mod lock;
 pub mod log_batcher;
 pub mod messages;
+pub mod misfire;
 pub mod registrar;
 pub mod supervisor;
 

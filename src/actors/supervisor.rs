@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::context::WorkerContext;
 use super::job::{
-    JobActor, RunNow, RunRequest, RunningEntry, StopJob, UpdateJob, run_claimed_tick,
+    HandOver, JobActor, RunNow, RunRequest, RunningEntry, StopJob, UpdateJob, run_claimed_tick,
 };
 use super::lock::{ClaimOutcome, ClaimTick};
 use super::messages::Record;
@@ -36,7 +36,8 @@ use crate::runlog::{RunRecord, RunStatus};
 use crate::runner::RunSpec;
 use crate::schedule::Schedule;
 
-/// How long a worker keeps firing a job after ownership moved away.
+/// The longest a worker keeps firing a job after ownership moved away; it
+/// stops sooner, as soon as a claim shows the new owner at work.
 const HANDOVER: Duration = Duration::from_secs(2);
 /// Pause before re-listing after a watch failed to start.
 const RESYNC_RETRY: Duration = Duration::from_secs(1);
@@ -229,9 +230,18 @@ impl JobSupervisor {
     /// This worker owns `job`: start its actor, or update it if it changed.
     fn keep(&mut self, job: Job, now: chrono::DateTime<chrono::Utc>, ctx: &mut Context<Self>) {
         let name = job.name.clone();
+        if self.owned.get(&name).is_some_and(|o| !o.addr.connected()) {
+            // It handed over and ended; ownership came back: start afresh.
+            if let Some(owned) = self.owned.remove(&name)
+                && let Some(handle) = owned.leaving
+            {
+                ctx.cancel_future(handle);
+            }
+        }
         if let Some(owned) = self.owned.get_mut(&name) {
             if let Some(handle) = owned.leaving.take() {
                 ctx.cancel_future(handle);
+                owned.addr.do_send(HandOver(false));
             }
             if owned.job == job {
                 return;
@@ -277,6 +287,7 @@ impl JobSupervisor {
         }
         let name_owned = name.to_string();
         if let Some(owned) = self.owned.get_mut(name) {
+            owned.addr.do_send(HandOver(true));
             owned.leaving = Some(ctx.run_later(after, move |act, _| {
                 if let Some(owned) = act.owned.remove(&name_owned) {
                     tracing::debug!(job = %name_owned, "job handed over");
@@ -406,9 +417,17 @@ impl JobSupervisor {
         touched_jobs
     }
 
-    /// Record a run whose worker died, and re-run its tick if the job asks
-    /// for it and this worker owns the job.
-    fn lost(&mut self, entry: RunningEntry, _ctx: &mut Context<Self>) {
+    /// A run whose worker died: once its fence has surely killed it (the
+    /// lease ended; the dead worker's fence kills its runs by then, give or
+    /// take `killGraceMs`), record it and re-run it if the job asks.
+    fn lost(&mut self, entry: RunningEntry, ctx: &mut Context<Self>) {
+        let fenced_after = self.ctx.limits.kill_grace;
+        ctx.run_later(fenced_after, move |act, _| act.record_lost(entry));
+    }
+
+    /// Record a fenced lost run, and re-run its tick if the job asks for it
+    /// and this worker owns the job.
+    fn record_lost(&mut self, entry: RunningEntry) {
         tracing::warn!(job = %entry.job_name, run_id = %entry.run_id, worker = %entry.worker, "run lost with its worker");
         self.counters.lost_runs_recorded += 1;
         let now = self.ctx.clock.now_ms();
@@ -443,7 +462,7 @@ impl JobSupervisor {
             tick_ms: entry.plan_time,
         };
         actix::spawn(async move {
-            if let Ok(Ok(ClaimOutcome::Won(token))) = ctx.lock.send(claim).await {
+            if let Ok(Ok(ClaimOutcome::Won(ticket))) = ctx.lock.send(claim).await {
                 let spec = RunSpec {
                     run_id: format!("{}-rerun", entry.run_id),
                     worker: ctx.worker_id.clone(),
@@ -453,7 +472,7 @@ impl JobSupervisor {
                     requested_by: entry.requested_by,
                     job,
                 };
-                run_claimed_tick(ctx, spec, token).await;
+                run_claimed_tick(ctx, spec, ticket).await;
             }
         });
     }

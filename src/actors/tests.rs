@@ -45,8 +45,9 @@ fn rig() -> Rig {
         Duration::from_secs(10),
         ClaimPolicy::default(),
     )
-    .fencing(running.clone())
-    .start();
+    .fencing(running.clone());
+    let claims = lock.claims();
+    let lock = lock.start();
     let ctx = WorkerContext {
         worker_id: "w1".into(),
         group: "default".into(),
@@ -61,6 +62,10 @@ fn rig() -> Rig {
         },
         claim_lead: Duration::from_millis(500),
         cluster_runs: Default::default(),
+        claims,
+        // Tests of misfires set their window; the others start jobs with
+        // nothing to look back at.
+        misfire_window: Duration::ZERO,
     };
     Rig {
         ctx,
@@ -318,12 +323,12 @@ async fn every_token_dies_when_the_lease_is_lost_and_no_claim_is_made() {
     else {
         panic!("first claim wins");
     };
-    assert!(token.is_alive() && claimed.is_alive());
+    assert!(token.is_alive() && claimed.token.is_alive());
     // The lease ends behind the worker's back (as when etcd expires it).
     rig.coord.revoke(lease).await.unwrap();
     pass(Duration::from_secs(4)).await;
     assert!(
-        !token.is_alive() && !claimed.is_alive(),
+        !token.is_alive() && !claimed.token.is_alive(),
         "all tokens die at once"
     );
     // A new session follows; claims work again with a new lease.
@@ -336,7 +341,16 @@ async fn every_token_dies_when_the_lease_is_lost_and_no_claim_is_made() {
         .unwrap()
         .expect("a new session");
     assert_ne!(new_lease, lease);
-    assert!(!claimed.is_alive(), "old tokens stay dead");
+    assert!(!claimed.token.is_alive(), "old tokens stay dead");
+    assert!(
+        !claimed.confirm(START_MS).await,
+        "a tick won in a lost session never starts"
+    );
+    assert_eq!(
+        rig.coord.get(&claimed.claim.key).await.unwrap(),
+        None,
+        "its claim ended with the session: the tick is free for the next owner"
+    );
 }
 
 /// Real time: the kill hangs on a real process exit.
@@ -423,31 +437,127 @@ async fn a_failed_run_is_retried_with_backoff_each_attempt_recorded() {
     assert_eq!(gaps, [2, 4], "exponential backoff in seconds");
 }
 
-#[actix_rt::test]
-async fn taking_a_job_over_fires_the_latest_missed_tick_once_within_catch_up() {
-    tokio::time::pause();
-    let rig = rig();
-    // Every 10 s; the actor starts at :00 + 7 s, so :00 was missed.
-    pass_settled(&rig, Duration::from_secs(7)).await;
-    let mut job = Job::new("catcher", "true", "@every 10s");
-    job.catch_up = 30;
-    job_actor(&rig, job);
-    pass_settled(&rig, Duration::from_millis(1_500)).await;
-    let ticks: Vec<i64> = records(&rig)
+/// Planned ticks of the records, in seconds after `START_MS`, sorted.
+fn ticks_run(rig: &Rig) -> Vec<i64> {
+    let mut ticks: Vec<i64> = records(rig)
         .iter()
-        .map(|r| r.plan_time - START_MS)
+        .map(|r| (r.plan_time - START_MS) / 1000)
         .collect();
-    assert_eq!(ticks, [0], "the missed tick, once, at once");
-    pass_settled(&rig, Duration::from_secs(2)).await;
-    assert_eq!(records(&rig).len(), 2, "then the schedule as usual (+10 s)");
+    ticks.sort();
+    ticks
+}
+
+/// Another worker's confirmed claim of `tick_ms`.
+async fn claimed_elsewhere(rig: &Rig, job: &str, tick_ms: i64) {
+    let lease = rig.coord.grant(Duration::from_secs(600)).await.unwrap();
+    let key = crate::coord::claims::tick_key(job, tick_ms);
+    rig.coord
+        .put(&key, b"w2 nonce".to_vec(), Some(lease))
+        .await
+        .unwrap();
 }
 
 #[actix_rt::test]
-async fn without_catch_up_a_missed_tick_is_not_fired() {
+async fn a_new_owner_runs_late_every_tick_nobody_ran_in_its_window() {
+    tokio::time::pause();
+    let mut rig = rig();
+    rig.ctx.misfire_window = Duration::from_secs(60);
+    // Every 10 s; the actor starts at +27 s: 0, 10 and 20 were missed,
+    // but another worker ran 10.
+    pass_settled(&rig, Duration::from_secs(27)).await;
+    claimed_elsewhere(&rig, "late", START_MS + 10_000).await;
+    let mut job = Job::new("late", "true", "@every 10s");
+    job.updated_at = Some(START_MS - 1); // saved just before 0
+    job_actor(&rig, job);
+    pass_settled(&rig, Duration::from_millis(1_500)).await;
+    assert_eq!(
+        ticks_run(&rig),
+        [0, 20],
+        "the free ticks, once each, at once"
+    );
+    pass_settled(&rig, Duration::from_secs(2)).await;
+    assert_eq!(ticks_run(&rig), [0, 20, 30], "then the schedule as usual");
+}
+
+#[actix_rt::test]
+async fn misfire_policies_latest_skip_and_the_jobs_last_save_bound_the_look_back() {
+    tokio::time::pause();
+    let mut rig = rig();
+    rig.ctx.misfire_window = Duration::from_secs(60);
+    pass_settled(&rig, Duration::from_secs(27)).await;
+    let mut latest = Job::new("latest", "true", "@every 10s");
+    latest.misfire = Some(crate::job::Misfire::Latest);
+    let mut legacy = Job::new("legacy", "true", "@every 10s");
+    legacy.catch_up = 15; // the older field: latest, within 15 s
+    let mut skip = Job::new("skip", "true", "@every 10s");
+    skip.misfire = Some(crate::job::Misfire::Skip);
+    let mut saved = Job::new("saved", "true", "@every 10s");
+    saved.updated_at = Some(START_MS + 5_000);
+    let mut short = Job::new("short", "true", "@every 10s");
+    short.misfire_window_secs = Some(10);
+    for job in [latest, legacy, skip, saved, short] {
+        job_actor(&rig, job);
+    }
+    pass_settled(&rig, Duration::from_millis(1_500)).await;
+    let mut runs: Vec<(String, i64)> = records(&rig)
+        .iter()
+        .map(|r| (r.job_name.clone(), (r.plan_time - START_MS) / 1000))
+        .collect();
+    runs.sort();
+    let expected = [
+        ("latest", 20),
+        ("legacy", 20),
+        ("saved", 10),
+        ("saved", 20),
+        ("short", 20),
+    ];
+    assert_eq!(
+        runs,
+        expected.map(|(j, t)| (j.to_string(), t)),
+        "latest runs the newest only; skip none; nothing before the last save; the window bounds the rest"
+    );
+}
+
+#[actix_rt::test]
+async fn ticks_missed_while_the_session_was_lost_run_late_once_it_is_back() {
+    tokio::time::pause();
+    let mut rig = rig();
+    rig.ctx.misfire_window = Duration::from_secs(60);
+    let mut job = Job::new("steady", "true", "* * * * * *");
+    job.updated_at = Some(START_MS);
+    let actor = job_actor(&rig, job);
+    pass_settled(&rig, Duration::from_millis(3_200)).await;
+    // The lease ends behind the worker's back (an etcd outage past its TTL).
+    let (lease, _) = rig.ctx.lock.send(CurrentSession).await.unwrap().unwrap();
+    rig.coord.revoke(lease).await.unwrap();
+    pass_settled(&rig, Duration::from_secs(12)).await;
+    let counters = actor.send(GetJobCounters).await.unwrap();
+    assert!(
+        counters.claim_failures > 0 && counters.misfires_claimed > 0,
+        "claims failed, then the missed ticks were claimed late: {counters:?}"
+    );
+    let ran = ticks_run(&rig);
+    let planned: Vec<i64> = (1..=15).collect();
+    assert_eq!(ran, planned, "every tick exactly once, late or on time");
+    actor.send(StopJob).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_handing_over_actor_stops_once_the_new_owner_is_seen_claiming() {
     tokio::time::pause();
     let rig = rig();
-    pass_settled(&rig, Duration::from_secs(7)).await;
-    job_actor(&rig, Job::new("punctual", "true", "@every 10s"));
-    pass_settled(&rig, Duration::from_millis(1_500)).await;
-    assert!(records(&rig).is_empty());
+    let actor = job_actor(&rig, Job::new("moving", "true", "@every 10s"));
+    pass_settled(&rig, Duration::from_secs(1)).await;
+    actor.send(super::job::HandOver(true)).await.unwrap();
+    // Ticks keep being claimed here until the new owner takes one.
+    pass_settled(&rig, Duration::from_secs(10)).await;
+    assert!(
+        actor.connected(),
+        "no sign of the new owner yet: still firing"
+    );
+    assert_eq!(ticks_run(&rig), [10]);
+    claimed_elsewhere(&rig, "moving", START_MS + 20_000).await;
+    pass_settled(&rig, Duration::from_secs(10)).await;
+    assert!(!actor.connected(), "the new owner won tick 20: handed over");
+    assert_eq!(ticks_run(&rig), [10]);
 }

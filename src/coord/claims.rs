@@ -1,19 +1,27 @@
 //! Tick claims: `ticks/<job>/<unix_ms>` created with put-if-absent, so each
 //! tick is won by exactly one worker in the whole cluster.
 //!
-//! Claims must not pile up (etcd 3.4 slows down as keys accumulate), yet a
-//! claim must outlive every attempt to claim the same tick again. So claims
-//! are attached to shared leases, one per time bucket of ticks: the lease of
-//! a bucket ends `retention` after the bucket's last tick. The live key count
-//! then follows the tick rate (ticks per `bucket + retention`), not history,
-//! and a worker grants one lease per bucket rather than one per claim.
+//! A claim is made in two steps. Won, it is held on the winner's *session*
+//! lease: if the winner dies (or freezes past its lease) before the tick
+//! starts, the claim vanishes with the session and the tick is free for the
+//! next owner to run late. Right before the process starts, the winner
+//! *confirms* it: a compare-and-swap that moves the claim (still its own
+//! value) onto a long-lived bucket lease. A confirmed claim means "this tick
+//! was started or decided"; an unconfirmed one cannot outlive its holder.
+//!
+//! Confirmed claims must not pile up (etcd 3.4 slows down as keys
+//! accumulate), yet a claim must outlive every attempt to claim the same
+//! tick again. So they live on shared leases, one per time bucket of ticks:
+//! the lease of a bucket ends `retention` after the bucket's last tick. The
+//! live key count then follows the tick rate, not history, and a worker
+//! grants one lease per bucket rather than one per claim.
 //!
 //! A claim's value is `<worker> <nonce>`, the nonce fresh for each claim. When
 //! a claim's outcome is unknown (a timeout, an etcd leader election), it is
 //! tried again until the tick is due: finding its own value there means the
 //! lost attempt had won. So an election costs a claim latency, not the tick.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +34,7 @@ pub struct ClaimPolicy {
     /// Ticks whose instants fall in the same bucket share a lease.
     pub bucket: Duration,
     /// How long after its bucket a claim is kept: longer than any delay with
-    /// which a worker may still try to claim a tick (catch-up windows).
+    /// which a worker may still try to claim a tick (misfire windows).
     pub retention: Duration,
 }
 
@@ -43,12 +51,43 @@ impl Default for ClaimPolicy {
     }
 }
 
+/// Slack between a misfire window and claim retention: a late tick is
+/// claimed a little after the scan that found it free, and its bucket's
+/// lease may have been granted up to a bucket earlier.
+pub const RETENTION_SLACK: Duration = Duration::from_secs(30);
+
+impl ClaimPolicy {
+    /// The longest misfire window these claims can guard: a tick found free
+    /// in the window must still show its claim to anyone who looks later.
+    pub fn max_misfire_window(&self) -> Duration {
+        self.retention.saturating_sub(RETENTION_SLACK)
+    }
+}
+
 pub struct TickClaims {
     coord: Arc<dyn Coordinator>,
     policy: ClaimPolicy,
     /// Bucket index -> its lease. Old buckets are forgotten, not revoked:
     /// their leases expire by themselves.
     leases: Mutex<BTreeMap<i64, LeaseId>>,
+}
+
+/// A tick this worker won, held on its session lease until confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WonClaim {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub tick_ms: i64,
+}
+
+/// The outcome of a claim that got an answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TickClaim {
+    Won(WonClaim),
+    /// Another worker holds it (confirmed or not).
+    Held {
+        holder: String,
+    },
 }
 
 /// How long a claim with an unknown outcome keeps being retried, at least
@@ -69,6 +108,11 @@ pub fn tick_key(job: &str, tick_ms: i64) -> String {
     format!("ticks/{job}/{tick_ms}")
 }
 
+/// The prefix of every claim of one job.
+pub fn job_ticks_prefix(job: &str) -> String {
+    format!("ticks/{job}/")
+}
+
 impl TickClaims {
     pub fn new(coord: Arc<dyn Coordinator>, policy: ClaimPolicy) -> TickClaims {
         TickClaims {
@@ -78,59 +122,83 @@ impl TickClaims {
         }
     }
 
+    pub fn policy(&self) -> ClaimPolicy {
+        self.policy
+    }
+
     /// Claim the tick of `job` planned at `tick_ms` (Unix milliseconds) for
-    /// `holder`. `now_ms` is the current time, to size a new bucket lease.
-    /// An error means the outcome stayed unknown until the tick was due.
-    pub async fn claim(&self, job: &str, tick_ms: i64, holder: &str, now_ms: i64) -> Result<Claim> {
+    /// `holder`, held on `session` (the holder's session lease) until
+    /// [`TickClaims::confirm`]. An error means the outcome stayed unknown
+    /// until the tick was due, or the session is gone.
+    pub async fn claim(
+        &self,
+        job: &str,
+        tick_ms: i64,
+        holder: &str,
+        now_ms: i64,
+        session: LeaseId,
+    ) -> Result<TickClaim> {
         let key = tick_key(job, tick_ms);
         let value = format!("{holder} {}", crate::auth::random_hex(8)).into_bytes();
         let patience = Duration::from_millis((tick_ms - now_ms).max(0) as u64).max(RETRY_AT_LEAST);
-        let give_up = tokio::time::Instant::now() + patience;
-        let mut pause = RETRY_FIRST_PAUSE;
-        loop {
-            match self.claim_once(&key, &value, tick_ms, now_ms).await {
-                // An earlier attempt whose answer was lost had won.
-                Ok(Claim::Held(kv)) if kv.value == value => {
-                    return Ok(Claim::Won {
-                        revision: kv.create_revision,
-                    });
-                }
-                Err(error)
-                    if retryable(&error) && tokio::time::Instant::now() + pause < give_up =>
-                {
-                    tracing::debug!(%key, %error, "claim outcome unknown; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(RETRY_MAX_PAUSE);
-                }
-                other => return other,
-            }
-        }
+        let won = |value: Vec<u8>| {
+            TickClaim::Won(WonClaim {
+                key: key.clone(),
+                value,
+                tick_ms,
+            })
+        };
+        let result = retry_unknown(patience, || {
+            self.coord.put_if_absent(&key, value.clone(), Some(session))
+        })
+        .await?;
+        Ok(match result {
+            Claim::Won { .. } => won(value),
+            // An earlier attempt whose answer was lost had won.
+            Claim::Held(kv) if kv.value == value => won(value),
+            Claim::Held(kv) => TickClaim::Held {
+                holder: claim_holder(&kv.value),
+            },
+        })
     }
 
-    async fn claim_once(
-        &self,
-        key: &str,
-        value: &[u8],
-        tick_ms: i64,
-        now_ms: i64,
-    ) -> Result<Claim> {
-        let lease = self.lease_for(tick_ms, now_ms).await?;
-        match self
-            .coord
-            .put_if_absent(key, value.to_vec(), Some(lease))
-            .await
-        {
+    /// Mark a won tick as started: move its claim onto its bucket's lease,
+    /// if the claim is still ours. `false` when it is not (the session
+    /// ended and someone else may run the tick): the tick must not start.
+    pub async fn confirm(&self, won: &WonClaim, now_ms: i64) -> Result<bool> {
+        retry_unknown(RETRY_AT_LEAST, || self.confirm_once(won, now_ms)).await
+    }
+
+    async fn confirm_once(&self, won: &WonClaim, now_ms: i64) -> Result<bool> {
+        let lease = self.lease_for(won.tick_ms, now_ms).await?;
+        let moved = |lease| {
+            self.coord
+                .put_if_value(&won.key, &won.value, won.value.clone(), Some(lease))
+        };
+        match moved(lease).await {
             Err(CoordError::LeaseNotFound(_)) => {
                 // The bucket's lease ended early (an etcd restart with a
                 // fresh store, a revoke): forget it and try once more.
-                self.leases.lock().await.remove(&self.bucket_of(tick_ms));
-                let lease = self.lease_for(tick_ms, now_ms).await?;
-                self.coord
-                    .put_if_absent(key, value.to_vec(), Some(lease))
+                self.leases
+                    .lock()
                     .await
+                    .remove(&self.bucket_of(won.tick_ms));
+                let lease = self.lease_for(won.tick_ms, now_ms).await?;
+                moved(lease).await
             }
             other => other,
         }
+    }
+
+    /// The ticks of `job` claimed at or after `from_ms` (confirmed or held):
+    /// one range read, for a new owner looking for ticks nobody ran.
+    pub async fn claimed_since(&self, job: &str, from_ms: i64) -> Result<BTreeSet<i64>> {
+        let (kvs, _) = self.coord.list(&job_ticks_prefix(job)).await?;
+        Ok(kvs
+            .iter()
+            .filter_map(|kv| kv.key.rsplit('/').next()?.parse::<i64>().ok())
+            .filter(|tick| *tick >= from_ms)
+            .collect())
     }
 
     fn bucket_of(&self, tick_ms: i64) -> i64 {
@@ -158,6 +226,27 @@ impl TickClaims {
     }
 }
 
+/// Call `op` until it answers, retrying errors after which the write may or
+/// may not have landed, for at least `patience`.
+async fn retry_unknown<T, F, Fut>(patience: Duration, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let give_up = tokio::time::Instant::now() + patience;
+    let mut pause = RETRY_FIRST_PAUSE;
+    loop {
+        match op().await {
+            Err(error) if retryable(&error) && tokio::time::Instant::now() + pause < give_up => {
+                tracing::debug!(%error, "claim outcome unknown; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX_PAUSE);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Errors after which the claim may or may not have been written.
 fn retryable(error: &CoordError) -> bool {
     matches!(error, CoordError::Unavailable(_))
@@ -170,25 +259,42 @@ mod tests {
 
     const MINUTE_MS: i64 = 60_000;
 
+    /// A session lease, and a claim on it confirmed at once.
+    async fn session(coord: &Arc<dyn Coordinator>) -> LeaseId {
+        coord.grant(Duration::from_secs(10)).await.unwrap()
+    }
+
+    async fn claim_and_confirm(
+        claims: &TickClaims,
+        job: &str,
+        tick: i64,
+        now: i64,
+        lease: LeaseId,
+    ) -> TickClaim {
+        let outcome = claims.claim(job, tick, "w1", now, lease).await.unwrap();
+        if let TickClaim::Won(won) = &outcome {
+            assert!(claims.confirm(won, now).await.unwrap());
+        }
+        outcome
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_tick_is_won_once_and_claims_share_their_buckets_lease() {
+    async fn a_tick_is_won_once_and_confirmed_claims_share_their_buckets_lease() {
         let coord: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::in_memory());
         let claims = TickClaims::new(coord.clone(), ClaimPolicy::default());
+        let lease = session(&coord).await;
         let now = 10 * MINUTE_MS;
         assert!(matches!(
-            claims.claim("a", now, "w1", now).await.unwrap(),
-            Claim::Won { .. }
+            claim_and_confirm(&claims, "a", now, now, lease).await,
+            TickClaim::Won(_)
         ));
-        match claims.claim("a", now, "w2", now).await.unwrap() {
-            Claim::Held(holder) => assert_eq!(claim_holder(&holder.value), "w1"),
+        match claims.claim("a", now, "w2", now, lease).await.unwrap() {
+            TickClaim::Held { holder } => assert_eq!(holder, "w1"),
             other => panic!("second claim must lose: {other:?}"),
         }
         let bucket_ms = ClaimPolicy::default().bucket.as_millis() as i64;
-        claims
-            .claim("b", now + bucket_ms / 2, "w1", now)
-            .await
-            .unwrap();
-        claims.claim("c", now + bucket_ms, "w1", now).await.unwrap();
+        claim_and_confirm(&claims, "b", now + bucket_ms / 2, now, lease).await;
+        claim_and_confirm(&claims, "c", now + bucket_ms, now, lease).await;
         let (keys, _) = coord.list("ticks/").await.unwrap();
         let lease_of = |k: &str| keys.iter().find(|kv| kv.key == k).unwrap().lease;
         assert_eq!(
@@ -207,7 +313,9 @@ mod tests {
         let policy = ClaimPolicy::default();
         let claims = TickClaims::new(coord.clone(), policy);
         let now = 10 * MINUTE_MS;
-        claims.claim("a", now, "w1", now).await.unwrap();
+        let lease = session(&coord).await;
+        claim_and_confirm(&claims, "a", now, now, lease).await;
+        coord.revoke(lease).await.unwrap();
         // Just before the bucket ends plus retention, the claim still guards the tick.
         tokio::time::sleep(policy.bucket + policy.retention - Duration::from_secs(2)).await;
         assert!(coord.get(&tick_key("a", now)).await.unwrap().is_some());
@@ -215,6 +323,42 @@ mod tests {
         // Give the reaper task its turn at the paused clock.
         tokio::task::yield_now().await;
         assert_eq!(coord.get(&tick_key("a", now)).await.unwrap(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unconfirmed_claim_ends_with_its_session_and_cannot_be_confirmed_after() {
+        let coord: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::in_memory());
+        let claims = TickClaims::new(coord.clone(), ClaimPolicy::default());
+        let now = 10 * MINUTE_MS;
+        let lease = session(&coord).await;
+        let TickClaim::Won(won) = claims.claim("a", now, "w1", now, lease).await.unwrap() else {
+            panic!("first claim wins");
+        };
+        coord.revoke(lease).await.unwrap();
+        assert_eq!(
+            coord.get(&won.key).await.unwrap(),
+            None,
+            "the claim went with the session"
+        );
+        assert!(
+            !claims.confirm(&won, now).await.unwrap(),
+            "nothing of ours left to confirm"
+        );
+        // The tick is free again, and the next owner's claim is not ours.
+        let other = session(&coord).await;
+        let TickClaim::Won(theirs) = claims.claim("a", now, "w2", now, other).await.unwrap() else {
+            panic!("the freed tick can be won again");
+        };
+        assert!(
+            !claims.confirm(&won, now).await.unwrap(),
+            "w1 cannot take w2's claim"
+        );
+        assert!(claims.confirm(&theirs, now).await.unwrap());
+        assert_eq!(
+            claims.claimed_since("a", now).await.unwrap(),
+            BTreeSet::from([now])
+        );
+        assert!(claims.claimed_since("a", now + 1).await.unwrap().is_empty());
     }
 
     /// A coordinator whose put-if-absent answers are lost: the write lands,
@@ -268,6 +412,15 @@ mod tests {
                 "request timed out (leader changed)".into(),
             ))
         }
+        async fn put_if_value(
+            &self,
+            key: &str,
+            expected: &[u8],
+            value: Vec<u8>,
+            lease: Option<LeaseId>,
+        ) -> Result<bool> {
+            self.inner.put_if_value(key, expected, value, lease).await
+        }
         async fn watch(&self, prefix: &str, from: i64) -> Result<crate::coord::WatchStream> {
             self.inner.watch(prefix, from).await
         }
@@ -282,23 +435,24 @@ mod tests {
         }
     }
 
-    fn losing(lose: usize, steal: bool) -> TickClaims {
-        let coord = LostAnswers {
+    async fn losing(lose: usize, steal: bool) -> (TickClaims, LeaseId) {
+        let coord: Arc<dyn Coordinator> = Arc::new(LostAnswers {
             inner: EmbeddedCoordinator::in_memory(),
             lose: std::sync::atomic::AtomicUsize::new(lose),
             steal,
-        };
-        TickClaims::new(Arc::new(coord), ClaimPolicy::default())
+        });
+        let lease = session(&coord).await;
+        (TickClaims::new(coord, ClaimPolicy::default()), lease)
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_claim_whose_answer_was_lost_is_retried_and_finds_its_own_win() {
         let now = 10 * MINUTE_MS;
-        let claims = losing(3, false);
+        let (claims, lease) = losing(3, false).await;
         assert!(
             matches!(
-                claims.claim("a", now + 500, "w1", now).await,
-                Ok(Claim::Won { .. })
+                claims.claim("a", now + 500, "w1", now, lease).await,
+                Ok(TickClaim::Won(_))
             ),
             "the first attempt wrote the claim; the retry recognises it"
         );
@@ -307,8 +461,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_retried_claim_that_someone_else_took_is_lost() {
         let now = 10 * MINUTE_MS;
-        match losing(1, true).claim("a", now + 500, "w1", now).await {
-            Ok(Claim::Held(kv)) => assert_eq!(claim_holder(&kv.value), "w9"),
+        let (claims, lease) = losing(1, true).await;
+        match claims.claim("a", now + 500, "w1", now, lease).await {
+            Ok(TickClaim::Held { holder }) => assert_eq!(holder, "w9"),
             other => panic!("expected the other worker's claim: {other:?}"),
         }
     }
@@ -319,7 +474,7 @@ mod tests {
         // A store that never answers: errors until the tick is due.
         let claims = TickClaims::new(Arc::new(Unreachable), ClaimPolicy::default());
         let started = tokio::time::Instant::now();
-        assert!(claims.claim("c", now + 5_000, "w1", now).await.is_err());
+        assert!(claims.claim("c", now + 5_000, "w1", now, 1).await.is_err());
         let waited = started.elapsed();
         assert!(
             waited >= Duration::from_millis(4_500) && waited <= Duration::from_secs(5),
@@ -348,6 +503,15 @@ mod tests {
             Err(CoordError::Unavailable("down".into()))
         }
         async fn put_if_absent(&self, _: &str, _: Vec<u8>, _: Option<LeaseId>) -> Result<Claim> {
+            Err(CoordError::Unavailable("down".into()))
+        }
+        async fn put_if_value(
+            &self,
+            _: &str,
+            _: &[u8],
+            _: Vec<u8>,
+            _: Option<LeaseId>,
+        ) -> Result<bool> {
             Err(CoordError::Unavailable("down".into()))
         }
         async fn watch(&self, _: &str, _: i64) -> Result<crate::coord::WatchStream> {

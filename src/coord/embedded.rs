@@ -354,6 +354,21 @@ impl Coordinator for EmbeddedCoordinator {
         Ok(Claim::Won { revision })
     }
 
+    async fn put_if_value(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<bool> {
+        let mut state = self.lock();
+        if state.keys.get(key).is_none_or(|kv| kv.value != expected) {
+            return Ok(false);
+        }
+        put_locked(&self.inner, &mut state, key, value, lease)?;
+        Ok(true)
+    }
+
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
         let (tx, rx) = mpsc::channel(WATCH_CHANNEL_DEPTH);
         // Subscribe and copy history under one lock, so no change falls

@@ -411,6 +411,31 @@ impl Coordinator for EtcdCoordinator {
         )))
     }
 
+    async fn put_if_value(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<bool> {
+        let full = self.full_key(key);
+        let resp = self
+            .call(|mut c| {
+                let options = lease.map(|id| PutOptions::new().with_lease(id));
+                let txn = Txn::new()
+                    .when([Compare::value(
+                        full.clone(),
+                        CompareOp::Equal,
+                        expected.to_vec(),
+                    )])
+                    .and_then([TxnOp::put(full.clone(), value.clone(), options)]);
+                async move { c.txn(txn).await }
+            })
+            .await
+            .map_err(|e| lease_error(e, lease))?;
+        Ok(resp.succeeded())
+    }
+
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
         let (tx, rx) = mpsc::channel(WATCH_CHANNEL_DEPTH);
         let watcher = Watcher {

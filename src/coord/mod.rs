@@ -130,6 +130,16 @@ pub trait Coordinator: Send + Sync + 'static {
         lease: Option<LeaseId>,
     ) -> Result<Claim>;
 
+    /// Replace `key`'s value and lease only if it holds `expected` right
+    /// now, atomically; answers whether it did. A missing key never matches.
+    async fn put_if_value(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<bool>;
+
     /// Watch every key under `prefix`, starting at revision `from`
     /// (inclusive). Transient disconnections are retried inside; the caller
     /// sees only events, or a [`WatchItem::Resync`] when events were lost.

@@ -55,6 +55,8 @@ pub struct AppState {
     pub audit_store: Arc<dyn crate::audit::AuditStore>,
     /// Most jobs the cluster may hold (`maxJobs`).
     pub max_jobs: usize,
+    /// The longest misfire window the cluster's tick claims can guard.
+    pub max_misfire_window: std::time::Duration,
 }
 
 /// HTTP requests served, by (route pattern, status), for `/metrics`.
@@ -88,6 +90,7 @@ impl AppState {
             webroot: None,
             security: Arc::default(),
             max_jobs: crate::job::DEFAULT_MAX_JOBS,
+            max_misfire_window: crate::coord::claims::ClaimPolicy::default().max_misfire_window(),
         }
     }
 
@@ -95,6 +98,11 @@ impl AppState {
     pub fn with_config(mut self, config: &crate::config::Config) -> AppState {
         self.security = Arc::new(guard::Security::from_config(config));
         self.max_jobs = config.max_jobs as usize;
+        self.max_misfire_window = crate::coord::claims::ClaimPolicy {
+            retention: std::time::Duration::from_secs(config.claim_retention_secs),
+            ..Default::default()
+        }
+        .max_misfire_window();
         self
     }
 

@@ -77,7 +77,9 @@ async fn load_job_for(state: &AppState, req: &HttpRequest, name: &str) -> Result
     Ok(job)
 }
 
-async fn store_job(state: &AppState, job: &Job) -> Result<(), ApiError> {
+/// Store a job, stamped with the time of this save.
+async fn store_job(state: &AppState, job: &mut Job) -> Result<(), ApiError> {
+    job.updated_at = Some((state.clock)().timestamp_millis());
     let value = serde_json::to_vec(job).map_err(|e| ApiError::Internal(e.to_string()))?;
     state.coord.put(&job_key(&job.name), value, None).await?;
     state.jobs.saved(job);
@@ -97,7 +99,7 @@ pub async fn save(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = body::read(payload).await?;
-    let job = if body::is_json(&req) {
+    let mut job = if body::is_json(&req) {
         let text = std::str::from_utf8(&body)
             .map_err(|_| ApiError::BadRequest("JSON body: not UTF-8".into()))?;
         Job::from_json(text)?
@@ -107,6 +109,7 @@ pub async fn save(
     };
     note(&req, |n| n.job = Some(job.name.clone()));
     job.validate((state.clock)())?;
+    check_misfire_window(&state, &job)?;
     let who = principal(&req);
     check_group(&who, &job)?;
     let previous = match load_job(&state, &job.name).await {
@@ -121,10 +124,29 @@ pub async fn save(
     let as_json = |j: &Job| serde_json::to_value(j).unwrap_or_default();
     let changes =
         crate::audit::job_changes(previous.as_ref().map(as_json).as_ref(), &as_json(&job));
-    store_job(&state, &job).await?;
+    store_job(&state, &mut job).await?;
     note(&req, |n| n.changes = changes);
     tracing::info!(job = %job.name, "job saved");
     Ok(ok(previous))
+}
+
+/// Refuse a misfire window longer than the cluster keeps tick claims: a
+/// tick found free in it could be one that already ran.
+fn check_misfire_window(state: &AppState, job: &Job) -> Result<(), ApiError> {
+    let (_, window) = job.misfire_rule(std::time::Duration::ZERO);
+    if window > state.max_misfire_window {
+        let field = if job.misfire_window_secs.is_some() {
+            "misfireWindowSecs"
+        } else {
+            "catchUp"
+        };
+        return Err(ApiError::BadRequest(format!(
+            "{field}: {} s is longer than this cluster can guard (tick claims are kept for claimRetentionSecs; at most {} s)",
+            window.as_secs(),
+            state.max_misfire_window.as_secs()
+        )));
+    }
+    Ok(())
 }
 
 /// How many jobs the cluster holds.
@@ -255,7 +277,7 @@ async fn set_enabled(
     let name = name_of(&req, payload).await?;
     let mut job = load_job_for(&state, &req, &name).await?;
     job.enabled = enabled;
-    store_job(&state, &job).await?;
+    store_job(&state, &mut job).await?;
     Ok(ok(shown(job, &principal(&req))))
 }
 
