@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::coord::Coordinator;
 use crate::coord::claims::ClaimPolicy;
 use crate::runlog::RunLog;
+use crate::runner::fence::Fence;
 use crate::runner::{RunLimits, RunningRuns};
 
 #[derive(Debug, Clone)]
@@ -36,6 +37,9 @@ pub struct WorkerSettings {
     pub stop_grace: Duration,
     pub claim_lead: Duration,
     pub misfire_window: Duration,
+    /// The binary that serves as this worker's fence (`__fence`); `None`
+    /// runs unfenced (tests of one process).
+    pub fence_program: Option<PathBuf>,
 }
 
 impl WorkerSettings {
@@ -69,6 +73,7 @@ impl WorkerSettings {
             stop_grace: Duration::from_secs(config.stop_grace_secs),
             claim_lead: Duration::from_millis(config.claim_lead_ms),
             misfire_window: Duration::from_secs(config.misfire_window_secs),
+            fence_program: None,
         }
     }
 }
@@ -91,6 +96,14 @@ pub fn start(
     crate::runner::process::become_subreaper();
     let batcher = LogBatcher::new(run_log, settings.batcher.clone())?.start();
     let running = RunningRuns::default();
+    let mut limits = settings.limits;
+    let fence = match &settings.fence_program {
+        Some(program) => Some(Fence::start(program).map_err(|e| {
+            std::io::Error::other(format!("cannot start the fence {}: {e}", program.display()))
+        })?),
+        None => None,
+    };
+    limits.fence = fence.clone();
     let lock = LockActor::new(
         coord.clone(),
         clock.clone(),
@@ -98,7 +111,8 @@ pub fn start(
         settings.session_ttl,
         settings.claim_policy,
     )
-    .fencing(running.clone());
+    .fencing(running.clone())
+    .with_fence_process(fence);
     let claims = lock.claims();
     let lock = lock.start();
     let ctx = WorkerContext {
@@ -109,7 +123,7 @@ pub fn start(
         lock,
         batcher,
         running,
-        limits: settings.limits,
+        limits,
         claim_lead: settings.claim_lead,
         cluster_runs: Default::default(),
         claims,

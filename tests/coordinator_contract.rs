@@ -414,6 +414,69 @@ async fn embedded_keeps_unleased_keys_across_a_restart_but_not_leased_ones() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_keeps_confirmed_tick_claims_across_a_restart_until_their_lease_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("coord.redb");
+    {
+        let c = EmbeddedCoordinator::open(&path).unwrap();
+        let session = c.grant(Duration::from_secs(10)).await.unwrap();
+        let bucket = c.grant(Duration::from_secs(120)).await.unwrap();
+        let short = c.grant(Duration::from_secs(61)).await.unwrap();
+        c.put_if_absent("ticks/j/1", b"w1 a".to_vec(), Some(session))
+            .await
+            .unwrap();
+        c.put_if_absent("ticks/j/2", b"w1 b".to_vec(), Some(session))
+            .await
+            .unwrap();
+        // Tick 1 started (confirmed onto its bucket); tick 2 never did.
+        assert!(
+            c.put_if_value("ticks/j/1", b"w1 a", b"w1 a".to_vec(), Some(bucket))
+                .await
+                .unwrap()
+        );
+        c.put_if_absent("ticks/j/3", b"w1 c".to_vec(), Some(short))
+            .await
+            .unwrap();
+        c.put("running/j/r", b"r".to_vec(), Some(bucket))
+            .await
+            .unwrap();
+    }
+    let c = eventually("the store's file lock to be released", DEADLINE, || {
+        let path = path.clone();
+        async move { EmbeddedCoordinator::open(&path).ok() }
+    })
+    .await;
+    let (keys, _) = c.list("").await.unwrap();
+    let names: Vec<&str> = keys.iter().map(|kv| kv.key.as_str()).collect();
+    assert_eq!(
+        names,
+        ["ticks/j/1", "ticks/j/3"],
+        "confirmed claims are back; the session's claim and runs are not"
+    );
+    assert_eq!(keys[0].value, b"w1 a");
+    assert_ne!(keys[0].lease, keys[1].lease, "each keeps its own lease end");
+    // The restored lease ends when the old one would have (~61 s).
+    let ttl = c.keep_alive(keys[1].lease).await.unwrap();
+    assert!(ttl <= Duration::from_secs(61), "{ttl:?}");
+    c.revoke(keys[1].lease).await.unwrap();
+    drop(c);
+    let c = eventually("the store's file lock to be released", DEADLINE, || {
+        let path = path.clone();
+        async move { EmbeddedCoordinator::open(&path).ok() }
+    })
+    .await;
+    let names: Vec<String> = c
+        .list("")
+        .await
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|kv| kv.key)
+        .collect();
+    assert_eq!(names, ["ticks/j/1"], "a claim whose lease ended stays gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_watch_from_a_compacted_revision_asks_for_resync() {
     let endpoints = service_endpoint("ETCD_ENDPOINTS");
     let prefix = format!("/{}/", unique("compact"));

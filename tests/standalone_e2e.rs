@@ -12,7 +12,8 @@ use support::{curl, eventually, free_port, post_name, save_job, wait_http_ok};
 struct Standalone {
     child: Child,
     base: String,
-    _dir: tempfile::TempDir,
+    listen: String,
+    dir: std::sync::Arc<tempfile::TempDir>,
 }
 
 impl Drop for Standalone {
@@ -23,8 +24,12 @@ impl Drop for Standalone {
 }
 
 async fn start() -> Standalone {
-    let dir = tempfile::tempdir().unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
+    start_in(std::sync::Arc::new(tempfile::tempdir().unwrap()), listen).await
+}
+
+/// A standalone on `listen` over the data in `dir` (a restart when reused).
+async fn start_in(dir: std::sync::Arc<tempfile::TempDir>, listen: String) -> Standalone {
     let child = Command::new(env!("CARGO_BIN_EXE_distcron"))
         .args([
             "standalone",
@@ -46,8 +51,82 @@ async fn start() -> Standalone {
     Standalone {
         child,
         base,
-        _dir: dir,
+        listen,
+        dir,
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Stop a standalone with `signal` and wait for it to end.
+fn stop_with(s: &mut Standalone, signal: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(s.child.id() as i32);
+    nix::sys::signal::kill(pid, signal).expect("signal standalone");
+    let _ = s.child.wait();
+}
+
+/// A standalone stopped (SIGTERM) and later killed (SIGKILL), each time
+/// started again on the same data: every tick of an every-second job ran
+/// once, by its own ledger. The ticks missed while it was down run late
+/// (misfire `all`); none that ran before a restart runs again, because the
+/// tick claims survive the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_standalone_runs_every_tick_once_late_or_on_time() {
+    let mut s = start().await;
+    let ledger = s.dir.path().join("ledger");
+    let job = serde_json::json!({
+        "name": "steady",
+        "command": format!("echo $DISTCRON_TICK >> {}", ledger.display()),
+        "cronExpr": "* * * * * *",
+        "overlap": "allow",
+    });
+    assert_eq!(
+        save_job(&s.base, &job.to_string()).expect("saved")["errno"],
+        0
+    );
+    let first_tick = (now_ms() / 1000 + 2) * 1000;
+    let mut killed_at = 0;
+    for signal in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGKILL,
+    ] {
+        tokio::time::sleep(Duration::from_millis(4_500)).await;
+        killed_at = now_ms();
+        stop_with(&mut s, signal);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (dir, listen) = (s.dir.clone(), s.listen.clone());
+        drop(s);
+        s = start_in(dir, listen).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let last_tick = now_ms() / 1000 * 1000 - 2_000;
+    stop_with(&mut s, nix::sys::signal::Signal::SIGTERM);
+
+    let mut count = std::collections::BTreeMap::<i64, usize>::new();
+    for line in std::fs::read_to_string(&ledger).unwrap().lines() {
+        *count.entry(line.trim().parse().unwrap()).or_default() += 1;
+    }
+    let (mut missing, mut twice) = (Vec::new(), Vec::new());
+    for tick in (first_tick..=last_tick).step_by(1000) {
+        match count.get(&tick).copied().unwrap_or(0) {
+            1 => {}
+            0 => missing.push(tick),
+            n => twice.push((tick, n)),
+        }
+    }
+    assert!(twice.is_empty(), "ticks run twice: {twice:?}");
+    // A SIGKILL in the instant between a tick's confirmation and its start
+    // leaves that one tick unrun (issue J records it as lost).
+    let at_the_kill = |t: &i64| (t - killed_at).abs() <= 1_000;
+    assert!(
+        missing.len() <= 1 && missing.iter().all(at_the_kill),
+        "ticks never run: {missing:?} (SIGKILL at {killed_at})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,22 @@ use crate::coord::claims::{ClaimPolicy, TickClaim, TickClaims, WonClaim};
 use crate::coord::session::{LivenessToken, Session, wait_lost};
 use crate::coord::{Coordinator, LeaseId};
 use crate::runner::RunningRuns;
+use crate::runner::fence::Fence;
+
+/// Forward each new session deadline to the fence, until the session ends.
+async fn vouch_to_fence(
+    mut alive_until: tokio::sync::watch::Receiver<Option<tokio::time::Instant>>,
+    fence: Fence,
+) {
+    loop {
+        let deadline = *alive_until.borrow_and_update();
+        let Some(deadline) = deadline else { return };
+        fence.alive(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        if alive_until.changed().await.is_err() {
+            return;
+        }
+    }
+}
 
 /// Pause before asking for a new session after one was lost or refused.
 const SESSION_RETRY: Duration = Duration::from_secs(1);
@@ -47,6 +63,8 @@ pub struct LockActor {
     counters: LockCounters,
     /// The worker's runs, killed when the session is lost.
     fence: Option<RunningRuns>,
+    /// The fence process, told how long each session is good for.
+    fence_process: Option<Fence>,
 }
 
 /// A tick this worker won: its claim, held on the session until
@@ -144,6 +162,7 @@ impl LockActor {
             starting: false,
             counters: LockCounters::default(),
             fence: None,
+            fence_process: None,
         }
     }
 
@@ -156,6 +175,14 @@ impl LockActor {
     /// lost (and may run them again), so none may go on here.
     pub fn fencing(mut self, runs: RunningRuns) -> LockActor {
         self.fence = Some(runs);
+        self
+    }
+
+    /// Tell `fence` after every acknowledged keep-alive how long the
+    /// session is good for: if the worker dies or freezes, the fence kills
+    /// its runs when that runs out.
+    pub fn with_fence_process(mut self, fence: Option<Fence>) -> LockActor {
+        self.fence_process = fence;
         self
     }
 
@@ -191,6 +218,9 @@ impl Handler<StartSession> for LockActor {
                             tracing::info!(worker = %act.worker_id, lease = session.lease(), "session started");
                             act.counters.sessions_started += 1;
                             let lease = session.lease();
+                            if let Some(fence) = act.fence_process.clone() {
+                                actix::spawn(vouch_to_fence(session.watch(), fence));
+                            }
                             let lost = wait_lost(session.watch());
                             let addr = ctx.address();
                             actix::spawn(async move {

@@ -15,6 +15,7 @@ use super::lock::{CurrentSession, GetLockCounters, LockCounters};
 use super::log_batcher::BatcherCounters;
 use super::messages::GetCounters;
 use super::supervisor::{GetSupervisorCounters, JobSupervisor, SupervisorCounters};
+use crate::coord::Claim;
 
 /// How often the registration is refreshed; the key itself lives as long
 /// as the session, so this only sets how fresh the load figures are.
@@ -65,7 +66,17 @@ pub struct Registrar {
     system: Option<System>,
     /// The lease the key was last written under.
     registered_lease: Option<i64>,
+    /// An earlier process's key was in the way (logged once).
+    waiting_for_earlier: bool,
     left: bool,
+}
+
+/// The outcome of one registration refresh.
+enum Registration {
+    Registered(i64),
+    /// `workers/<id>` belongs to another lease: an earlier incarnation.
+    HeldByEarlier(i64),
+    NoSession,
 }
 
 #[derive(Message)]
@@ -87,6 +98,7 @@ impl Registrar {
             started,
             system: System::new().ok(),
             registered_lease: None,
+            waiting_for_earlier: false,
             left: false,
         }
     }
@@ -151,10 +163,11 @@ impl Handler<Refresh> for Registrar {
             self.sources.kill_watcher.clone(),
         );
         let key = format!("workers/{}", self.ctx.worker_id);
+        let registered = self.registered_lease;
         ctx.spawn(
             async move {
                 let Ok(Some((lease, _))) = lock.send(CurrentSession).await else {
-                    return Ok(None);
+                    return Ok(Registration::NoSession);
                 };
                 info.batcher = batcher.send(GetCounters).await.unwrap_or_default();
                 info.claims = lock.send(GetLockCounters).await.unwrap_or_default();
@@ -164,22 +177,44 @@ impl Handler<Refresh> for Registrar {
                     .unwrap_or_default();
                 info.kills = kill_watcher.send(GetKillCounters).await.unwrap_or_default();
                 let value = serde_json::to_vec(&info).unwrap_or_default();
+                if registered != Some(lease) {
+                    // A new session: register only once an earlier
+                    // incarnation's key (a crashed process of this id,
+                    // restarted within its TTL) has ended with its lease, so
+                    // peers see that lease end as a death and declare its
+                    // runs lost. Overwriting it would hide the death.
+                    match coord.put_if_absent(&key, value.clone(), Some(lease)).await? {
+                        Claim::Won { .. } => return Ok(Registration::Registered(lease)),
+                        Claim::Held(kv) if kv.lease != lease => {
+                            return Ok(Registration::HeldByEarlier(kv.lease));
+                        }
+                        Claim::Held(_) => {}
+                    }
+                }
                 coord
                     .put(&key, value, Some(lease))
                     .await
-                    .map(|_| Some(lease))
+                    .map(|_| Registration::Registered(lease))
             }
             .into_actor(self)
             .map(|result, act, ctx| {
                 match result {
-                    Ok(Some(lease)) => {
+                    Ok(Registration::Registered(lease)) => {
                         if act.registered_lease != Some(lease) {
                             tracing::info!(worker = %act.ctx.worker_id, lease, "registered");
                             act.registered_lease = Some(lease);
                         }
                     }
+                    Ok(Registration::HeldByEarlier(other)) => {
+                        if !act.waiting_for_earlier {
+                            tracing::warn!(worker = %act.ctx.worker_id, lease = other, "workers/{} is held by an earlier process of this id (or another worker with the same id): waiting for its lease to end", act.ctx.worker_id);
+                            act.waiting_for_earlier = true;
+                        }
+                        ctx.notify_later(Refresh, Duration::from_millis(200));
+                        return;
+                    }
                     // No session yet: register as soon as there is one.
-                    Ok(None) => {
+                    Ok(Registration::NoSession) => {
                         ctx.notify_later(Refresh, Duration::from_millis(200));
                         return;
                     }

@@ -13,6 +13,7 @@ use distcron::worker::{self, WorkerSettings};
 use distcron::{logging, signals};
 
 fn main() -> ExitCode {
+    distcron::runner::fence::serve_if_asked();
     let config = load_or_exit(Role::Worker, "distcron-worker", 1);
     logging::init(&config.log_level, &config.log_format);
     let result = actix_rt::System::new().block_on(async move {
@@ -26,14 +27,15 @@ fn main() -> ExitCode {
         let run_log = MongoRunLog::connect(&mongo_options(&config))
             .await
             .map_err(|e| format!("mongodbUri: {e}"))?;
-        let settings = WorkerSettings::from_config(&config);
+        let mut settings = WorkerSettings::from_config(&config);
+        settings.fence_program = std::env::current_exe().ok();
         let worker = worker::start(
             Arc::new(coord),
             Arc::new(run_log),
             settings,
             Arc::new(SystemClock),
         )
-        .map_err(|e| format!("spoolPath: {e}"))?;
+        .map_err(|e| format!("starting the worker: {e}"))?;
         signals::shutdown().await;
         worker.stop().await;
         Ok::<(), String>(())

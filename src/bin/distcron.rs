@@ -23,6 +23,7 @@ commands:
   user add NAME --role R         add a console user (password from stdin)";
 
 fn main() -> ExitCode {
+    distcron::runner::fence::serve_if_asked();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("schedule") => match cli::schedule_command(&args[1..], chrono::Utc::now()) {
@@ -161,7 +162,8 @@ fn standalone() -> ExitCode {
         first_admin_token(&coord, &config).await?;
         let (coord, run_log) = (Arc::new(coord), Arc::new(run_log));
         spawn_retention(run_log.clone(), retention(&config), RETENTION_EVERY);
-        let settings = WorkerSettings::from_config(&config);
+        let mut settings = WorkerSettings::from_config(&config);
+        settings.fence_program = std::env::current_exe().ok();
         let worker = worker::start(
             coord.clone(),
             run_log.clone(),

@@ -3,9 +3,13 @@
 //!
 //! Every key lives in memory; keys without a lease (job definitions) are
 //! also written to a redb file and come back after a restart. Leased keys
-//! (tick claims, workers, running runs) never touch the disk: after a
-//! restart their leases are gone anyway. Leases really expire on their TTL,
-//! driven by a reaper task on tokio's clock (so tests can pause time).
+//! of a session (workers, running runs, claims not yet confirmed) never
+//! touch the disk: the session ends with the process. Confirmed tick claims
+//! do (`ticks/` keys on a lease of a minute or more): they come back after a
+//! restart on a lease with the time they had left, so a restarted
+//! standalone looking for missed ticks never runs one twice. Leases really
+//! expire on their TTL, driven by a reaper task on tokio's clock (so tests
+//! can pause time).
 //!
 //! Watches replay a bounded in-memory history and then follow live changes;
 //! a watch from before that history, or one that falls too far behind, gets
@@ -30,6 +34,19 @@ use super::{
 const KEYS: TableDefinition<&str, (i64, i64, &[u8])> = TableDefinition::new("keys");
 /// Store metadata: "revision" -> the last revision handed out.
 const META: TableDefinition<&str, i64> = TableDefinition::new("meta");
+/// Leased keys kept across a restart: key -> (value, expiry in Unix ms).
+const LEASED: TableDefinition<&str, (&[u8], i64)> = TableDefinition::new("leased");
+
+/// Leased keys under this prefix, on a lease at least this long, are kept
+/// across a restart: tick claims once confirmed (sessions are shorter).
+const DURABLE_LEASED_PREFIX: &str = "ticks/";
+const DURABLE_LEASE_MIN: Duration = Duration::from_secs(60);
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
 
 /// Changes kept for watches that resume from an older revision. Enough for
 /// a watcher that was briefly busy; older than that, it must list again.
@@ -82,11 +99,13 @@ impl EmbeddedCoordinator {
         }
         let db = Database::create(path).map_err(storage)?;
         let mut keys = BTreeMap::new();
+        let mut durable = Vec::new();
         let mut revision = 0;
         {
             let write = db.begin_write().map_err(storage)?;
             write.open_table(KEYS).map_err(storage)?;
             write.open_table(META).map_err(storage)?;
+            write.open_table(LEASED).map_err(storage)?;
             write.commit().map_err(storage)?;
             let read = db.begin_read().map_err(storage)?;
             let table = read.open_table(KEYS).map_err(storage)?;
@@ -108,8 +127,58 @@ impl EmbeddedCoordinator {
             if let Some(r) = meta.get("revision").map_err(storage)? {
                 revision = r.value();
             }
+            let leased = read.open_table(LEASED).map_err(storage)?;
+            for entry in leased.iter().map_err(storage)? {
+                let (key, value) = entry.map_err(storage)?;
+                let (bytes, expires_ms) = value.value();
+                durable.push((key.value().to_string(), bytes.to_vec(), expires_ms));
+            }
         }
-        Ok(Self::start(Some(db), keys, revision))
+        let coord = Self::start(Some(db), keys, revision);
+        coord.restore_leased(durable);
+        Ok(coord)
+    }
+
+    /// Put back the leased keys kept on disk, each on a lease ending when
+    /// its old one would have; drop those already expired.
+    fn restore_leased(&self, durable: Vec<(String, Vec<u8>, i64)>) {
+        let now_ms = wall_ms();
+        let mut state = self.lock();
+        let mut by_expiry: BTreeMap<i64, LeaseId> = BTreeMap::new();
+        for (key, value, expires_ms) in durable {
+            if expires_ms <= now_ms {
+                continue;
+            }
+            let lease = *by_expiry.entry(expires_ms).or_insert_with(|| {
+                let id = state.next_lease;
+                state.next_lease += 1;
+                let ttl = Duration::from_millis((expires_ms - now_ms) as u64);
+                state.leases.insert(
+                    id,
+                    Lease {
+                        ttl,
+                        deadline: Instant::now() + ttl,
+                        keys: HashSet::new(),
+                    },
+                );
+                id
+            });
+            if let Some(l) = state.leases.get_mut(&lease) {
+                l.keys.insert(key.clone());
+            }
+            let revision = state.revision;
+            state.keys.insert(
+                key.clone(),
+                KeyValue {
+                    key,
+                    value,
+                    create_revision: revision,
+                    mod_revision: revision,
+                    lease,
+                },
+            );
+        }
+        self.inner.leases_changed.notify_one();
     }
 
     /// A store that lives only in memory.
@@ -151,19 +220,40 @@ impl Inner {
     /// and the durable file for keys without a lease.
     fn commit(&self, state: &mut State, events: Vec<WatchEvent>) -> Result<()> {
         if let Some(db) = &self.db {
-            let durable: Vec<&WatchEvent> = events
+            // Leased keys to keep, with when their lease ends (wall clock).
+            let expiry = |kv: &KeyValue| {
+                let lease = state.leases.get(&kv.lease)?;
+                let kept =
+                    kv.key.starts_with(DURABLE_LEASED_PREFIX) && lease.ttl >= DURABLE_LEASE_MIN;
+                kept.then(|| {
+                    wall_ms()
+                        + lease
+                            .deadline
+                            .saturating_duration_since(Instant::now())
+                            .as_millis() as i64
+                })
+            };
+            let durable: Vec<(&WatchEvent, Option<i64>)> = events
                 .iter()
-                .filter(|e| match e {
-                    WatchEvent::Put(kv) => kv.lease == 0,
-                    WatchEvent::Delete { .. } => true,
+                .filter_map(|e| match e {
+                    WatchEvent::Put(kv) if kv.lease == 0 => Some((e, None)),
+                    WatchEvent::Put(kv) => expiry(kv).map(|at| (e, Some(at))),
+                    WatchEvent::Delete { .. } => Some((e, None)),
                 })
                 .collect();
             if !durable.is_empty() {
                 let write = db.begin_write().map_err(storage)?;
                 {
                     let mut table = write.open_table(KEYS).map_err(storage)?;
-                    for event in durable {
+                    let mut leased = write.open_table(LEASED).map_err(storage)?;
+                    for (event, expires_ms) in durable {
                         match event {
+                            WatchEvent::Put(kv) if kv.lease != 0 => {
+                                let at = expires_ms.unwrap_or_default();
+                                leased
+                                    .insert(kv.key.as_str(), (kv.value.as_slice(), at))
+                                    .map_err(storage)?;
+                            }
                             WatchEvent::Put(kv) => {
                                 table
                                     .insert(
@@ -174,6 +264,7 @@ impl Inner {
                             }
                             WatchEvent::Delete { key, .. } => {
                                 table.remove(key.as_str()).map_err(storage)?;
+                                leased.remove(key.as_str()).map_err(storage)?;
                             }
                         }
                     }

@@ -7,6 +7,7 @@
 //! grandchildren go too; processes a finished command left behind in its
 //! group are ended the same way, and every one is reaped.
 
+pub mod fence;
 pub mod process;
 
 use std::collections::HashMap;
@@ -50,6 +51,8 @@ pub struct RunLimits {
     /// How long to keep reading output after the command exited, for
     /// processes it left behind that still hold the pipe.
     pub output_linger: Duration,
+    /// The worker's fence, told of every run's process group.
+    pub fence: Option<fence::Fence>,
 }
 
 impl Default for RunLimits {
@@ -59,6 +62,7 @@ impl Default for RunLimits {
             output_cap: crate::runlog::DEFAULT_OUTPUT_CAP,
             kill_grace: Duration::from_secs(5),
             output_linger: Duration::from_millis(200),
+            fence: None,
         }
     }
 }
@@ -219,6 +223,9 @@ pub async fn run(
     };
     let pgid = child.id().map_or(0, |id| id as i32);
     let mut abandoned = process::GroupGuard(pgid);
+    if let Some(fence) = &limits.fence {
+        fence.add(pgid);
+    }
     on_start(Started { pgid });
 
     let output = Arc::new(Mutex::new(Capture::new(limits.output_cap)));
@@ -263,6 +270,9 @@ pub async fn run(
     process::terminate_group(pgid, limits.kill_grace).await;
     process::reap_group(pgid);
     abandoned.disarm();
+    if let Some(fence) = &limits.fence {
+        fence.remove(pgid);
+    }
     for reader in readers.into_iter().flatten() {
         if tokio::time::timeout(limits.output_linger, reader)
             .await
