@@ -10,12 +10,14 @@
 //! - [`job`]: the job definition and its validation.
 //! - [`config`]: layered configuration (file, `DISTCRON_*`, flags).
 //! - [`coord`]: the coordinator trait (jobs, workers, tick claims, leases,
-//!   watches) with its etcd and embedded engines.
+//!   watches) with its etcd and embedded engines, and the one
+//!   list-then-watch follower.
+//! - [`keyspace`]: every key prefix of the coordinator and its value type.
 //! - [`runlog`]: the run log trait with its MongoDB and embedded engines,
 //!   and the spool file.
 //! - [`runner`]: one run of a job: process group, output capture, kill.
 //! - [`clock`]: injected wall-clock time.
-//! - [`actors`]: the worker's actors (the log batcher so far).
+//! - [`actors`]: the worker's actors.
 //! - [`worker`]: a worker's actors assembled, started and stopped.
 //! - [`auth`]: tokens, users, sessions, roles and the route permission table.
 //! - [`audit`]: the audit log's records, store trait and writer.
@@ -34,6 +36,7 @@ pub mod coord;
 pub mod datadir;
 pub mod http;
 pub mod job;
+pub mod keyspace;
 pub mod logging;
 pub mod runlog;
 pub mod runner;

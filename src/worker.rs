@@ -15,7 +15,7 @@ use crate::actors::context::WorkerContext;
 use crate::actors::kill_watcher::KillWatcher;
 use crate::actors::lock::{LockActor, Release};
 use crate::actors::log_batcher::{BatcherConfig, BatcherCounters, LogBatcher};
-use crate::actors::messages::Drain;
+use crate::actors::messages::{Drain, Shutdown};
 use crate::actors::registrar::{CounterSources, Leave, Registrar};
 use crate::actors::supervisor::{JobSupervisor, StopAll};
 use crate::clock::SharedClock;
@@ -83,7 +83,15 @@ pub struct Worker {
     ctx: WorkerContext,
     supervisor: Addr<JobSupervisor>,
     registrar: Addr<Registrar>,
+    kill_watcher: Addr<KillWatcher>,
     stop_grace: Duration,
+}
+
+/// What a stopped worker leaves: its log batcher's final counters, and the
+/// actors that had not ended by the time `stop` returned (none, normally).
+pub struct Stopped {
+    pub counters: BatcherCounters,
+    pub still_running: Vec<&'static str>,
 }
 
 /// Start a worker's actors. Must be called inside an actix system.
@@ -133,7 +141,7 @@ pub fn start(
     let supervisor = JobSupervisor::new(ctx.clone()).start();
     let sources = CounterSources {
         supervisor: supervisor.clone(),
-        kill_watcher,
+        kill_watcher: kill_watcher.clone(),
     };
     let registrar = Registrar::new(ctx.clone(), sources).start();
     tracing::info!(worker = %settings.worker_id, group = %settings.group, "worker started");
@@ -141,6 +149,7 @@ pub fn start(
         ctx,
         supervisor,
         registrar,
+        kill_watcher,
         stop_grace: settings.stop_grace,
     })
 }
@@ -150,13 +159,14 @@ impl Worker {
         &self.ctx
     }
 
-    /// Graceful stop; returns the log batcher's final counters.
+    /// Graceful stop; every actor the worker started has ended when it
+    /// returns (and with them their watches and the fence's input).
     ///
     /// Hand-off first: leave the membership (other workers take the jobs
     /// now), keep firing through the handover, start every tick already
     /// won; then wait for the runs (`stopGraceSecs`), kill what remains,
     /// flush the records and end the session.
-    pub async fn stop(self) -> BatcherCounters {
+    pub async fn stop(self) -> Stopped {
         let _ = self.registrar.send(Leave).await;
         let actors = self.supervisor.send(StopAll).await.unwrap_or_default();
         // Handover plus the longest a claim may wait for its answer.
@@ -164,6 +174,10 @@ impl Worker {
         while actors.iter().any(|a| a.connected()) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        tracing::debug!(
+            actors_left = actors.iter().filter(|a| a.connected()).count(),
+            "job actors handed over"
+        );
         let running = &self.ctx.running;
         let deadline = tokio::time::Instant::now() + self.stop_grace;
         while running.total() > 0 && tokio::time::Instant::now() < deadline {
@@ -185,7 +199,35 @@ impl Worker {
         tokio::task::yield_now().await;
         let counters = self.ctx.batcher.send(Drain).await.unwrap_or_default();
         let _ = self.ctx.lock.send(Release).await;
+        let _ = self.supervisor.send(Shutdown).await;
+        let _ = self.kill_watcher.send(Shutdown).await;
+        let _ = self.registrar.send(Shutdown).await;
+        let _ = self.ctx.batcher.send(Shutdown).await;
+        let alive = || {
+            [
+                ("supervisor", self.supervisor.connected()),
+                ("kill watcher", self.kill_watcher.connected()),
+                ("registrar", self.registrar.connected()),
+                ("log batcher", self.ctx.batcher.connected()),
+                ("lock", self.ctx.lock.connected()),
+            ]
+            .into_iter()
+            .filter(|(_, connected)| *connected)
+            .map(|(name, _)| name)
+            .collect::<Vec<&'static str>>()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !alive().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let still_running = alive();
+        if !still_running.is_empty() {
+            tracing::warn!(?still_running, "actors did not end with the worker");
+        }
         tracing::info!(worker = %self.ctx.worker_id, flushed = counters.flushed, spooled = counters.spool_bytes, "worker stopped");
-        counters
+        Stopped {
+            counters,
+            still_running,
+        }
     }
 }

@@ -107,6 +107,7 @@ impl Proc {
 
     /// SIGTERM, then SIGKILL after `grace`.
     fn stop(&mut self, grace: Duration) {
+        self.earlier = self.usage();
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -161,6 +162,10 @@ pub struct Cluster {
     /// `http://127.0.0.1:port` of each manager.
     pub manager_urls: Vec<String>,
     pub workers: Vec<Proc>,
+    /// What a new worker needs: its environment and binary.
+    worker_env: Vec<(String, String)>,
+    worker_bin: String,
+    run_dir: PathBuf,
 }
 
 impl Cluster {
@@ -255,6 +260,9 @@ impl Cluster {
             managers: Vec::new(),
             manager_urls: Vec::new(),
             workers: Vec::new(),
+            worker_env: Vec::new(),
+            worker_bin: tools.bin_dir.join("distcron-worker").display().to_string(),
+            run_dir: run_dir.to_path_buf(),
         };
         for member in &mut cluster.etcd {
             member.spawn()?;
@@ -294,21 +302,10 @@ impl Cluster {
                 .manager_urls
                 .push(format!("http://127.0.0.1:{port}"));
         }
-        for i in 0..workers {
-            let name = format!("worker-{i}");
-            let mut env = common.clone();
-            env.push(("DISTCRON_WORKER_ID".into(), name.clone()));
-            env.push(("DISTCRON_DATA_DIR".into(), dir(&name)));
-            env.extend(worker_env.iter().cloned());
-            let mut worker = proc_of(
-                &name,
-                Role::Worker,
-                run_dir,
-                vec![bin("distcron-worker")],
-                env,
-            );
-            worker.spawn()?;
-            cluster.workers.push(worker);
+        cluster.worker_env = common.clone();
+        cluster.worker_env.extend(worker_env.iter().cloned());
+        for _ in 0..workers {
+            cluster.add_worker()?;
         }
         for url in cluster.manager_urls.clone() {
             wait_until(&format!("{url}/readyz"), Duration::from_secs(60), || {
@@ -349,6 +346,39 @@ impl Cluster {
             crate::api::get_text(&format!("http://{endpoint}/metrics"))
                 .is_some_and(|m| m.lines().any(|l| l == "etcd_server_is_leader 1"))
         })
+    }
+
+    /// Start one more worker, `worker-<n>`.
+    pub fn add_worker(&mut self) -> Result<(), String> {
+        let name = format!("worker-{}", self.workers.len());
+        let mut env = self.worker_env.clone();
+        env.push(("DISTCRON_WORKER_ID".into(), name.clone()));
+        env.push((
+            "DISTCRON_DATA_DIR".into(),
+            self.run_dir.join(&name).display().to_string(),
+        ));
+        let mut worker = proc_of(
+            &name,
+            Role::Worker,
+            &self.run_dir,
+            vec![self.worker_bin.clone()],
+            env,
+        );
+        worker.spawn()?;
+        self.workers.push(worker);
+        Ok(())
+    }
+
+    /// Start a worker again (same id and data) after it was killed.
+    pub fn restart_worker(&mut self, worker: usize) -> Result<(), String> {
+        self.workers[worker].spawn()
+    }
+
+    /// Stop a worker gracefully (SIGTERM, waiting for it to end) and start
+    /// it again.
+    pub fn cycle_worker(&mut self, worker: usize) -> Result<(), String> {
+        self.workers[worker].stop(Duration::from_secs(60));
+        self.workers[worker].spawn()
     }
 
     /// Restart a member that was killed, with its data.

@@ -140,25 +140,55 @@ async fn sleep_until(at: DateTime<Utc>) {
 }
 
 /// The jobs of every group, with the first group at `first_count` jobs.
-fn planned_jobs(scenario: &Scenario, first_count: usize) -> Vec<(PlannedJob, serde_json::Value)> {
+/// With a ledger, each command first appends its execution to it.
+fn planned_jobs(
+    scenario: &Scenario,
+    first_count: usize,
+    run_dir: &Path,
+) -> Vec<(PlannedJob, serde_json::Value)> {
     let mut out = Vec::new();
     for (g, group) in scenario.jobs.iter().enumerate() {
         let count = if g == 0 { first_count } else { group.count };
+        let command = if scenario.ledger {
+            ledger_command(group, run_dir)
+        } else {
+            group.command.clone()
+        };
         for i in 0..count {
             let planned = PlannedJob {
                 name: group.name(i),
                 cron_expr: group.cron_expr(i),
                 run_secs: group.run_secs,
+                rerun_lost: group.on_lost.as_deref() == Some("rerun"),
             };
-            let json = serde_json::json!({
+            let mut json = serde_json::json!({
                 "name": planned.name,
-                "command": group.command,
+                "command": command,
                 "cronExpr": planned.cron_expr,
             });
+            if let Some(on_lost) = &group.on_lost {
+                json["onLost"] = on_lost.clone().into();
+            }
             out.push((planned, json));
         }
     }
     out
+}
+
+/// A group's command that records each execution in the ledger first; an
+/// exclusive one holds its job's lock while it runs.
+fn ledger_command(group: &scenario::JobGroup, run_dir: &Path) -> String {
+    let ledger = run_dir.join("ledger").display().to_string();
+    let entry = "$DISTCRON_JOB $DISTCRON_TICK $DISTCRON_RUN_ID";
+    if group.exclusive {
+        let locks = run_dir.join("locks").display().to_string();
+        format!(
+            "flock -n {locks}/$DISTCRON_JOB sh -c 'echo \"{entry}\" >> {ledger}; {}' || echo \"overlap {entry}\" >> {ledger}",
+            group.command
+        )
+    } else {
+        format!("echo \"{entry}\" >> {ledger}; {}", group.command)
+    }
 }
 
 /// Save jobs through the managers, 8 requests in flight; returns saves/s.
@@ -210,7 +240,10 @@ fn save_with_retries(manager: &str, job: &serde_json::Value) -> Result<(), Strin
 enum Action {
     Do(ChaosAction, usize, u64),
     ContinueWorker(usize),
+    RestartWorker(usize),
+    CycleWorker(usize),
     RestartEtcd,
+    RestartEtcdAll,
     RestartLogStore,
 }
 
@@ -242,11 +275,38 @@ async fn run_window(
         sleep_until(at_time).await;
         match action {
             Action::Do(kind, worker, for_secs) => {
-                let span_end = at + (for_secs as i64 + FAILOVER_SECS) * 1000;
+                let mut span_end = at + (for_secs as i64 + FAILOVER_SECS) * 1000;
                 let label = match kind {
+                    ChaosAction::KillWorker if for_secs > 0 => {
+                        cluster.workers[worker].kill();
+                        timeline.push((at + for_secs as i64 * 1000, Action::RestartWorker(worker)));
+                        format!("SIGKILL worker-{worker}, started again after {for_secs} s")
+                    }
                     ChaosAction::KillWorker => {
                         cluster.workers[worker].kill();
                         format!("SIGKILL worker-{worker}")
+                    }
+                    ChaosAction::RollingRestart => {
+                        let n = cluster.workers.len();
+                        for w in 0..n {
+                            timeline.push((
+                                at + (w * for_secs as usize) as i64 * 1000,
+                                Action::CycleWorker(w),
+                            ));
+                        }
+                        span_end = at + ((n as u64 * for_secs) as i64 + FAILOVER_SECS) * 1000;
+                        format!("rolling restart of {n} workers, {for_secs} s apart")
+                    }
+                    ChaosAction::AddWorker => {
+                        cluster.add_worker()?;
+                        format!("worker-{} joins", cluster.workers.len() - 1)
+                    }
+                    ChaosAction::StopEtcd => {
+                        for member in &mut cluster.etcd {
+                            member.kill();
+                        }
+                        timeline.push((at + for_secs as i64 * 1000, Action::RestartEtcdAll));
+                        format!("etcd down (every member) for {for_secs} s")
                     }
                     ChaosAction::StopWorker => {
                         cluster.workers[worker].signal(Signal::SIGSTOP);
@@ -274,12 +334,28 @@ async fn run_window(
                     action: label,
                     from_ms: at - 1000,
                     to_ms: span_end,
-                    missing: 0,
+                    ..ChaosWindow::default()
                 });
             }
             Action::ContinueWorker(worker) => {
                 cluster.workers[worker].signal(Signal::SIGCONT);
                 say(&format!("chaos: SIGCONT worker-{worker}"));
+            }
+            Action::RestartWorker(worker) => {
+                cluster.restart_worker(worker)?;
+                say(&format!("chaos: worker-{worker} started again"));
+            }
+            Action::CycleWorker(worker) => {
+                say(&format!(
+                    "chaos: SIGTERM worker-{worker}, then start it again"
+                ));
+                cluster.cycle_worker(worker)?;
+            }
+            Action::RestartEtcdAll => {
+                for member in 0..cluster.etcd.len() {
+                    cluster.restart_etcd(member)?;
+                }
+                say("chaos: etcd members started again");
             }
             Action::RestartEtcd => {
                 if let Some(member) = killed_member.take() {
@@ -320,6 +396,7 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
         scenario.workers,
         &scenario.worker_env,
     )?;
+    std::fs::create_dir_all(run_dir.join("locks")).map_err(|e| format!("locks: {e}"))?;
     let client = mongodb::Client::with_uri_str(&cluster.mongo_uri)
         .await
         .map_err(|e| format!("log store: {e}"))?;
@@ -339,7 +416,7 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
     let mut best = None;
     let mut stopped_by = None;
     for first_count in steps {
-        let jobs = planned_jobs(scenario, first_count);
+        let jobs = planned_jobs(scenario, first_count, run_dir);
         // Jobs saved by an earlier step stay as they are.
         let new: Vec<serde_json::Value> = jobs
             .iter()
@@ -380,7 +457,9 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
         ));
         tokio::time::sleep(Duration::from_secs(scenario.drain_secs)).await;
         let planned: Vec<PlannedJob> = jobs.into_iter().map(|(p, _)| p).collect();
-        let result = verify::verify(&runs, &planned, from, to, now(), chaos).await?;
+        let ledger = scenario.ledger.then(|| run_dir.join("ledger"));
+        let result =
+            verify::verify(&runs, &planned, from, to, now(), chaos, ledger.as_deref()).await?;
         let problems = check(scenario, &result);
         let step = Step {
             target_per_minute: first_count,
@@ -438,15 +517,36 @@ fn check(scenario: &Scenario, result: &verify::WindowResult) -> Vec<String> {
     if result.expected_ticks == 0 {
         problems.push("no tick was expected: the window is empty".into());
     }
-    let missing = if scenario.chaos.is_empty() {
+    // With a ledger every tick must have run, chaos or not (late is fine).
+    let missing = if scenario.chaos.is_empty() || scenario.ledger {
         result.missing
     } else {
         result.missing_outside_chaos
     };
-    if scenario.chaos.is_empty() && missing > e.max_missing {
+    if let Some(ledger) = &result.ledger {
+        if ledger.missing > 0 {
+            problems.push(format!(
+                "{} planned ticks never executed (by ledger)",
+                ledger.missing
+            ));
+        }
+        if ledger.duplicates > e.max_duplicates {
+            problems.push(format!(
+                "{} ticks executed twice (by ledger)",
+                ledger.duplicates
+            ));
+        }
+        if ledger.overlaps > 0 {
+            problems.push(format!(
+                "{} runs overlapped another of their job",
+                ledger.overlaps
+            ));
+        }
+    }
+    if (scenario.chaos.is_empty() || scenario.ledger) && missing > e.max_missing {
         problems.push(format!("{missing} missing (at most {})", e.max_missing));
     }
-    if !scenario.chaos.is_empty() && missing > e.max_missing_outside_chaos {
+    if !scenario.chaos.is_empty() && !scenario.ledger && missing > e.max_missing_outside_chaos {
         problems.push(format!(
             "{missing} missing outside the chaos spans (at most {})",
             e.max_missing_outside_chaos

@@ -119,7 +119,33 @@ pub fn markdown(report: &Report) -> String {
         .iter()
         .flat_map(|s| s.result.chaos.iter().map(move |c| (s, c)))
         .collect();
-    if !chaos.is_empty() {
+    let with_ledger = report.steps.iter().any(|s| s.result.ledger.is_some());
+    if !chaos.is_empty() && with_ledger {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "| chaos | span (s into window) | missing executions | duplicate executions | late runs | lateness p99 / max | ticks without a record | executions without a record |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        for (step, c) in &chaos {
+            let start = chrono::DateTime::parse_from_rfc3339(&step.result.from)
+                .map_or(0, |t| t.timestamp_millis());
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} to {:.0} | {} | {} | {} | {} / {} ms | {} | {} |",
+                c.action,
+                (c.from_ms - start) as f64 / 1000.0,
+                (c.to_ms - start) as f64 / 1000.0,
+                c.ledger_missing,
+                c.ledger_duplicates,
+                c.late_runs,
+                c.late_p99_ms,
+                c.late_max_ms,
+                c.missing,
+                c.executions_without_record
+            );
+        }
+    } else if !chaos.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
@@ -144,6 +170,24 @@ pub fn markdown(report: &Report) -> String {
                 "\nMissed outside the chaos spans (lost): {}.",
                 step.result.missing_outside_chaos
             );
+        }
+    }
+    for step in &report.steps {
+        if let Some(l) = &step.result.ledger {
+            let _ = writeln!(
+                out,
+                "\nBy ledger over the whole window: {} executions; {} planned ticks never executed; {} executed twice; {} lost runs rerun; {} runs overlapping another of their job; {} executions without a run record; {} ticks with neither an execution nor a record.",
+                l.executions,
+                l.missing,
+                l.duplicates,
+                l.reruns,
+                l.overlaps,
+                l.executions_without_record,
+                l.ticks_without_execution_or_record
+            );
+            if !l.examples.is_empty() {
+                let _ = writeln!(out, "\nLedger examples: {}", l.examples.join(", "));
+            }
         }
     }
     let _ = writeln!(out);

@@ -34,6 +34,10 @@ pub struct Scenario {
     /// Extra `DISTCRON_*` settings for every worker.
     #[serde(default)]
     pub worker_env: Vec<(String, String)>,
+    /// Each run appends `<job> <tick> <run id>` to a ledger, and executions
+    /// are counted from it as well as records from the run log.
+    #[serde(default)]
+    pub ledger: bool,
 }
 
 /// `count` jobs named `<prefix>-00000`...
@@ -52,6 +56,14 @@ pub struct JobGroup {
     /// run log is read are left out of the verification.
     #[serde(default)]
     pub run_secs: u64,
+    /// The jobs' `onLost` (`ignore` when absent).
+    #[serde(default)]
+    pub on_lost: Option<String>,
+    /// With the ledger: each run holds a lock of its job while it runs, and
+    /// a run that finds it held writes `overlap` to the ledger (two runs of
+    /// one tick, or of one `forbid` job, at once).
+    #[serde(default)]
+    pub exclusive: bool,
 }
 
 impl JobGroup {
@@ -83,8 +95,16 @@ pub struct Chaos {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ChaosAction {
-    /// SIGKILL a worker; it stays down.
+    /// SIGKILL a worker; it stays down, or starts again (same id) after
+    /// `forSecs` when that is set.
     KillWorker,
+    /// Stop every worker in turn gracefully (SIGTERM) and start it again,
+    /// `forSecs` apart: a rolling restart.
+    RollingRestart,
+    /// Start one more worker.
+    AddWorker,
+    /// SIGKILL every etcd member; they start again after `forSecs`.
+    StopEtcd,
     /// SIGSTOP a worker for `forSecs`, then SIGCONT.
     StopWorker,
     /// SIGKILL the etcd leader; it restarts 10 s later with its data.
@@ -156,10 +176,12 @@ pub fn load(name: &str, scenarios_dir: &Path) -> Result<Scenario, String> {
             path.display()
         ));
     }
+    let targets_a_worker =
+        |a: ChaosAction| matches!(a, ChaosAction::KillWorker | ChaosAction::StopWorker);
     if let Some(bad) = scenario
         .chaos
         .iter()
-        .find(|c| c.worker >= scenario.workers && c.action != ChaosAction::KillEtcdLeader)
+        .find(|c| c.worker >= scenario.workers && targets_a_worker(c.action))
     {
         return Err(format!(
             "scenario {}: chaos at {} s names worker {}, but there are {}",

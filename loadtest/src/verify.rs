@@ -1,6 +1,7 @@
 //! Verification from the run log, not from counters: for every job, the
 //! ticks its schedule planned in the measured window against the run
-//! records stored for it.
+//! records stored for it, and, with a ledger, against the executions the
+//! commands themselves wrote down.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -16,6 +17,8 @@ pub struct PlannedJob {
     pub name: String,
     pub cron_expr: String,
     pub run_secs: u64,
+    /// `onLost: rerun`: a lost run and its rerun are one tick, not two.
+    pub rerun_lost: bool,
 }
 
 /// The part of a run record the verification reads.
@@ -27,15 +30,73 @@ struct Seen {
     status: String,
 }
 
-/// A span of the window where a chaos action may cost ticks.
-#[derive(Debug, Clone, Serialize)]
+/// The span of the window a chaos action may touch, and what it cost.
+#[derive(Debug, Clone, Default, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChaosWindow {
     pub action: String,
     pub from_ms: i64,
     pub to_ms: i64,
-    /// Ticks planned in this span that never ran.
+    /// Ticks planned in this span without a run record.
     pub missing: u64,
+    /// By ledger: ticks planned in this span never executed, and executed
+    /// twice or more.
+    pub ledger_missing: u64,
+    pub ledger_duplicates: u64,
+    /// By ledger: executions in this span without a run record.
+    pub executions_without_record: u64,
+    /// Runs of this span that started more than 2 s after their tick, and
+    /// how late they were.
+    pub late_runs: u64,
+    pub late_p99_ms: i64,
+    pub late_max_ms: i64,
+}
+
+/// What the ledger says of the window.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerResult {
+    pub executions: u64,
+    /// Planned ticks never executed (not counting ticks the overlap policy
+    /// skipped, which say so in the run log).
+    pub missing: u64,
+    /// Ticks executed more than once (a lost run's rerun excepted).
+    pub duplicates: u64,
+    /// Lost runs run again (`onLost: rerun`).
+    pub reruns: u64,
+    /// Runs that found another run of their job holding its lock.
+    pub overlaps: u64,
+    /// Executions with no run record at all (issue J).
+    pub executions_without_record: u64,
+    /// Ticks with neither an execution nor a record saying why.
+    pub ticks_without_execution_or_record: u64,
+    pub examples: Vec<String>,
+}
+
+/// Runs this much after their tick count as late.
+const LATE_MS: i64 = 2_000;
+
+/// Executions per (job, tick).
+type Executions = HashMap<(String, i64), u64>;
+
+/// The ledger's lines: executions per (job, tick), and overlap reports.
+fn read_ledger(path: &std::path::Path) -> Result<(Executions, u64), String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (mut executions, mut overlaps) = (HashMap::new(), 0);
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["overlap", ..] => overlaps += 1,
+            [job, tick, _run_id] => {
+                let tick = tick
+                    .parse()
+                    .map_err(|_| format!("ledger {}: bad line {line:?}", path.display()))?;
+                *executions.entry((job.to_string(), tick)).or_default() += 1;
+            }
+            _ => return Err(format!("ledger {}: bad line {line:?}", path.display())),
+        }
+    }
+    Ok((executions, overlaps))
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -71,6 +132,9 @@ pub struct WindowResult {
     pub lateness: Lateness,
     pub chaos: Vec<ChaosWindow>,
     pub missing_outside_chaos: u64,
+    /// With a ledger: executions counted from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger: Option<LedgerResult>,
     /// A few missing ticks, to start an investigation from.
     pub missing_examples: Vec<String>,
 }
@@ -115,7 +179,17 @@ pub async fn verify(
     to: DateTime<Utc>,
     read_at: DateTime<Utc>,
     mut chaos: Vec<ChaosWindow>,
+    ledger_path: Option<&std::path::Path>,
 ) -> Result<WindowResult, String> {
+    let (executed, overlaps) = match ledger_path {
+        Some(path) => read_ledger(path)?,
+        None => Default::default(),
+    };
+    let mut ledger = ledger_path.map(|_| LedgerResult {
+        overlaps,
+        ..LedgerResult::default()
+    });
+    let mut late_in: Vec<Vec<i64>> = vec![Vec::new(); chaos.len()];
     // Every job's records, 16 queries in flight.
     let typed = runs.clone_with_type::<Seen>();
     let seen: Vec<(usize, Vec<Seen>)> = futures_util::stream::iter(jobs.iter().enumerate())
@@ -162,6 +236,55 @@ pub async fn verify(
                 .iter()
                 .filter(|r| STARTED.contains(&r.status.as_str()))
                 .collect();
+            let lost_then_rerun = job.rerun_lost && ran.iter().any(|r| r.status == "lost");
+            let spans: Vec<usize> = (0..chaos.len())
+                .filter(|w| (chaos[*w].from_ms..chaos[*w].to_ms).contains(&tick))
+                .collect();
+            if let Some(ledger) = ledger.as_mut() {
+                let n = executed
+                    .get(&(job.name.clone(), tick))
+                    .copied()
+                    .unwrap_or(0);
+                let skipped = here.iter().any(|r| r.status == "skipped");
+                ledger.executions += n;
+                let allowed = if lost_then_rerun { 2 } else { 1 };
+                if n == 0 && !skipped {
+                    ledger.missing += 1;
+                    spans.iter().for_each(|w| chaos[*w].ledger_missing += 1);
+                    if here.is_empty() {
+                        ledger.ticks_without_execution_or_record += 1;
+                    }
+                    if ledger.examples.len() < 10 {
+                        ledger
+                            .examples
+                            .push(format!("never executed: {} @ {tick}", job.name));
+                    }
+                } else if n > allowed {
+                    ledger.duplicates += 1;
+                    spans.iter().for_each(|w| chaos[*w].ledger_duplicates += 1);
+                    if ledger.examples.len() < 10 {
+                        ledger
+                            .examples
+                            .push(format!("{n} executions: {} @ {tick}", job.name));
+                    }
+                }
+                if n == 2 && lost_then_rerun {
+                    ledger.reruns += 1;
+                }
+                // Each execution should have its record; a lost run's
+                // record stands for the execution it lost.
+                let unrecorded = n.saturating_sub(ran.len() as u64);
+                ledger.executions_without_record += unrecorded;
+                spans
+                    .iter()
+                    .for_each(|w| chaos[*w].executions_without_record += unrecorded);
+            }
+            for run in &ran {
+                let late = run.start_time - run.plan_time;
+                if late > LATE_MS {
+                    spans.iter().for_each(|w| late_in[*w].push(late));
+                }
+            }
             if ran.is_empty() {
                 if here.iter().any(|r| r.status == "skipped") {
                     skipped += 1;
@@ -185,7 +308,7 @@ pub async fn verify(
                 continue;
             }
             started += 1;
-            duplicates += ran.len() as u64 - 1;
+            duplicates += (ran.len() as u64 - 1).saturating_sub(u64::from(lost_then_rerun));
             for run in ran {
                 if run.status != "succeeded" {
                     *failed.entry(run.status.clone()).or_default() += 1;
@@ -195,6 +318,12 @@ pub async fn verify(
         }
     }
     lateness.sort_unstable();
+    for (window, mut late) in chaos.iter_mut().zip(late_in) {
+        late.sort_unstable();
+        window.late_runs = late.len() as u64;
+        window.late_p99_ms = percentile(&late, 0.99);
+        window.late_max_ms = late.last().copied().unwrap_or(0);
+    }
     let window_secs = (to - from).num_milliseconds() as f64 / 1000.0;
     Ok(WindowResult {
         from: from.to_rfc3339(),
@@ -216,6 +345,7 @@ pub async fn verify(
         chaos,
         missing_outside_chaos,
         missing_examples,
+        ledger,
     })
 }
 
@@ -233,6 +363,7 @@ mod tests {
             name: "j".into(),
             cron_expr: "7 * * * * *".into(),
             run_secs: 0,
+            rerun_lost: false,
         };
         let found = ticks(&job, at("2026-01-01T00:00:07Z"), at("2026-01-01T00:03:07Z")).unwrap();
         let want: Vec<i64> = ["00:00:07", "00:01:07", "00:02:07"]

@@ -17,7 +17,6 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde::{Deserialize, Serialize};
 
 use super::job::{JobActor, run_claimed_tick};
 use super::lock::{ClaimOutcome, ClaimTick};
@@ -29,17 +28,7 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// in progress.
 const START_GRACE_MS: i64 = 3_000;
 
-/// The value of `delay/<job>`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DelayState {
-    pub last_tick: i64,
-    pub last_end: Option<i64>,
-}
-
-pub fn delay_key(job: &str) -> String {
-    format!("delay/{job}")
-}
+pub use crate::keyspace::{DelayState, delay_key};
 
 /// What an owner does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use actix::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::context::{OverlapDecision, WorkerContext};
 use super::fixed_delay::PlanDelayRun;
@@ -22,50 +22,7 @@ use crate::runlog::{RunRecord, RunStatus};
 use crate::runner::{self, RunSpec};
 use crate::schedule::Schedule;
 
-/// The value of a `running/<job>/<run_id>` key: enough for a live worker to
-/// write the `lost` record if this worker dies mid-run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunningEntry {
-    #[serde(rename = "run_id")]
-    pub run_id: String,
-    pub job_name: String,
-    pub command: String,
-    pub worker: String,
-    pub plan_time: i64,
-    pub schedule_time: i64,
-    pub start_time: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_by: Option<String>,
-}
-
-/// The value of a `run/<job>` key (`POST /job/run`): the instant to run
-/// and who asked. Older managers wrote the instant alone, as a number.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RunRequest {
-    pub plan_time: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub requested_by: Option<String>,
-}
-
-impl RunRequest {
-    pub fn parse(value: &[u8]) -> Option<RunRequest> {
-        if let Ok(request) = serde_json::from_slice::<RunRequest>(value) {
-            return Some(request);
-        }
-        let plan_time = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
-        Some(RunRequest {
-            plan_time,
-            requested_by: None,
-        })
-    }
-}
-
-/// The key under which a run in progress is registered.
-pub fn running_key(job: &str, run_id: &str) -> String {
-    format!("running/{job}/{run_id}")
-}
+pub use crate::keyspace::{RunRequest, RunningEntry, running_key};
 
 /// A run id: unique because one worker wins each tick; readable in logs.
 pub fn run_id(job: &str, tick_ms: i64, worker: &str) -> String {
@@ -573,47 +530,5 @@ impl Handler<GetJobCounters> for JobActor {
 
     fn handle(&mut self, _: GetJobCounters, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.counters.clone())
-    }
-}
-
-#[cfg(test)]
-mod run_request_tests {
-    use super::RunRequest;
-
-    #[test]
-    fn a_run_request_reads_json_and_the_older_bare_number() {
-        let table: [(&[u8], Option<RunRequest>); 5] = [
-            (
-                br#"{"planTime":5,"requestedBy":"ana (user:ana)"}"#,
-                Some(RunRequest {
-                    plan_time: 5,
-                    requested_by: Some("ana (user:ana)".into()),
-                }),
-            ),
-            (
-                br#"{"planTime":7}"#,
-                Some(RunRequest {
-                    plan_time: 7,
-                    requested_by: None,
-                }),
-            ),
-            (
-                b"1700000000000",
-                Some(RunRequest {
-                    plan_time: 1_700_000_000_000,
-                    requested_by: None,
-                }),
-            ),
-            (b"soon", None),
-            (br#"{"requestedBy":"x"}"#, None),
-        ];
-        for (value, expected) in table {
-            assert_eq!(
-                RunRequest::parse(value),
-                expected,
-                "{}",
-                String::from_utf8_lossy(value)
-            );
-        }
     }
 }

@@ -21,3 +21,28 @@ pub struct Drain;
 #[derive(Debug, Message)]
 #[rtype(result = "BatcherCounters")]
 pub struct GetCounters;
+
+/// The last step of a worker's stop: end the actor now.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// `Handler<Shutdown>` for actors that just stop.
+macro_rules! stops_on_shutdown {
+    ($($actor:ty),*) => {$(
+        impl actix::Handler<$crate::actors::messages::Shutdown> for $actor {
+            type Result = ();
+
+            fn handle(&mut self, _: $crate::actors::messages::Shutdown, ctx: &mut Self::Context) {
+                actix::ActorContext::stop(ctx);
+            }
+        }
+    )*};
+}
+
+stops_on_shutdown!(
+    super::supervisor::JobSupervisor,
+    super::kill_watcher::KillWatcher,
+    super::registrar::Registrar,
+    super::log_batcher::LogBatcher
+);

@@ -20,6 +20,7 @@ pub mod lock;
 pub mod log_batcher;
 pub mod messages;
 pub mod misfire;
+pub mod ownership;
 pub mod registrar;
 pub mod supervisor;
 

@@ -181,6 +181,11 @@ impl EmbeddedCoordinator {
         self.inner.leases_changed.notify_one();
     }
 
+    /// Watches open now: a stopped worker leaves none behind.
+    pub fn watchers(&self) -> usize {
+        self.inner.changes.receiver_count()
+    }
+
     /// A store that lives only in memory.
     pub fn in_memory() -> EmbeddedCoordinator {
         Self::start(None, BTreeMap::new(), 0)

@@ -11,6 +11,7 @@
 pub mod claims;
 pub mod embedded;
 pub mod etcd;
+pub mod follow;
 pub mod session;
 
 use std::time::Duration;

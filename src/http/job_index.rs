@@ -10,19 +10,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock, RwLock};
 
-use crate::coord::{Coordinator, WatchEvent, WatchItem};
+use crate::coord::follow::{Followed, Follower, follow};
+use crate::coord::{Coordinator, WatchEvent};
 use crate::job::Job;
-
-/// Pause before re-listing after a failure.
-const RETRY: Duration = Duration::from_secs(1);
+use crate::keyspace;
 
 #[derive(Default)]
 pub struct JobIndex {
     jobs: RwLock<BTreeMap<String, Job>>,
     ready: AtomicBool,
+    /// Follows `jobs/`; ends with the index.
+    follower: OnceLock<Follower>,
 }
 
 /// Filter jobs (in name order) by a lowercase name fragment, then page.
@@ -39,61 +39,48 @@ pub fn page_jobs(
 }
 
 impl JobIndex {
-    /// Start following `jobs/` in the background.
+    /// Start following `jobs/` in the background (inside a tokio runtime).
     pub fn follow(coord: Arc<dyn Coordinator>) -> Arc<JobIndex> {
         let index = Arc::new(JobIndex::default());
         let weak = Arc::downgrade(&index);
-        tokio::spawn(async move {
-            loop {
-                let Some(index) = weak.upgrade() else { return };
-                if let Err(error) = index.sync(&*coord).await {
-                    tracing::warn!(%error, "job index: re-listing jobs");
-                }
-                drop(index);
-                tokio::time::sleep(RETRY).await;
-            }
+        let follower = follow(coord, &[keyspace::JOBS], move |followed| {
+            let Some(index) = weak.upgrade() else {
+                return false;
+            };
+            index.take_in(followed);
+            true
         });
+        let _ = index.follower.set(follower);
         index
     }
 
-    /// List, then apply the watch until it ends or asks for a resync.
-    async fn sync(&self, coord: &dyn Coordinator) -> Result<(), String> {
-        let (kvs, revision) = coord.list("jobs/").await.map_err(|e| e.to_string())?;
-        let mut stream = coord
-            .watch("jobs/", revision + 1)
-            .await
-            .map_err(|e| e.to_string())?;
-        {
-            let mut jobs = self.write();
-            jobs.clear();
-            for kv in kvs {
-                if let Ok(job) = serde_json::from_slice::<Job>(&kv.value) {
-                    jobs.insert(job.name.clone(), job);
+    /// Apply a listing (replacing everything) or changes.
+    fn take_in(&self, followed: Followed) {
+        let mut jobs = self.write();
+        let events = match followed {
+            Followed::Listed(lists) => {
+                jobs.clear();
+                lists
+                    .into_iter()
+                    .flat_map(|(_, kvs)| kvs)
+                    .map(WatchEvent::Put)
+                    .collect()
+            }
+            Followed::Changed(_, events) => events,
+        };
+        for event in events {
+            match event {
+                WatchEvent::Put(kv) => {
+                    if let Ok(job) = serde_json::from_slice::<Job>(&kv.value) {
+                        jobs.insert(job.name.clone(), job);
+                    }
+                }
+                WatchEvent::Delete { key, .. } => {
+                    jobs.remove(keyspace::name_in(&key, keyspace::JOBS));
                 }
             }
         }
         self.ready.store(true, Ordering::Release);
-        while let Some(item) = stream.recv().await {
-            match item {
-                WatchItem::Events(events) => {
-                    let mut jobs = self.write();
-                    for event in events {
-                        match event {
-                            WatchEvent::Put(kv) => {
-                                if let Ok(job) = serde_json::from_slice::<Job>(&kv.value) {
-                                    jobs.insert(job.name.clone(), job);
-                                }
-                            }
-                            WatchEvent::Delete { key, .. } => {
-                                jobs.remove(key.trim_start_matches("jobs/"));
-                            }
-                        }
-                    }
-                }
-                WatchItem::Resync { reason } => return Err(reason),
-            }
-        }
-        Err("watch ended".into())
     }
 
     /// Jobs in name order, filtered and paged; `None` until the index has

@@ -131,7 +131,7 @@ pub fn serve() -> ! {
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 state.closed = true;
-                if let Some(deadline) = state.deadline {
+                if let Some(deadline) = state.deadline.filter(|_| !state.groups.is_empty()) {
                     std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
                 }
             }

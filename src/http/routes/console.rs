@@ -11,12 +11,12 @@ use serde::Serialize;
 
 use super::job::{ListQuery, shown};
 use super::worker::workers;
-use crate::actors::job::RunningEntry;
 use crate::http::error::{MAX_SKIP, in_range, ok};
 use crate::http::guard::principal;
 use crate::http::job_index::page_jobs;
 use crate::http::{ApiError, AppState};
 use crate::job::Job;
+use crate::keyspace::RunningEntry;
 use crate::runlog::{RunQuery, RunRecord, RunStatus};
 
 /// The most rows `/job/table` returns at once.

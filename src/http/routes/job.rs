@@ -9,14 +9,13 @@ use std::time::Duration;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
-use crate::actors::fixed_delay::delay_key;
-use crate::actors::job::{RunRequest, RunningEntry};
 use crate::auth::{Principal, Role};
 use crate::http::error::{MAX_SKIP, in_range, ok};
 use crate::http::guard::{note, principal};
 use crate::http::job_index::page_jobs;
 use crate::http::{ApiError, AppState, body};
 use crate::job::{Job, validate_name};
+use crate::keyspace::{RunRequest, RunningEntry, delay_key};
 use crate::runlog::{RunQuery, RunRecord, RunStatus};
 
 /// A kill or run request lives this long: workers act on it at once; the

@@ -9,8 +9,8 @@ use std::fmt::Write;
 use actix_web::{HttpResponse, web};
 
 use crate::actors::log_batcher::LATENESS_BUCKETS_MS;
-use crate::actors::registrar::WorkerInfo;
 use crate::http::{ApiError, AppState};
+use crate::keyspace::WorkerInfo;
 
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (kvs, _) = state.coord.list("workers/").await?;

@@ -3,9 +3,10 @@
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 
-use crate::actors::registrar::{REFRESH, WorkerInfo};
+use crate::actors::registrar::REFRESH;
 use crate::http::error::ok;
 use crate::http::{ApiError, AppState};
+use crate::keyspace::WorkerInfo;
 
 pub(super) async fn workers(state: &AppState) -> Result<Vec<WorkerInfo>, ApiError> {
     let (kvs, _) = state.coord.list("workers/").await?;
