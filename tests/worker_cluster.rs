@@ -182,8 +182,14 @@ fn long_runs_of(path: &std::path::Path, worker: &str, tick: i64) -> Vec<Executio
 async fn fenced(runs: &[Execution], since: tokio::time::Instant, limit: Duration, what: &str) {
     for run in runs {
         let pid = run.pid.expect("long runs write their pid");
-        let proc = format!("/proc/{pid}");
-        while std::path::Path::new(&proc).exists() {
+        // Alive: present and not a zombie (a killed run's processes stay
+        // zombies until the frozen worker, their reaper, resumes).
+        let alive = || {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+        };
+        while alive() {
             assert!(
                 since.elapsed() < limit,
                 "{what}: {} (pid {pid}) still alive {:?} after, past its lease and kill grace",

@@ -65,6 +65,9 @@ pub struct LockActor {
     fence: Option<RunningRuns>,
     /// The fence process, told how long each session is good for.
     fence_process: Option<Fence>,
+    /// A session lost here but perhaps not yet in etcd: revoked before the
+    /// next one starts.
+    lost_lease: Option<LeaseId>,
 }
 
 /// A tick this worker won: its claim, held on the session until
@@ -88,17 +91,27 @@ impl Ticket {
     /// Right before a won tick starts (or is decided, as a skip): mark it
     /// started, if the session still holds it. `false` means the tick must
     /// not start here: the session ended and the tick is free for others.
+    ///
+    /// While the session lives the claim is ours and nobody else can run
+    /// the tick, so an unanswered confirm (an etcd election, an outage) is
+    /// retried until it is answered or the session ends.
     pub async fn confirm(&self, now_ms: i64) -> bool {
-        if !self.token.is_alive() {
-            return false;
-        }
-        match self.claims.confirm(&self.claim, now_ms).await {
-            Ok(confirmed) => confirmed && self.token.is_alive(),
-            Err(error) => {
-                tracing::warn!(key = %self.claim.key, %error, "cannot confirm the claim; not starting the tick");
-                false
+        let mut pause = Duration::from_millis(100);
+        let mut warned = false;
+        while self.token.is_alive() {
+            match self.claims.confirm(&self.claim, now_ms).await {
+                Ok(confirmed) => return confirmed && self.token.is_alive(),
+                Err(error) => {
+                    if !warned {
+                        tracing::warn!(key = %self.claim.key, %error, "cannot confirm the claim yet; retrying while the session lives");
+                        warned = true;
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
             }
         }
+        false
     }
 }
 
@@ -163,6 +176,7 @@ impl LockActor {
             counters: LockCounters::default(),
             fence: None,
             fence_process: None,
+            lost_lease: None,
         }
     }
 
@@ -207,12 +221,24 @@ impl Handler<StartSession> for LockActor {
             return;
         }
         self.starting = true;
-        let (coord, ttl) = (self.coord.clone(), self.ttl);
+        let (coord, ttl, lost) = (self.coord.clone(), self.ttl, self.lost_lease);
         ctx.spawn(
-            async move { Session::start(coord, ttl).await }
-                .into_actor(self)
-                .map(|result, act, ctx| {
+            async move {
+                // End the lost session in etcd first (etcd may have kept it
+                // alive across an outage): its unstarted claims go with it,
+                // so looking back for missed ticks finds them free, and peers
+                // see this worker's runs of then as lost.
+                if let Some(old) = lost {
+                    coord.revoke(old).await?;
+                }
+                Session::start(coord, ttl).await
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
                     act.starting = false;
+                    if result.is_ok() && act.lost_lease == lost {
+                        act.lost_lease = None;
+                    }
                     match result {
                         Ok(session) => {
                             tracing::info!(worker = %act.worker_id, lease = session.lease(), "session started");
@@ -253,6 +279,7 @@ impl Handler<SessionLost> for LockActor {
             runs.kill_all("killed: the worker lost its session, so its runs were declared lost");
         }
         self.session = None;
+        self.lost_lease = Some(lease);
         ctx.notify_later(StartSession, SESSION_RETRY);
     }
 }

@@ -14,8 +14,11 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::context::WorkerContext;
-use super::job::{HandOver, JobActor, RunNow, RunningEntry, StopJob, UpdateJob, run_claimed_tick};
+use super::context::{OverlapDecision, WorkerContext};
+use super::job::{
+    HandOver, JobActor, RunNow, RunningEntry, StopJob, UpdateJob, run_claimed_tick,
+    skip_claimed_tick,
+};
 use super::lock::{ClaimOutcome, ClaimTick};
 use super::messages::Record;
 pub use super::ownership::rendezvous_owner;
@@ -234,7 +237,20 @@ impl JobSupervisor {
                     requested_by: entry.requested_by,
                     job,
                 };
-                run_claimed_tick(ctx, spec, ticket).await;
+                // The rerun honours the overlap policy: under `forbid`, a
+                // newer run of the job in progress anywhere skips it.
+                match ctx.overlap_decision(&spec.job) {
+                    OverlapDecision::Start => run_claimed_tick(ctx, spec, ticket).await,
+                    OverlapDecision::Skip => skip_claimed_tick(ctx, spec, ticket).await,
+                    OverlapDecision::ReplaceThenStart => {
+                        let reason = format!(
+                            "replaced by the rerun of {} (overlap: replace)",
+                            entry.run_id
+                        );
+                        ctx.running.kill(&spec.job.name, &reason);
+                        run_claimed_tick(ctx, spec, ticket).await;
+                    }
+                }
             }
         });
     }
