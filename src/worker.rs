@@ -105,6 +105,8 @@ pub fn start(
     let batcher = LogBatcher::new(run_log, settings.batcher.clone())?.start();
     let running = RunningRuns::default();
     let mut limits = settings.limits;
+    let (sessions_tx, sessions) = tokio::sync::watch::channel(0);
+    let unregister_backlog = crate::actors::context::UnregisterBacklog::default();
     let fence = match &settings.fence_program {
         Some(program) => Some(Fence::start(program).map_err(|e| {
             std::io::Error::other(format!("cannot start the fence {}: {e}", program.display()))
@@ -120,7 +122,8 @@ pub fn start(
         settings.claim_policy,
     )
     .fencing(running.clone())
-    .with_fence_process(fence);
+    .with_fence_process(fence)
+    .announcing(sessions_tx, unregister_backlog.clone());
     let claims = lock.claims();
     let lock = lock.start();
     let ctx = WorkerContext {
@@ -136,6 +139,8 @@ pub fn start(
         cluster_runs: Default::default(),
         claims,
         misfire_window: settings.misfire_window,
+        sessions,
+        unregister_backlog,
     };
     let kill_watcher = KillWatcher::new(ctx.clone()).start();
     let supervisor = JobSupervisor::new(ctx.clone()).start();
@@ -198,6 +203,11 @@ impl Worker {
         // Let the last runs hand their records over before draining.
         tokio::task::yield_now().await;
         let counters = self.ctx.batcher.send(Drain).await.unwrap_or_default();
+        // Finished runs still registered would look lost once the session
+        // is revoked.
+        if let Err(error) = self.ctx.unregister_backlog.flush(&*self.ctx.coord).await {
+            tracing::warn!(%error, "finished runs are still registered; peers may count them lost");
+        }
         let _ = self.ctx.lock.send(Release).await;
         let _ = self.supervisor.send(Shutdown).await;
         let _ = self.kill_watcher.send(Shutdown).await;

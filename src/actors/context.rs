@@ -33,6 +33,41 @@ pub struct WorkerContext {
     /// How far back a new owner looks for ticks nobody ran, for jobs that
     /// do not set their own window (already held below claim retention).
     pub misfire_window: std::time::Duration,
+    /// Bumped by the LockActor each time it holds a new session.
+    pub sessions: tokio::sync::watch::Receiver<u64>,
+    /// `running/` keys of finished runs whose delete failed.
+    pub unregister_backlog: UnregisterBacklog,
+}
+
+/// `running/` keys of runs that ended but could not be unregistered (etcd
+/// was out). Left in place, they would end with the session and make a
+/// finished run look lost (and rerun). Retried by the registrar's refresh,
+/// and flushed before a lost session is revoked or the worker stops.
+#[derive(Clone, Default)]
+pub struct UnregisterBacklog(Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>);
+
+impl UnregisterBacklog {
+    pub fn add(&self, key: String) {
+        self.lock().insert(key);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
+    /// Delete what can be deleted; `Err` if some keys remain.
+    pub async fn flush(&self, coord: &dyn Coordinator) -> crate::coord::Result<()> {
+        let keys: Vec<String> = self.lock().iter().cloned().collect();
+        for key in keys {
+            coord.delete(&key).await?;
+            self.lock().remove(&key);
+        }
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// What a won tick does about runs of its job already in progress.

@@ -69,6 +69,12 @@ pub struct JobActor {
     pub(super) claims_failing: bool,
 }
 
+/// Look back for missed ticks now (the worker has a new session, or claims
+/// failed a while ago): the schedule of a job may not fire again for long.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecoverMisfires;
+
 /// The job's definition changed.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -213,24 +219,30 @@ pub async fn skip_claimed_tick(ctx: WorkerContext, spec: RunSpec, ticket: Ticket
     if !confirmed(&ctx, &spec, &ticket).await {
         return;
     }
-    let now = ctx.clock.now_ms();
-    ctx.batcher.do_send(Record(RunRecord {
-        run_id: spec.run_id,
+    let why = "skipped: the previous run is still in progress (overlap: forbid)";
+    let record = unstarted(&spec, ctx.clock.now_ms(), RunStatus::Skipped, why);
+    ctx.batcher.do_send(Record(record));
+}
+
+/// The record of a tick that did not start, and why.
+fn unstarted(spec: &RunSpec, now: i64, status: RunStatus, why: &str) -> RunRecord {
+    RunRecord {
+        run_id: spec.run_id.clone(),
         job_name: spec.job.name.clone(),
         command: spec.job.command.clone(),
-        worker: spec.worker,
+        worker: spec.worker.clone(),
         plan_time: spec.plan_time,
         schedule_time: spec.schedule_time,
         start_time: now,
         end_time: now,
-        status: RunStatus::Skipped,
+        status,
         exit_code: None,
         signal: None,
         output: String::new(),
         truncated: false,
-        err: "skipped: the previous run is still in progress (overlap: forbid)".into(),
-        requested_by: spec.requested_by,
-    }));
+        err: why.into(),
+        requested_by: spec.requested_by.clone(),
+    }
 }
 
 /// Confirm a won tick's claim right before it starts.
@@ -290,7 +302,12 @@ async fn run_attempt(
     token: &crate::coord::session::LivenessToken,
 ) -> Option<RunStatus> {
     if !token.is_alive() {
+        // The tick is ours (its claim confirmed, or this is a retry), so
+        // nobody else will run it: say why it did not run.
         tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "session died before the run could start; not running");
+        let why = "not started: the worker lost its session before the start";
+        let record = unstarted(&spec, ctx.clock.now_ms(), RunStatus::Lost, why);
+        ctx.batcher.do_send(Record(record));
         return None;
     }
     let key = running_key(&spec.job.name, &spec.run_id);
@@ -334,7 +351,8 @@ async fn run_attempt(
         Ok(Ok(false)) => {}
         Ok(Ok(true)) => {
             if let Err(error) = ctx.coord.delete(&key).await {
-                tracing::warn!(%key, %error, "cannot unregister the finished run; it ends with the session");
+                tracing::warn!(%key, %error, "cannot unregister the finished run yet; retrying");
+                ctx.unregister_backlog.add(key);
             }
         }
         Ok(Err(error)) => tracing::warn!(%key, %error, "could not register the run in progress"),
@@ -376,11 +394,7 @@ impl JobActor {
                     let schedule_time = act.ctx.clock.now_ms();
                     let answered = matches!(result, Ok(Ok(ClaimOutcome::Won(_) | ClaimOutcome::Lost { .. })));
                     if !answered {
-                        act.claims_failing = true;
-                    } else if std::mem::take(&mut act.claims_failing) {
-                        // Claims work again (a new session, etcd back):
-                        // run late what was missed meanwhile.
-                        act.recover_misfires(ctx);
+                        act.claims_failed(ctx);
                     }
                     match result {
                         Ok(Ok(ClaimOutcome::Won(ticket))) => {
@@ -514,6 +528,16 @@ impl Handler<StopJob> for JobActor {
 
     fn handle(&mut self, _: StopJob, ctx: &mut Context<Self>) {
         self.stop_firing(ctx);
+    }
+}
+
+impl Handler<RecoverMisfires> for JobActor {
+    type Result = ();
+
+    fn handle(&mut self, _: RecoverMisfires, ctx: &mut Context<Self>) {
+        if !self.stopping {
+            self.recover_misfires(ctx);
+        }
     }
 }
 

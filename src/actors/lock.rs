@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::context::UnregisterBacklog;
 use crate::clock::SharedClock;
 use crate::coord::claims::{ClaimPolicy, TickClaim, TickClaims, WonClaim};
 use crate::coord::session::{LivenessToken, Session, wait_lost};
@@ -68,6 +69,10 @@ pub struct LockActor {
     /// A session lost here but perhaps not yet in etcd: revoked before the
     /// next one starts.
     lost_lease: Option<LeaseId>,
+    /// Told of every new session (for looking back at missed ticks).
+    sessions: Option<tokio::sync::watch::Sender<u64>>,
+    /// Finished runs still registered: unregistered before a revoke.
+    backlog: UnregisterBacklog,
 }
 
 /// A tick this worker won: its claim, held on the session until
@@ -100,7 +105,9 @@ impl Ticket {
         let mut warned = false;
         while self.token.is_alive() {
             match self.claims.confirm(&self.claim, now_ms).await {
-                Ok(confirmed) => return confirmed && self.token.is_alive(),
+                // Confirmed, the tick is ours even if the session ends now:
+                // the start checks the token and records why it did not run.
+                Ok(confirmed) => return confirmed,
                 Err(error) => {
                     if !warned {
                         tracing::warn!(key = %self.claim.key, %error, "cannot confirm the claim yet; retrying while the session lives");
@@ -177,6 +184,8 @@ impl LockActor {
             fence: None,
             fence_process: None,
             lost_lease: None,
+            sessions: None,
+            backlog: UnregisterBacklog::default(),
         }
     }
 
@@ -197,6 +206,18 @@ impl LockActor {
     /// its runs when that runs out.
     pub fn with_fence_process(mut self, fence: Option<Fence>) -> LockActor {
         self.fence_process = fence;
+        self
+    }
+
+    /// Announce each new session on `sessions`; unregister the finished
+    /// runs of `backlog` before revoking a lost session.
+    pub fn announcing(
+        mut self,
+        sessions: tokio::sync::watch::Sender<u64>,
+        backlog: UnregisterBacklog,
+    ) -> LockActor {
+        self.sessions = Some(sessions);
+        self.backlog = backlog;
         self
     }
 
@@ -222,6 +243,7 @@ impl Handler<StartSession> for LockActor {
         }
         self.starting = true;
         let (coord, ttl, lost) = (self.coord.clone(), self.ttl, self.lost_lease);
+        let backlog = self.backlog.clone();
         ctx.spawn(
             async move {
                 // End the lost session in etcd first (etcd may have kept it
@@ -229,6 +251,8 @@ impl Handler<StartSession> for LockActor {
                 // so looking back for missed ticks finds them free, and peers
                 // see this worker's runs of then as lost.
                 if let Some(old) = lost {
+                    // Finished runs still registered would look lost.
+                    backlog.flush(&*coord).await?;
                     coord.revoke(old).await?;
                 }
                 Session::start(coord, ttl).await
@@ -254,6 +278,9 @@ impl Handler<StartSession> for LockActor {
                                 addr.do_send(SessionLost(lease));
                             });
                             act.session = Some(session);
+                            if let Some(sessions) = &act.sessions {
+                                sessions.send_modify(|n| *n += 1);
+                            }
                         }
                         Err(error) => {
                             tracing::warn!(worker = %act.worker_id, %error, "cannot start a session; retrying");

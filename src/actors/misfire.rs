@@ -63,7 +63,25 @@ pub fn late_ticks(policy: Misfire, due: &[i64], claimed: &BTreeSet<i64>) -> Vec<
     }
 }
 
+/// While claims fail, how often a job looks back for what it missed.
+const RECHECK_WHILE_FAILING: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl JobActor {
+    /// A claim (or a look back) got no answer: look back again shortly,
+    /// until a look back succeeds, rather than at the next tick of the
+    /// schedule, which may be an hour away.
+    pub(super) fn claims_failed(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::replace(&mut self.claims_failing, true) {
+            return; // a recheck is already armed
+        }
+        ctx.run_later(RECHECK_WHILE_FAILING, |act, ctx| {
+            act.claims_failing = false;
+            if !act.stopping {
+                act.recover_misfires(ctx);
+            }
+        });
+    }
+
     /// Look back over the misfire window and run late the ticks nobody
     /// claimed.
     pub(super) fn recover_misfires(&mut self, ctx: &mut Context<Self>) {
@@ -96,9 +114,8 @@ impl JobActor {
                             }
                         }
                         Err(error) => {
-                            // Looked back again once claims get answers.
-                            act.claims_failing = true;
                             tracing::warn!(job = %act.job.name, %error, "cannot read the job's claims to find missed ticks");
+                            act.claims_failed(ctx);
                         }
                     }
                     act.stop_if_done(ctx);
@@ -112,21 +129,26 @@ impl JobActor {
         self.in_flight += 1;
         ctx.spawn(
             async move {
-                let mut won = Vec::new();
+                let (mut won, mut failed) = (Vec::new(), false);
                 for tick_ms in late {
                     let claim = ClaimTick {
                         job: name.clone(),
                         tick_ms,
                     };
-                    if let Ok(Ok(ClaimOutcome::Won(ticket))) = lock.send(claim).await {
-                        won.push((tick_ms, ticket));
+                    match lock.send(claim).await {
+                        Ok(Ok(ClaimOutcome::Won(ticket))) => won.push((tick_ms, ticket)),
+                        Ok(Ok(ClaimOutcome::Lost { .. })) => {}
+                        _ => failed = true,
                     }
                 }
-                won
+                (won, failed)
             }
             .into_actor(self)
-            .map(|won, act, ctx| {
+            .map(|(won, failed), act, ctx| {
                 act.in_flight -= 1;
+                if failed {
+                    act.claims_failed(ctx);
+                }
                 if !won.is_empty() {
                     act.counters.misfires_claimed += won.len() as u64;
                     let ticks: Vec<i64> = won.iter().map(|(t, _)| *t).collect();

@@ -162,13 +162,19 @@ impl Handler<Refresh> for Registrar {
             self.sources.supervisor.clone(),
             self.sources.kill_watcher.clone(),
         );
-        let key = format!("workers/{}", self.ctx.worker_id);
+        let key = crate::keyspace::worker_key(&self.ctx.worker_id);
         let registered = self.registered_lease;
+        let backlog = self.ctx.unregister_backlog.clone();
         ctx.spawn(
             async move {
                 let Ok(Some((lease, _))) = lock.send(CurrentSession).await else {
                     return Ok(Registration::NoSession);
                 };
+                if !backlog.is_empty()
+                    && let Err(error) = backlog.flush(&*coord).await
+                {
+                    tracing::debug!(%error, "finished runs still registered; retrying");
+                }
                 info.batcher = batcher.send(GetCounters).await.unwrap_or_default();
                 info.claims = lock.send(GetLockCounters).await.unwrap_or_default();
                 info.supervisor = supervisor

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use super::context::{OverlapDecision, WorkerContext};
 use super::job::{
-    HandOver, JobActor, RunNow, RunningEntry, StopJob, UpdateJob, run_claimed_tick,
-    skip_claimed_tick,
+    HandOver, JobActor, RecoverMisfires, RunNow, RunningEntry, StopJob, UpdateJob,
+    run_claimed_tick, skip_claimed_tick,
 };
 use super::lock::{ClaimOutcome, ClaimTick};
 use super::messages::Record;
@@ -57,6 +57,8 @@ pub struct JobSupervisor {
     owned: HashMap<String, Owned>,
     /// Lists and watches the keyspace; dropped at stop.
     follower: Option<Follower>,
+    /// Passes on each new session of the worker; aborted at stop.
+    sessions_task: Option<tokio::task::JoinHandle<()>>,
     counters: SupervisorCounters,
 }
 
@@ -64,6 +66,12 @@ pub struct JobSupervisor {
 #[derive(Message)]
 #[rtype(result = "()")]
 struct Delivered(Followed);
+
+/// The worker holds a new session (after losing one, claims that were not
+/// confirmed are gone): every job looks back for what it missed.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct SessionRegained;
 
 /// Graceful stop: every JobActor keeps firing through the handover (the
 /// worker has left the membership, so other workers take its jobs now),
@@ -84,6 +92,7 @@ impl JobSupervisor {
             ctx,
             owned: HashMap::new(),
             follower: None,
+            sessions_task: None,
             counters: SupervisorCounters::default(),
         }
     }
@@ -260,6 +269,12 @@ impl Actor for JobSupervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        let (mut sessions, addr) = (self.ctx.sessions.clone(), ctx.address());
+        self.sessions_task = Some(actix::spawn(async move {
+            while sessions.changed().await.is_ok() {
+                addr.do_send(SessionRegained);
+            }
+        }));
         let addr = ctx.address();
         let prefixes = [
             keyspace::JOBS,
@@ -289,11 +304,24 @@ impl Handler<Delivered> for JobSupervisor {
     }
 }
 
+impl Handler<SessionRegained> for JobSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: SessionRegained, _: &mut Context<Self>) {
+        for owned in self.owned.values().filter(|o| o.leaving.is_none()) {
+            owned.addr.do_send(RecoverMisfires);
+        }
+    }
+}
+
 impl Handler<StopAll> for JobSupervisor {
     type Result = MessageResult<StopAll>;
 
     fn handle(&mut self, _: StopAll, ctx: &mut Context<Self>) -> Self::Result {
         self.follower = None;
+        if let Some(task) = self.sessions_task.take() {
+            task.abort();
+        }
         let actors = self.owned.values().map(|o| o.addr.clone()).collect();
         let actions = self.state.stop();
         self.act(actions, ctx);

@@ -66,6 +66,8 @@ fn rig() -> Rig {
         // Tests of misfires set their window; the others start jobs with
         // nothing to look back at.
         misfire_window: Duration::ZERO,
+        sessions: tokio::sync::watch::channel(0).1,
+        unregister_backlog: Default::default(),
     };
     Rig {
         ctx,
