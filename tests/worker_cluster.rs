@@ -104,6 +104,26 @@ async fn fleet(label: &str) -> Fleet {
 }
 
 impl Fleet {
+    /// Wait until `n` workers are registered.
+    async fn wait_registered(&self, n: usize) {
+        let what = format!("{n} workers registered");
+        eventually(&what, Duration::from_secs(30), || {
+            let coord = self.coord.clone();
+            async move { (coord.list("workers/").await.ok()?.0.len() == n).then_some(()) }
+        })
+        .await;
+    }
+
+    /// Store `job` as saved now (no tick before now is ever run late).
+    async fn save(&self, job: &mut Job) {
+        job.updated_at = Some(now_ms());
+        let value = serde_json::to_vec(&*job).unwrap();
+        self.coord
+            .put(&format!("jobs/{}", job.name), value, None)
+            .await
+            .unwrap();
+    }
+
     fn start(&self, id: &str) -> WorkerProcess {
         start_worker(
             id,
@@ -229,7 +249,6 @@ async fn every_fault_runs_each_tick_exactly_once_by_ledger() {
         d = dir.display(),
         l = ledger.display()
     );
-    let saved_at = now_ms();
     let mut jobs = Vec::new();
     for i in 0..30 {
         let mut job = Job::new(&format!("short-{i:02}"), &short_command, "* * * * * *");
@@ -244,31 +263,11 @@ async fn every_fault_runs_each_tick_exactly_once_by_ledger() {
         jobs.push(job);
     }
     for job in &mut jobs {
-        job.updated_at = Some(saved_at);
-        coord
-            .put(
-                &format!("jobs/{}", job.name),
-                serde_json::to_vec(&*job).unwrap(),
-                None,
-            )
-            .await
-            .unwrap();
+        fleet.save(job).await;
     }
     let mut workers: HashMap<&str, WorkerProcess> =
         WORKERS.iter().map(|id| (*id, fleet.start(id))).collect();
-    let registered = |n: usize| {
-        let coord = coord.clone();
-        move || {
-            let coord = coord.clone();
-            async move { (coord.list("workers/").await.ok()?.0.len() == n).then_some(()) }
-        }
-    };
-    eventually(
-        "three workers registered",
-        Duration::from_secs(30),
-        registered(3),
-    )
-    .await;
+    fleet.wait_registered(3).await;
     let window_start = now_ms() + 2_000;
     let in_progress = |worker: &'static str| {
         let coord = coord.clone();
@@ -295,7 +294,7 @@ async fn every_fault_runs_each_tick_exactly_once_by_ledger() {
     let status = tokio::task::block_in_place(|| old.child.wait()).unwrap();
     assert!(status.success(), "w1 stopped gracefully: {status}");
     workers.insert("w1", fleet.start("w1"));
-    eventually("w1 back", Duration::from_secs(30), registered(3)).await;
+    fleet.wait_registered(3).await;
 
     // 2. SIGKILL with long runs in progress: the fence ends them by the
     // lease's end plus the kill grace. Then the worker back.
@@ -308,7 +307,7 @@ async fn every_fault_runs_each_tick_exactly_once_by_ledger() {
     drop(workers.remove("w2"));
     fenced(&caught, since, fence_limit, "SIGKILL").await;
     workers.insert("w2", fleet.start("w2"));
-    eventually("w2 back", Duration::from_secs(30), registered(3)).await;
+    fleet.wait_registered(3).await;
 
     // 3. SIGSTOP past the lease, then SIGCONT: fenced the same way.
     mid_long_runs().await;
@@ -324,7 +323,7 @@ async fn every_fault_runs_each_tick_exactly_once_by_ledger() {
 
     // 4. A fourth worker joins.
     workers.insert("w4", fleet.start("w4"));
-    eventually("four workers", Duration::from_secs(30), registered(4)).await;
+    fleet.wait_registered(4).await;
     tokio::time::sleep(Duration::from_secs(12)).await;
     let window_end = now_ms() - 3_000;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -442,28 +441,20 @@ async fn every_fault_runs_each_tick_exactly_once_by_ledger() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixed_delay_neither_overlaps_nor_stops_across_a_worker_kill() {
     let fleet = fleet("delay").await;
-    let coord = fleet.coord.clone();
     let ledger = fleet.data_dir.path().join("ledger");
     let command = format!(
         "echo \"start $(date +%s%3N) $DISTCRON_RUN_ID\" >> {l}; sleep 2; echo \"end $(date +%s%3N) $DISTCRON_RUN_ID\" >> {l}",
         l = ledger.display()
     );
-    let job = Job::new("chain", &command, "@delay 3s");
+    let mut job = Job::new("chain", &command, "@delay 3s");
     let owner = rendezvous_owner(&job.name, ["w1", "w2"]).unwrap();
     let survivor = if owner == "w1" { "w2" } else { "w1" };
     let mut workers: HashMap<&str, WorkerProcess> = ["w1", "w2"]
         .iter()
         .map(|id| (*id, fleet.start(id)))
         .collect();
-    eventually("two workers registered", Duration::from_secs(30), || {
-        let coord = coord.clone();
-        async move { (coord.list("workers/").await.ok()?.0.len() == 2).then_some(()) }
-    })
-    .await;
-    coord
-        .put("jobs/chain", serde_json::to_vec(&job).unwrap(), None)
-        .await
-        .unwrap();
+    fleet.wait_registered(2).await;
+    fleet.save(&mut job).await;
 
     // (kind, epoch ms, run id) from the ledger.
     let read_ledger = || -> Vec<(String, i64, String)> {
@@ -556,7 +547,6 @@ async fn fixed_delay_neither_overlaps_nor_stops_across_a_worker_kill() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_runs_every_tick_exactly_once() {
     let fleet = fleet("rolling").await;
-    let coord = fleet.coord.clone();
     let ledger = fleet.data_dir.path().join("ledger");
     let command = format!(
         "echo \"$DISTCRON_JOB $DISTCRON_TICK\" >> {}",
@@ -565,32 +555,12 @@ async fn a_rolling_restart_runs_every_tick_exactly_once() {
     const JOBS: usize = 30;
     for i in 0..JOBS {
         let mut job = Job::new(&format!("tick-{i:02}"), &command, "* * * * * *");
-        job.updated_at = Some(now_ms());
-        coord
-            .put(
-                &format!("jobs/{}", job.name),
-                serde_json::to_vec(&job).unwrap(),
-                None,
-            )
-            .await
-            .unwrap();
+        fleet.save(&mut job).await;
     }
     let start = |id: &str| fleet.start(id);
     let mut workers: HashMap<&str, WorkerProcess> =
         WORKERS.iter().map(|id| (*id, start(id))).collect();
-    let registered = |n: usize| {
-        let coord = coord.clone();
-        move || {
-            let coord = coord.clone();
-            async move { (coord.list("workers/").await.ok()?.0.len() == n).then_some(()) }
-        }
-    };
-    eventually(
-        "three workers registered",
-        Duration::from_secs(30),
-        registered(3),
-    )
-    .await;
+    fleet.wait_registered(3).await;
     let window_start = now_ms() + 2_000;
     for id in WORKERS {
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -605,7 +575,7 @@ async fn a_rolling_restart_runs_every_tick_exactly_once() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         workers.insert(id, start(id));
-        eventually("the worker back", Duration::from_secs(30), registered(3)).await;
+        fleet.wait_registered(3).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let window_end = now_ms() - 2_000;

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::context::{OverlapDecision, WorkerContext};
 use super::fixed_delay::PlanDelayRun;
-use super::lock::{ClaimOutcome, ClaimTick, Ticket};
+use super::lock::{ClaimOutcome, ClaimTick, Confirmation, CurrentSession, Ticket};
 use super::messages::Record;
 use crate::job::Job;
 use crate::runlog::{RunRecord, RunStatus};
@@ -216,7 +216,7 @@ impl JobActor {
 /// Record a won tick as skipped (`overlap: forbid`), once its claim is
 /// confirmed: an unconfirmed tick is left for the next owner instead.
 pub async fn skip_claimed_tick(ctx: WorkerContext, spec: RunSpec, ticket: Ticket) {
-    if !confirmed(&ctx, &spec, &ticket).await {
+    if confirmed(&ctx, &spec, &ticket).await.is_none() {
         return;
     }
     let why = "skipped: the previous run is still in progress (overlap: forbid)";
@@ -245,13 +245,47 @@ fn unstarted(spec: &RunSpec, now: i64, status: RunStatus, why: &str) -> RunRecor
     }
 }
 
-/// Confirm a won tick's claim right before it starts.
-async fn confirmed(ctx: &WorkerContext, spec: &RunSpec, ticket: &Ticket) -> bool {
-    if ticket.confirm(ctx.clock.now_ms()).await {
-        return true;
+/// Confirm a won tick's claim right before it starts; the token to start
+/// it under, or `None` if the tick is not this worker's to run.
+async fn confirmed(
+    ctx: &WorkerContext,
+    spec: &RunSpec,
+    ticket: &Ticket,
+) -> Option<crate::coord::session::LivenessToken> {
+    let epoch = *ctx.sessions.borrow();
+    match ticket.confirm(ctx.clock.now_ms()).await {
+        Confirmation::Confirmed => Some(ticket.token.clone()),
+        Confirmation::NotOurs => {
+            tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "the tick's claim is no longer ours (session lost); leaving it to the next owner");
+            None
+        }
+        Confirmation::Unknown => settle_unknown(ctx, spec, ticket, epoch).await,
     }
-    tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "the tick's claim could not be confirmed (session lost); leaving it to the next owner");
-    false
+}
+
+/// A confirm whose answer was lost with the session: once a new session
+/// has revoked the old one, an unconfirmed claim is gone (the tick is free
+/// for a look back) and a confirmed one is still ours: run it then.
+async fn settle_unknown(
+    ctx: &WorkerContext,
+    spec: &RunSpec,
+    ticket: &Ticket,
+    epoch: u64,
+) -> Option<crate::coord::session::LivenessToken> {
+    tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "the tick's confirm got no answer before the session ended; settling it once a new session holds");
+    let mut sessions = ctx.sessions.clone();
+    let new_session = sessions.wait_for(|n| *n > epoch);
+    tokio::time::timeout(ctx.misfire_window.max(Duration::from_secs(60)), new_session)
+        .await
+        .ok()?
+        .ok()?;
+    let kv = ctx.coord.get(&ticket.claim.key).await.ok()??;
+    if kv.value != ticket.claim.value {
+        return None;
+    }
+    let (_, token) = ctx.lock.send(CurrentSession).await.ok()??;
+    tracing::info!(job = %spec.job.name, tick = spec.plan_time, "the lost confirm had landed: the tick is ours, running it late");
+    Some(token)
 }
 
 /// Run a claimed tick, and its retries if the job asks for them (each
@@ -259,10 +293,9 @@ async fn confirmed(ctx: &WorkerContext, spec: &RunSpec, ticket: &Ticket) -> bool
 /// backoff). The claim is confirmed before the first start, and the session
 /// token checked right before every start.
 pub async fn run_claimed_tick(ctx: WorkerContext, mut spec: RunSpec, ticket: Ticket) {
-    if !confirmed(&ctx, &spec, &ticket).await {
+    let Some(token) = confirmed(&ctx, &spec, &ticket).await else {
         return;
-    }
-    let token = ticket.token;
+    };
     let first_run_id = spec.run_id.clone();
     loop {
         let Some(status) = run_attempt(&ctx, spec.clone(), &token).await else {

@@ -92,33 +92,50 @@ impl std::fmt::Debug for Ticket {
     }
 }
 
+/// What a confirm found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// The claim is ours and marked started: run the tick.
+    Confirmed,
+    /// The claim is gone or someone else's: the tick is not ours to run.
+    NotOurs,
+    /// The session ended while no confirm got an answer: one may have
+    /// landed. Only a look at the claim once the old session is revoked
+    /// can tell.
+    Unknown,
+}
+
 impl Ticket {
     /// Right before a won tick starts (or is decided, as a skip): mark it
-    /// started, if the session still holds it. `false` means the tick must
-    /// not start here: the session ended and the tick is free for others.
+    /// started, if the session still holds it.
     ///
     /// While the session lives the claim is ours and nobody else can run
     /// the tick, so an unanswered confirm (an etcd election, an outage) is
     /// retried until it is answered or the session ends.
-    pub async fn confirm(&self, now_ms: i64) -> bool {
+    pub async fn confirm(&self, now_ms: i64) -> Confirmation {
         let mut pause = Duration::from_millis(100);
-        let mut warned = false;
+        let mut unanswered = false;
         while self.token.is_alive() {
             match self.claims.confirm(&self.claim, now_ms).await {
                 // Confirmed, the tick is ours even if the session ends now:
                 // the start checks the token and records why it did not run.
-                Ok(confirmed) => return confirmed,
+                Ok(true) => return Confirmation::Confirmed,
+                Ok(false) => return Confirmation::NotOurs,
                 Err(error) => {
-                    if !warned {
+                    if !unanswered {
                         tracing::warn!(key = %self.claim.key, %error, "cannot confirm the claim yet; retrying while the session lives");
-                        warned = true;
+                        unanswered = true;
                     }
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
             }
         }
-        false
+        if unanswered {
+            Confirmation::Unknown
+        } else {
+            Confirmation::NotOurs
+        }
     }
 }
 

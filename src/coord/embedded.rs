@@ -150,18 +150,10 @@ impl EmbeddedCoordinator {
                 continue;
             }
             let lease = *by_expiry.entry(expires_ms).or_insert_with(|| {
-                let id = state.next_lease;
-                state.next_lease += 1;
-                let ttl = Duration::from_millis((expires_ms - now_ms) as u64);
-                state.leases.insert(
-                    id,
-                    Lease {
-                        ttl,
-                        deadline: Instant::now() + ttl,
-                        keys: HashSet::new(),
-                    },
-                );
-                id
+                new_lease(
+                    &mut state,
+                    Duration::from_millis((expires_ms - now_ms) as u64),
+                )
             });
             if let Some(l) = state.leases.get_mut(&lease) {
                 l.keys.insert(key.clone());
@@ -291,6 +283,23 @@ impl Inner {
         let _ = self.changes.send(Arc::new(events));
         Ok(())
     }
+}
+
+/// A new lease of `ttl`, from now.
+fn new_lease(state: &mut State, ttl: Duration) -> LeaseId {
+    let id = state.next_lease;
+    state.next_lease += 1;
+    let deadline = Instant::now() + ttl;
+    let keys = HashSet::new();
+    state.leases.insert(
+        id,
+        Lease {
+            ttl,
+            deadline,
+            keys,
+        },
+    );
+    id
 }
 
 /// Remove a key from the in-memory map and from its lease's key set.
@@ -534,18 +543,7 @@ impl Coordinator for EmbeddedCoordinator {
     async fn grant(&self, ttl: Duration) -> Result<LeaseId> {
         // Whole seconds, like etcd, so both engines expire leases alike.
         let ttl = Duration::from_secs(ttl_seconds(ttl) as u64);
-        let mut state = self.lock();
-        let id = state.next_lease;
-        state.next_lease += 1;
-        state.leases.insert(
-            id,
-            Lease {
-                ttl,
-                deadline: Instant::now() + ttl,
-                keys: HashSet::new(),
-            },
-        );
-        drop(state);
+        let id = new_lease(&mut self.lock(), ttl);
         self.inner.leases_changed.notify_one();
         Ok(id)
     }
