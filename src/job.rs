@@ -308,6 +308,9 @@ impl Job {
                 ),
             ));
         }
+        if self.updated_at.is_some_and(|t| t < 0) {
+            return Err(JobError::new("updatedAt", "must not be negative"));
+        }
         if self
             .misfire_window_secs
             .is_some_and(|w| w > MAX_MISFIRE_WINDOW_SECS)

@@ -132,6 +132,10 @@ pub struct Expect {
     /// With chaos: ticks missed outside the failover windows.
     #[serde(default)]
     pub max_missing_outside_chaos: u64,
+    /// With a ledger: executions the run log has no record of (unchecked
+    /// when absent).
+    #[serde(default)]
+    pub max_executions_without_record: Option<u64>,
 }
 
 impl Default for Expect {
@@ -143,6 +147,7 @@ impl Default for Expect {
             max_p99_ms: None,
             max_lateness_ms: None,
             max_missing_outside_chaos: 0,
+            max_executions_without_record: None,
         }
     }
 }
