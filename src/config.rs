@@ -852,6 +852,21 @@ mod tests {
     }
 
     #[test]
+    fn a_misfire_window_longer_than_claim_retention_can_guard_is_refused() {
+        let msg = load_err(&["--claim-retention-secs", "60"], &[]);
+        assert!(
+            msg.contains("misfireWindowSecs") && msg.contains("at most 30 s"),
+            "{msg}"
+        );
+        let ok = load(
+            Role::Worker,
+            &args(&["--claim-retention-secs", "60", "--misfire-window-secs", "30"]),
+            &env(&[]),
+        );
+        assert!(ok.is_ok(), "30 s fits 60 s of retention");
+    }
+
+    #[test]
     fn flag_usage_errors() {
         assert_eq!(load_err(&["--listen"], &[]), "--listen needs a value");
         assert!(load_err(&["stray"], &[]).starts_with("unexpected argument 'stray'"));

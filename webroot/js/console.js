@@ -339,7 +339,10 @@ $(function () {
     $('#f-workdir').val(j.workdir || '');
     $('#f-overlap').val(j.overlap || 'forbid');
     $('#f-onLost').val(j.onLost || 'ignore');
-    $('#f-catchUp').val(j.catchUp || '');
+    // The older catchUp: N reads as misfire latest within N seconds.
+    const legacy = j.catchUp > 0;
+    $('#f-misfire').val(j.misfire || (legacy ? 'latest' : 'all'));
+    $('#f-misfireWindowSecs').val(j.misfireWindowSecs !== undefined ? j.misfireWindowSecs : (legacy ? j.catchUp : ''));
     $('#f-retries').val(j.retries || '');
     $('#f-retryBackoff').val(j.retryBackoff === undefined ? '' : j.retryBackoff);
     $('#f-enabled').prop('checked', job ? j.enabled : true);
@@ -419,7 +422,8 @@ $(function () {
       onLost: $('#f-onLost').val(),
       enabled: $('#f-enabled').prop('checked'),
       timeout: numberOrUndefined('#f-timeout'),
-      catchUp: numberOrUndefined('#f-catchUp'),
+      misfire: $('#f-misfire').val(),
+      misfireWindowSecs: numberOrUndefined('#f-misfireWindowSecs'),
       retries: numberOrUndefined('#f-retries'),
       retryBackoff: numberOrUndefined('#f-retryBackoff'),
       workdir: $('#f-workdir').val().trim() || undefined
