@@ -860,7 +860,12 @@ mod tests {
         );
         let ok = load(
             Role::Worker,
-            &args(&["--claim-retention-secs", "60", "--misfire-window-secs", "30"]),
+            &args(&[
+                "--claim-retention-secs",
+                "60",
+                "--misfire-window-secs",
+                "30",
+            ]),
             &env(&[]),
         );
         assert!(ok.is_ok(), "30 s fits 60 s of retention");
