@@ -104,6 +104,55 @@ macro_rules! contract_suite {
             }
 
             #[tokio::test]
+            async fn a_real_result_replaces_lost_and_a_late_lost_changes_nothing() {
+                let Some(b) = super::$engine().await else {
+                    return;
+                };
+                // Lost first (a peer's guess), then the worker's own result.
+                let lost = run("x1", "rank", 1000, RunStatus::Lost);
+                let real = run("x1", "rank", 1001, RunStatus::Succeeded);
+                assert_eq!(
+                    b.log
+                        .insert_batch(std::slice::from_ref(&lost))
+                        .await
+                        .unwrap(),
+                    1
+                );
+                assert_eq!(
+                    b.log
+                        .insert_batch(std::slice::from_ref(&real))
+                        .await
+                        .unwrap(),
+                    1
+                );
+                assert_eq!(b.log.get("x1").await.unwrap(), Some(real.clone()));
+                // The real result first: a late lost, and the result again,
+                // change nothing.
+                let first = run("x2", "rank", 2000, RunStatus::Failed);
+                assert_eq!(
+                    b.log
+                        .insert_batch(std::slice::from_ref(&first))
+                        .await
+                        .unwrap(),
+                    1
+                );
+                let late = run("x2", "rank", 2001, RunStatus::Lost);
+                assert_eq!(b.log.insert_batch(&[late, first.clone()]).await.unwrap(), 0);
+                assert_eq!(b.log.get("x2").await.unwrap(), Some(first));
+                // One record a run, and the replaced one's index is gone:
+                // the job pages two records, each once.
+                let page = b.log.page(&query("rank", None, 0, 10)).await.unwrap();
+                assert_eq!(ids(&page), ["x2", "x1"]);
+                assert_eq!(page[1].status, RunStatus::Succeeded);
+                let lost_page = b
+                    .log
+                    .page(&query("rank", Some(RunStatus::Lost), 0, 10))
+                    .await
+                    .unwrap();
+                assert!(lost_page.is_empty(), "{lost_page:?}");
+            }
+
+            #[tokio::test]
             async fn a_job_is_paged_newest_first_with_skip_limit_and_status() {
                 let Some(b) = super::$engine().await else {
                     return;

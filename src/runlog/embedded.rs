@@ -130,8 +130,26 @@ impl RunLog for EmbeddedRunLog {
                 let mut by_job = write.open_table(BY_JOB).map_err(storage)?;
                 let mut by_time = write.open_table(BY_TIME).map_err(storage)?;
                 for record in &records {
-                    if runs.get(record.run_id.as_str()).map_err(storage)?.is_some() {
-                        continue;
+                    let stored = runs
+                        .get(record.run_id.as_str())
+                        .map_err(storage)?
+                        .map(|bytes| serde_json::from_slice::<RunRecord>(bytes.value()));
+                    match stored {
+                        None => {}
+                        Some(Ok(old)) if super::supersedes(record.status, old.status) => {
+                            // Replace it: its index entries go with it.
+                            by_job
+                                .remove((
+                                    old.job_name.as_str(),
+                                    old.start_time,
+                                    old.run_id.as_str(),
+                                ))
+                                .map_err(storage)?;
+                            by_time
+                                .remove((old.start_time, old.run_id.as_str()))
+                                .map_err(storage)?;
+                        }
+                        Some(_) => continue,
                     }
                     let bytes = serde_json::to_vec(record).map_err(storage)?;
                     runs.insert(record.run_id.as_str(), bytes.as_slice())

@@ -51,10 +51,14 @@ impl RunLog for FakeRunLog {
         let mut records = self.records.lock().unwrap();
         let mut inserted = 0;
         for record in batch {
-            if !records.iter().any(|r| r.run_id == record.run_id) {
-                records.push(record.clone());
-                inserted += 1;
+            match records.iter_mut().find(|r| r.run_id == record.run_id) {
+                None => records.push(record.clone()),
+                Some(stored) if super::supersedes(record.status, stored.status) => {
+                    *stored = record.clone()
+                }
+                Some(_) => continue,
             }
+            inserted += 1;
         }
         self.batches.lock().unwrap().push(batch.len());
         Ok(inserted)

@@ -146,12 +146,23 @@ pub enum RunLogError {
 
 pub type Result<T> = std::result::Result<T, RunLogError>;
 
+/// Whether a record of status `new` replaces a stored record of the same
+/// run with status `stored`. A record only moves forward: a peer's `lost`
+/// is a guess made when the worker's lease ended, and the worker's own
+/// result, arriving later (a partition healed, a spool replayed), is the
+/// truth; a late `lost` never overwrites a real result, and duplicates
+/// change nothing.
+pub fn supersedes(new: RunStatus, stored: RunStatus) -> bool {
+    stored == RunStatus::Lost && new != RunStatus::Lost
+}
+
 /// Every run log also keeps the audit log, beside the runs.
 #[async_trait]
 pub trait RunLog: crate::audit::AuditStore + Send + Sync + 'static {
     /// Store a batch. A record whose `run_id` is already stored is skipped,
-    /// so retrying a batch never duplicates anything. Returns how many
-    /// records were new.
+    /// so retrying a batch never duplicates anything, unless it
+    /// [`supersedes`] the stored one (a real result arriving after a peer
+    /// wrote `lost`). Returns how many records were new or replaced.
     async fn insert_batch(&self, records: &[RunRecord]) -> Result<u64>;
 
     /// One job's runs, newest first (by start time, then run id).
@@ -226,6 +237,24 @@ pub const DEFAULT_OUTPUT_CAP: usize = 256 * 1024;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_only_moves_forward() {
+        use RunStatus::*;
+        let table = [
+            (Succeeded, Lost, true),
+            (Failed, Lost, true),
+            (Killed, Lost, true),
+            (Skipped, Lost, true),
+            (Lost, Lost, false),
+            (Lost, Succeeded, false),
+            (Succeeded, Succeeded, false),
+            (Failed, Succeeded, false),
+        ];
+        for (new, stored, replaces) in table {
+            assert_eq!(supersedes(new, stored), replaces, "{new:?} over {stored:?}");
+        }
+    }
 
     #[test]
     fn records_use_the_old_systems_names() {

@@ -146,13 +146,14 @@ fn newest_first() -> Document {
 
 /// Insert what is new: an unordered `insert_many` stores every record whose
 /// unique key is free and reports the others as duplicate-key errors, which
-/// are expected. Returns how many were new.
+/// are expected. Returns how many were new, and the batch positions of the
+/// records already stored.
 async fn insert_new<T: Serialize + Send + Sync>(
     collection: &Collection<T>,
     records: &[T],
-) -> Result<u64> {
+) -> Result<(u64, Vec<usize>)> {
     match collection.insert_many(records).ordered(false).await {
-        Ok(result) => Ok(result.inserted_ids.len() as u64),
+        Ok(result) => Ok((result.inserted_ids.len() as u64, Vec::new())),
         Err(e) => match e.kind.as_ref() {
             ErrorKind::InsertMany(failure)
                 if failure.write_concern_error.is_none()
@@ -162,8 +163,13 @@ async fn insert_new<T: Serialize + Send + Sync>(
                         .flatten()
                         .all(|w| w.code == DUPLICATE_KEY) =>
             {
-                let duplicates = failure.write_errors.as_ref().map_or(0, Vec::len);
-                Ok((records.len() - duplicates) as u64)
+                let stored: Vec<usize> = failure
+                    .write_errors
+                    .iter()
+                    .flatten()
+                    .map(|w| w.index)
+                    .collect();
+                Ok(((records.len() - stored.len()) as u64, stored))
             }
             _ => Err(unavailable(e)),
         },
@@ -226,7 +232,23 @@ impl RunLog for MongoRunLog {
             return Ok(0);
         }
         self.ensure_indexes().await?;
-        insert_new(&self.runs, records).await
+        let (mut stored, already) = insert_new(&self.runs, records).await?;
+        // A real result replaces a peer's `lost` guess, and nothing else:
+        // the filter on the stored status makes the replace a no-op when
+        // the stored record is already a real one.
+        for record in already.into_iter().filter_map(|i| records.get(i)) {
+            if !super::supersedes(record.status, RunStatus::Lost) {
+                continue;
+            }
+            let filter = doc! { "run_id": &record.run_id, "status": RunStatus::Lost.as_str() };
+            let replaced = self
+                .runs
+                .replace_one(filter, record)
+                .await
+                .map_err(unavailable)?;
+            stored += replaced.modified_count;
+        }
+        Ok(stored)
     }
 
     async fn page(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
