@@ -111,7 +111,7 @@ impl Handler<PlanDelayRun> for JobActor {
         let (coord, name) = (self.ctx.coord.clone(), self.job.name.clone());
         let read = async move {
             let state = coord.get(&delay_key(&name)).await?;
-            let (running, _) = coord.list(&format!("running/{name}/")).await?;
+            let (running, _) = coord.list(&crate::keyspace::running_prefix(&name)).await?;
             Ok::<_, crate::coord::CoordError>((state, !running.is_empty()))
         };
         ctx.spawn(read.into_actor(self).map(|result, act, ctx| {

@@ -87,7 +87,7 @@ pub async fn table(
         Some(page) => page,
         None => {
             // The index is not ready yet: ask the coordinator.
-            let (kvs, _) = state.coord.list("jobs/").await?;
+            let (kvs, _) = state.coord.list(crate::keyspace::JOBS).await?;
             let all: Vec<Job> = kvs
                 .iter()
                 .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
@@ -135,7 +135,7 @@ pub async fn table(
 }
 
 async fn running_per_job(state: &AppState) -> Result<HashMap<String, usize>, ApiError> {
-    let (kvs, _) = state.coord.list("running/").await?;
+    let (kvs, _) = state.coord.list(crate::keyspace::RUNNING).await?;
     let mut counts = HashMap::new();
     for entry in kvs
         .iter()

@@ -15,7 +15,7 @@ use crate::http::guard::{note, principal};
 use crate::http::job_index::page_jobs;
 use crate::http::{ApiError, AppState, body};
 use crate::job::{Job, validate_name};
-use crate::keyspace::{RunRequest, RunningEntry, delay_key};
+use crate::keyspace::{self, RunRequest, RunningEntry, delay_key, job_key};
 use crate::runlog::{RunQuery, RunRecord, RunStatus};
 
 /// A kill or run request lives this long: workers act on it at once; the
@@ -27,10 +27,6 @@ const LOG_MAX_LIMIT: u64 = 1_000;
 /// `/job/list` page size, when one is given (without one the old clients
 /// get every job, as before).
 const LIST_MAX_LIMIT: usize = 10_000;
-
-fn job_key(name: &str) -> String {
-    format!("jobs/{name}")
-}
 
 async fn load_job(state: &AppState, name: &str) -> Result<Job, ApiError> {
     validate_name(name)?;
@@ -152,7 +148,7 @@ fn check_misfire_window(state: &AppState, job: &Job) -> Result<(), ApiError> {
 pub(super) async fn job_count(state: &AppState) -> Result<usize, ApiError> {
     Ok(match state.jobs.page_with_total(None, 0, 0) {
         Some((total, _)) => total,
-        None => state.coord.list("jobs/").await?.0.len(),
+        None => state.coord.list(keyspace::JOBS).await?.0.len(),
     })
 }
 
@@ -221,7 +217,7 @@ pub async fn kill(
     let at = (state.clock)().timestamp_millis().to_string();
     state
         .coord
-        .put(&format!("kill/{name}"), at.into_bytes(), Some(lease))
+        .put(&keyspace::kill_key(&name), at.into_bytes(), Some(lease))
         .await?;
     tracing::info!(job = %name, "kill requested");
     Ok(ok(serde_json::Value::Null))
@@ -258,7 +254,7 @@ pub async fn run_now(
     state
         .coord
         .put(
-            &format!("run/{name}"),
+            &keyspace::run_request_key(&name),
             serde_json::to_vec(&request).unwrap_or_default(),
             Some(lease),
         )
@@ -334,9 +330,12 @@ pub async fn list(
     let kvs = match (&query.q, query.limit) {
         (None, Some(_)) => {
             let wanted = skip.saturating_add(limit);
-            state.coord.list_first("jobs/", wanted as u64).await?
+            state
+                .coord
+                .list_first(keyspace::JOBS, wanted as u64)
+                .await?
         }
-        _ => state.coord.list("jobs/").await?.0,
+        _ => state.coord.list(keyspace::JOBS).await?.0,
     };
     let jobs = kvs
         .iter()
@@ -437,7 +436,10 @@ pub async fn get(
         .await?
         .into_iter()
         .next();
-    let (kvs, _) = state.coord.list(&format!("running/{}/", job.name)).await?;
+    let (kvs, _) = state
+        .coord
+        .list(&keyspace::running_prefix(&job.name))
+        .await?;
     let running = kvs
         .iter()
         .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
@@ -461,7 +463,7 @@ struct RunningRun {
 
 /// `GET /job/running`: every run in progress, on every worker.
 pub async fn running(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let (kvs, _) = state.coord.list("running/").await?;
+    let (kvs, _) = state.coord.list(keyspace::RUNNING).await?;
     let now = (state.clock)().timestamp_millis();
     let runs: Vec<RunningRun> = kvs
         .iter()
