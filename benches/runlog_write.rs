@@ -41,7 +41,7 @@ fn record(engine: &str, i: usize) -> RunRecord {
 
 async fn measure(engine: &str, store: Arc<dyn RunLog>) {
     let spool = tempfile::tempdir().expect("temp dir");
-    let config = BatcherConfig::new(spool.path().join("spool.jsonl"));
+    let config = BatcherConfig::new(spool.path().join("journal"));
     let batcher = LogBatcher::new(store.clone(), config)
         .expect("open spool")
         .start();
@@ -53,11 +53,11 @@ async fn measure(engine: &str, store: Arc<dyn RunLog>) {
     let elapsed = start.elapsed();
     let stored = store.count(None, None).await.expect("count");
     println!(
-        "{engine:>9}: {RECORDS} records in {:.2} s = {:.0} records/s ({} batches, stored {stored}, spooled {}, dropped {})",
+        "{engine:>9}: {RECORDS} records in {:.2} s = {:.0} records/s ({} batches, {} fsyncs, stored {stored}, dropped {})",
         elapsed.as_secs_f64(),
         RECORDS as f64 / elapsed.as_secs_f64(),
         counters.batches_written,
-        counters.spooled,
+        counters.fsyncs,
         counters.dropped
     );
 }

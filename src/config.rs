@@ -45,6 +45,11 @@ pub struct Config {
     /// Database and collection of the run log.
     pub mongodb_database: String,
     pub mongodb_collection: String,
+    /// Acknowledgement asked of run log writes: `majority` (a failover
+    /// cannot roll them back) or a number of members.
+    pub mongodb_write_concern: String,
+    /// The longest a run log write may take; past it the batch is retried.
+    pub mongodb_write_timeout_ms: u64,
     /// Directory of the embedded stores (`distcron standalone`).
     pub data_dir: String,
     /// This worker's id, unique in the cluster; empty means host name + pid.
@@ -69,10 +74,11 @@ pub struct Config {
     pub batch_size: u64,
     /// Longest wait before a partial batch is written.
     pub batch_delay_ms: u64,
-    /// The log batcher's spool file while the run log is down; empty means
-    /// `<dataDir>/spool-<workerId>.jsonl`.
-    pub spool_path: String,
-    pub spool_max_bytes: u64,
+    /// The worker's run journal: every run record waits here until the run
+    /// log has it. Empty means `<dataDir>/journal-<workerId>/`. It replaces
+    /// the spool (`spoolPath`, `spoolMaxBytes`).
+    pub journal_dir: String,
+    pub journal_max_bytes: u64,
     /// How long a tick claim is kept after its minute.
     pub claim_retention_secs: u64,
     /// How long before its tick a worker claims it, so etcd's latency is
@@ -137,6 +143,8 @@ impl Default for Config {
             mongodb_uri: "mongodb://127.0.0.1:27017/?directConnection=true".into(),
             mongodb_database: "distcron".into(),
             mongodb_collection: "runs".into(),
+            mongodb_write_concern: "majority".into(),
+            mongodb_write_timeout_ms: 10_000,
             data_dir: "./distcron-data".into(),
             worker_id: String::new(),
             group: "default".into(),
@@ -148,8 +156,8 @@ impl Default for Config {
             output_cap_bytes: crate::runlog::DEFAULT_OUTPUT_CAP as u64,
             batch_size: 100,
             batch_delay_ms: 1_000,
-            spool_path: String::new(),
-            spool_max_bytes: 1 << 30,
+            journal_dir: String::new(),
+            journal_max_bytes: 1 << 30,
             claim_retention_secs: 300,
             claim_lead_ms: 500,
             misfire_window_secs: 60,
@@ -418,12 +426,19 @@ fn validate(config: &Config) -> Result<(), (&'static str, String)> {
     if config.group.is_empty() {
         return Err(("group", "must not be empty".into()));
     }
+    crate::runlog::mongo::write_concern(&config.mongodb_write_concern, Duration::from_secs(1))
+        .map_err(|why| ("mongodbWriteConcern", why))?;
     for (key, value, min) in [
         ("sessionTtlSecs", config.session_ttl_secs, 2),
         ("batchSize", config.batch_size, 1),
         ("batchDelayMs", config.batch_delay_ms, 1),
         ("outputCapBytes", config.output_cap_bytes, 1),
-        ("spoolMaxBytes", config.spool_max_bytes, 1024),
+        ("journalMaxBytes", config.journal_max_bytes, 1 << 20),
+        (
+            "mongodbWriteTimeoutMs",
+            config.mongodb_write_timeout_ms,
+            100,
+        ),
         ("claimRetentionSecs", config.claim_retention_secs, 10),
         ("sessionIdleSecs", config.session_idle_secs, 60),
         ("maxJobs", config.max_jobs, 1),
@@ -714,6 +729,8 @@ pub fn mongo_options(config: &Config) -> crate::runlog::mongo::MongoOptions {
     let mut options = crate::runlog::mongo::MongoOptions::new(&config.mongodb_uri);
     options.database = config.mongodb_database.clone();
     options.collection = config.mongodb_collection.clone();
+    options.write_concern = config.mongodb_write_concern.clone();
+    options.write_timeout = Duration::from_millis(config.mongodb_write_timeout_ms);
     options
 }
 

@@ -44,15 +44,15 @@ pub struct WorkerSettings {
 
 impl WorkerSettings {
     pub fn from_config(config: &Config) -> WorkerSettings {
-        let spool_path = if config.spool_path.is_empty() {
-            PathBuf::from(&config.data_dir).join(format!("spool-{}.jsonl", config.worker_id))
+        let journal_dir = if config.journal_dir.is_empty() {
+            PathBuf::from(&config.data_dir).join(format!("journal-{}", config.worker_id))
         } else {
-            PathBuf::from(&config.spool_path)
+            PathBuf::from(&config.journal_dir)
         };
-        let mut batcher = BatcherConfig::new(spool_path);
+        let mut batcher = BatcherConfig::new(journal_dir);
         batcher.max_batch = config.batch_size as usize;
         batcher.max_delay = Duration::from_millis(config.batch_delay_ms);
-        batcher.spool_max_bytes = config.spool_max_bytes;
+        batcher.journal.max_bytes = config.journal_max_bytes;
         WorkerSettings {
             worker_id: config.worker_id.clone(),
             group: config.group.clone(),
@@ -234,7 +234,7 @@ impl Worker {
         if !still_running.is_empty() {
             tracing::warn!(?still_running, "actors did not end with the worker");
         }
-        tracing::info!(worker = %self.ctx.worker_id, flushed = counters.flushed, spooled = counters.spool_bytes, "worker stopped");
+        tracing::info!(worker = %self.ctx.worker_id, flushed = counters.flushed, journal_bytes = counters.journal_bytes, "worker stopped");
         Stopped {
             counters,
             still_running,

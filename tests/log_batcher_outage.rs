@@ -45,8 +45,8 @@ async fn records_arriving_during_a_30s_outage_are_all_stored_exactly_once() {
     let mut options = MongoOptions::new(&server.uri());
     options.server_selection_timeout = Duration::from_secs(1);
     let store: Arc<dyn RunLog> = Arc::new(MongoRunLog::connect(&options).await.unwrap());
-    let spool = tempfile::tempdir().unwrap();
-    let mut config = BatcherConfig::new(spool.path().join("spool.jsonl"));
+    let journal = tempfile::tempdir().unwrap();
+    let mut config = BatcherConfig::new(journal.path().join("journal"));
     config.retry_max = Duration::from_secs(2);
     let batcher = LogBatcher::new(store.clone(), config).unwrap().start();
 
@@ -104,7 +104,7 @@ async fn records_arriving_during_a_30s_outage_are_all_stored_exactly_once() {
 
     let counters = batcher.send(Drain).await.unwrap();
     assert_eq!(counters.dropped, 0);
-    assert_eq!(counters.spooled, RECORDS as u64);
-    assert_eq!(counters.replayed, RECORDS as u64);
-    assert_eq!(counters.spool_bytes, 0);
+    assert_eq!(counters.journaled, RECORDS as u64);
+    assert_eq!(counters.flushed, RECORDS as u64);
+    assert_eq!((counters.journal_bytes, counters.queued), (0, 0));
 }

@@ -104,6 +104,114 @@ macro_rules! contract_suite {
             }
 
             #[tokio::test]
+            async fn records_converge_on_the_furthest_status_whatever_the_order() {
+                let Some(b) = super::$engine().await else {
+                    return;
+                };
+                use RunStatus::*;
+                // Every order the journal, a replay and a peer can produce.
+                let orders: [&[RunStatus]; 7] = [
+                    &[Pending, Started, Succeeded],
+                    &[Succeeded, Started, Pending],
+                    &[Started, Lost, Failed],
+                    &[Started, Failed, Lost],
+                    &[Lost, Started],
+                    &[Started, Started, Started],
+                    &[Killed, Killed, Lost, Started],
+                ];
+                for (n, order) in orders.iter().enumerate() {
+                    let id = format!("order{n}");
+                    for (i, status) in order.iter().enumerate() {
+                        let record = run(&id, "orders", 5000 + n as i64 * 10 + i as i64, *status);
+                        b.log.insert_batch(&[record]).await.unwrap();
+                    }
+                    let furthest = order.iter().copied().max_by_key(|s| s.rank()).unwrap();
+                    let first_of_furthest = order.iter().position(|s| *s == furthest).unwrap();
+                    let stored = b.log.get(&id).await.unwrap().unwrap();
+                    assert_eq!(stored.status, furthest, "{order:?}");
+                    assert_eq!(
+                        stored.start_time,
+                        5000 + n as i64 * 10 + first_of_furthest as i64,
+                        "{order:?}: the first record of that rank stays"
+                    );
+                }
+                // Both in one batch, too: the started then its result.
+                let both = [
+                    run("batch1", "orders", 9000, Started),
+                    run("batch1", "orders", 9001, Succeeded),
+                ];
+                b.log.insert_batch(&both).await.unwrap();
+                assert_eq!(
+                    b.log.get("batch1").await.unwrap().unwrap().status,
+                    Succeeded
+                );
+                assert_eq!(
+                    b.log.count(Some("orders"), None).await.unwrap(),
+                    8,
+                    "one record a run"
+                );
+            }
+
+            #[tokio::test]
+            async fn a_record_refused_for_good_is_reported_and_the_rest_are_stored() {
+                let Some(b) = super::$engine().await else {
+                    return;
+                };
+                // Past any store's document limit (MongoDB's is 16 MiB).
+                let mut huge = run("p2", "poison", 2, RunStatus::Failed);
+                huge.output = "x".repeat(17 << 20);
+                let batch = [
+                    run("p1", "poison", 1, RunStatus::Succeeded),
+                    huge,
+                    run("p3", "poison", 3, RunStatus::Succeeded),
+                ];
+                match b.log.insert_batch(&batch).await {
+                    Err(distcron::runlog::RunLogError::Refused(refused)) => {
+                        assert_eq!(refused.len(), 1, "{refused:?}");
+                        assert_eq!(refused[0].index, 1);
+                    }
+                    // The embedded store has no document limit.
+                    Ok(n) => assert_eq!((stringify!($engine), n), ("embedded", 3)),
+                    Err(other) => panic!("a poison record must be refused apart, not: {other}"),
+                }
+                assert!(b.log.get("p1").await.unwrap().is_some());
+                assert!(b.log.get("p3").await.unwrap().is_some());
+            }
+
+            #[tokio::test]
+            async fn a_workers_open_runs_are_found_for_closing() {
+                let Some(b) = super::$engine().await else {
+                    return;
+                };
+                let mut other = run("o3", "open", 3, RunStatus::Started);
+                other.worker = "w2".into();
+                b.log
+                    .insert_batch(&[
+                        run("o1", "open", 1, RunStatus::Started),
+                        run("o2", "open", 2, RunStatus::Pending),
+                        other,
+                        run("o4", "open", 4, RunStatus::Succeeded),
+                    ])
+                    .await
+                    .unwrap();
+                let mut open: Vec<String> = b
+                    .log
+                    .unfinished("w1", 100)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.run_id)
+                    .collect();
+                open.sort();
+                assert_eq!(open, ["o1", "o2"]);
+                b.log
+                    .insert_batch(&[run("o1", "open", 1, RunStatus::Lost)])
+                    .await
+                    .unwrap();
+                assert_eq!(b.log.unfinished("w1", 100).await.unwrap().len(), 1);
+            }
+
+            #[tokio::test]
             async fn a_real_result_replaces_lost_and_a_late_lost_changes_nothing() {
                 let Some(b) = super::$engine().await else {
                     return;

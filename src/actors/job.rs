@@ -224,7 +224,7 @@ pub async fn skip_claimed_tick(ctx: WorkerContext, spec: RunSpec, ticket: Ticket
     ctx.batcher.do_send(Record(record));
 }
 
-/// The record of a tick that did not start, and why.
+/// The record of a tick that did not start (or has not ended), and why.
 fn unstarted(spec: &RunSpec, now: i64, status: RunStatus, why: &str) -> RunRecord {
     RunRecord {
         run_id: spec.run_id.clone(),
@@ -311,9 +311,19 @@ pub async fn run_claimed_tick(ctx: WorkerContext, mut spec: RunSpec, ticket: Tic
                 .saturating_mul(1 << spec.attempt.min(16)),
         );
         tracing::info!(job = %spec.job.name, attempt = spec.attempt + 1, pause_s = pause.as_secs(), "run failed; retrying");
-        tokio::time::sleep(pause).await;
         spec.attempt += 1;
         spec.run_id = format!("{first_run_id}-retry{}", spec.attempt);
+        // Journaled, so a worker that dies in the backoff leaves a record
+        // of the retry it owed (closed as lost by whoever finds it open).
+        let due = ctx.clock.now_ms() + pause.as_millis() as i64;
+        let why = format!(
+            "retry {} of {}, due at {due}",
+            spec.attempt, spec.job.retries
+        );
+        spec.schedule_time = due;
+        ctx.batcher
+            .do_send(Record(unstarted(&spec, due, RunStatus::Pending, &why)));
+        tokio::time::sleep(pause).await;
         spec.schedule_time = ctx.clock.now_ms();
     }
 }
@@ -355,6 +365,15 @@ async fn run_attempt(
         requested_by: spec.requested_by.clone(),
     };
     let value = serde_json::to_vec(&entry).unwrap_or_default();
+    // Journaled before the spawn (the group commit follows within a few
+    // ms): a worker killed mid-run leaves this open record, closed as lost
+    // by its next start or by a peer.
+    ctx.batcher.do_send(Record(unstarted(
+        &spec,
+        entry.start_time,
+        RunStatus::Started,
+        "",
+    )));
     let (ended, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let register = {
         let (coord, key, lease) = (ctx.coord.clone(), key.clone(), token.lease());

@@ -216,6 +216,28 @@ impl RunLog for EmbeddedRunLog {
         .await
     }
 
+    async fn unfinished(&self, worker: &str, limit: u64) -> Result<Vec<RunRecord>> {
+        let worker = worker.to_string();
+        // A scan: asked rarely (a worker died), and open runs are few.
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(storage)?;
+            let runs = read.open_table(RUNS).map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in runs.iter().map_err(storage)? {
+                if out.len() as u64 >= limit {
+                    break;
+                }
+                let (_, bytes) = entry.map_err(storage)?;
+                let record = decode(bytes.value())?;
+                if record.worker == worker && !record.status.is_final() {
+                    out.push(record);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn recent(&self, limit: u64) -> Result<Vec<RunRecord>> {
         self.blocking(move |db| {
             let read = db.begin_read().map_err(storage)?;

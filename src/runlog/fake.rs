@@ -17,11 +17,18 @@ pub struct FakeRunLog {
     records: Mutex<Vec<RunRecord>>,
     /// Sizes of the batches accepted, in order.
     batches: Mutex<Vec<usize>>,
+    /// Run ids refused for good, as a real store refuses a poison record.
+    refuse: Mutex<Vec<String>>,
 }
 
 impl FakeRunLog {
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Refuse the record `run_id` for good from now on.
+    pub fn refuse(&self, run_id: &str) {
+        self.refuse.lock().unwrap().push(run_id.to_string());
     }
 
     pub fn run_ids(&self) -> Vec<String> {
@@ -48,9 +55,18 @@ impl RunLog for FakeRunLog {
         if self.down.load(Ordering::SeqCst) {
             return Err(RunLogError::Unavailable("fake store is down".into()));
         }
+        let refuse = self.refuse.lock().unwrap().clone();
         let mut records = self.records.lock().unwrap();
         let mut inserted = 0;
-        for record in batch {
+        let mut refused = Vec::new();
+        for (index, record) in batch.iter().enumerate() {
+            if refuse.contains(&record.run_id) {
+                refused.push(super::Refusal {
+                    index,
+                    reason: "refused by the fake store".into(),
+                });
+                continue;
+            }
             match records.iter_mut().find(|r| r.run_id == record.run_id) {
                 None => records.push(record.clone()),
                 Some(stored) if super::supersedes(record.status, stored.status) => {
@@ -61,7 +77,19 @@ impl RunLog for FakeRunLog {
             inserted += 1;
         }
         self.batches.lock().unwrap().push(batch.len());
+        if !refused.is_empty() {
+            return Err(RunLogError::Refused(refused));
+        }
         Ok(inserted)
+    }
+
+    async fn unfinished(&self, worker: &str, limit: u64) -> Result<Vec<RunRecord>> {
+        Ok(self
+            .records()
+            .into_iter()
+            .filter(|r| r.worker == worker && !r.status.is_final())
+            .take(limit as usize)
+            .collect())
     }
 
     async fn page(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {

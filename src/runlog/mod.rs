@@ -4,24 +4,29 @@
 //! One trait, two engines: [`mongo::MongoRunLog`] for clusters and
 //! [`embedded::EmbeddedRunLog`] for `distcron standalone`, both held to the
 //! same contract (`tests/runlog_contract.rs`). Inserting is idempotent on
-//! `run_id`, which is what lets the log batcher retry and replay its spool
+//! `run_id`, which is what lets the log batcher retry and replay its journal
 //! without ever duplicating a record.
 
 pub mod embedded;
 #[cfg(test)]
 pub mod fake;
+pub mod journal;
 pub mod mongo;
-pub mod spool;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-/// How a run ended.
+/// Where a run is: waiting or running (`pending`, `started`), or how it
+/// ended (every other status is final).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// A retry in its backoff: it starts at `scheduleTime`.
+    Pending,
+    /// The process was started and has not ended yet.
+    Started,
     Succeeded,
     Failed,
     TimedOut,
@@ -33,7 +38,9 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 6] = [
+    pub const ALL: [RunStatus; 8] = [
+        RunStatus::Pending,
+        RunStatus::Started,
         RunStatus::Succeeded,
         RunStatus::Failed,
         RunStatus::TimedOut,
@@ -44,6 +51,8 @@ impl RunStatus {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Started => "started",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::TimedOut => "timed_out",
@@ -51,6 +60,32 @@ impl RunStatus {
             RunStatus::Lost => "lost",
             RunStatus::Skipped => "skipped",
         }
+    }
+
+    /// A run in this status has ended (or was decided not to start); only
+    /// `pending` and `started` are not final.
+    pub fn is_final(self) -> bool {
+        !matches!(self, RunStatus::Pending | RunStatus::Started)
+    }
+
+    /// How far along a record is: a stored record is replaced only by one
+    /// of a higher rank (see [`supersedes`]).
+    pub fn rank(self) -> u8 {
+        match self {
+            RunStatus::Pending => 0,
+            RunStatus::Started => 1,
+            // A peer's guess, made when the worker's lease ended.
+            RunStatus::Lost => 2,
+            _ => 3,
+        }
+    }
+
+    /// The statuses a record of this status replaces.
+    pub fn replaces(self) -> Vec<RunStatus> {
+        RunStatus::ALL
+            .into_iter()
+            .filter(|stored| supersedes(self, *stored))
+            .collect()
     }
 
     /// Parse a status name as written in records and URLs.
@@ -139,21 +174,34 @@ pub enum RunLogError {
     /// The store could not be reached or refused the request; retry later.
     #[error("run log unavailable: {0}")]
     Unavailable(String),
+    /// The store refused some records of a batch for good (too large,
+    /// invalid): retrying cannot help. Every other record of the batch is
+    /// stored.
+    #[error("run log refused {} record(s): {}", .0.len(), .0.first().map(|r| r.reason.as_str()).unwrap_or(""))]
+    Refused(Vec<Refusal>),
     /// The store's data could not be read or written.
     #[error("run log storage: {0}")]
     Storage(String),
 }
 
+/// One record a store refused for good: its position in the batch, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub index: usize,
+    pub reason: String,
+}
+
 pub type Result<T> = std::result::Result<T, RunLogError>;
 
 /// Whether a record of status `new` replaces a stored record of the same
-/// run with status `stored`. A record only moves forward: a peer's `lost`
-/// is a guess made when the worker's lease ended, and the worker's own
-/// result, arriving later (a partition healed, a spool replayed), is the
-/// truth; a late `lost` never overwrites a real result, and duplicates
-/// change nothing.
+/// run with status `stored`. A record only moves forward: `pending` →
+/// `started` → a final status. A peer's `lost` is a guess made when the
+/// worker's lease ended, and the worker's own result, arriving later (a
+/// partition healed, a journal shipped after a restart), is the truth; a
+/// late `lost` never overwrites a real result, and duplicates change
+/// nothing. So replays, retries and races all converge on one record.
 pub fn supersedes(new: RunStatus, stored: RunStatus) -> bool {
-    stored == RunStatus::Lost && new != RunStatus::Lost
+    new.rank() > stored.rank()
 }
 
 /// Every run log also keeps the audit log, beside the runs.
@@ -161,8 +209,10 @@ pub fn supersedes(new: RunStatus, stored: RunStatus) -> bool {
 pub trait RunLog: crate::audit::AuditStore + Send + Sync + 'static {
     /// Store a batch. A record whose `run_id` is already stored is skipped,
     /// so retrying a batch never duplicates anything, unless it
-    /// [`supersedes`] the stored one (a real result arriving after a peer
-    /// wrote `lost`). Returns how many records were new or replaced.
+    /// [`supersedes`] the stored one (`started` after `pending`, a result
+    /// after `started`, a real result after a peer's `lost`). Returns how
+    /// many records were new or replaced, or [`RunLogError::Refused`] with
+    /// the records refused for good (the rest are stored).
     async fn insert_batch(&self, records: &[RunRecord]) -> Result<u64>;
 
     /// One job's runs, newest first (by start time, then run id).
@@ -173,6 +223,10 @@ pub trait RunLog: crate::audit::AuditStore + Send + Sync + 'static {
 
     /// The newest runs across all jobs.
     async fn recent(&self, limit: u64) -> Result<Vec<RunRecord>>;
+
+    /// Runs of `worker` that are not final (`pending` or `started`): what a
+    /// worker that died left open, for a peer to close as `lost`.
+    async fn unfinished(&self, worker: &str, limit: u64) -> Result<Vec<RunRecord>>;
 
     /// How many runs match: all, one job's, and/or one status.
     async fn count(&self, job_name: Option<&str>, status: Option<RunStatus>) -> Result<u64>;
@@ -242,6 +296,15 @@ mod tests {
     fn a_record_only_moves_forward() {
         use RunStatus::*;
         let table = [
+            (Started, Pending, true),
+            (Succeeded, Started, true),
+            (Failed, Pending, true),
+            (Lost, Started, true),
+            (Lost, Pending, true),
+            (Started, Started, false),
+            (Started, Succeeded, false),
+            (Started, Lost, false),
+            (Pending, Started, false),
             (Succeeded, Lost, true),
             (Failed, Lost, true),
             (Killed, Lost, true),

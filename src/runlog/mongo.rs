@@ -1,11 +1,18 @@
 //! The MongoDB engine of the run log.
 //!
-//! Uses only what any real MongoDB does identically: insert, find with
-//! sort/skip/limit, count, delete, distinct and index creation. Indexes are
-//! created at start and never referred to by name. Idempotent inserts rely
-//! on the unique `run_id` index: an unordered `insert_many` stores every new
-//! record and reports the duplicates as duplicate-key write errors, which are
-//! expected and ignored.
+//! Uses only what any real MongoDB does identically: insert, update, find
+//! with sort/skip/limit, count, delete, distinct and index creation. Indexes
+//! are created at start and never referred to by name.
+//!
+//! Writes converge whatever the order, repeats and races: an unordered
+//! `insert_many` stores every new record and reports the ones already
+//! stored as duplicate-key errors (the unique `run_id` index); those are
+//! then replaced, in one `update` command, only where the stored status
+//! ranks below the new one (`RunStatus::replaces`). A write is acknowledged
+//! under the configured write concern (`majority` by default, so a
+//! failover cannot roll back what the journal has let go) and bounded by a
+//! timeout; a record refused for good (a write error other than a
+//! duplicate key) is reported apart, so it never holds up the rest.
 
 use std::time::Duration;
 
@@ -13,11 +20,11 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use mongodb::error::ErrorKind;
-use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
 use serde::Serialize;
 
-use super::{Result, Retention, RunLog, RunLogError, RunQuery, RunRecord, RunStatus};
+use super::{Refusal, Result, Retention, RunLog, RunLogError, RunQuery, RunRecord, RunStatus};
 use crate::audit::{AuditQuery, AuditRecord, AuditStore};
 
 /// The audit log's collection, in the run log's database.
@@ -34,6 +41,13 @@ pub struct MongoOptions {
     /// How long an operation waits for a reachable server before failing
     /// (the driver's default of 30 s would stall the batcher's retries).
     pub server_selection_timeout: Duration,
+    /// Acknowledgement asked of run writes: `majority`, or a number of
+    /// members.
+    pub write_concern: String,
+    /// The longest a write may take, replication included; past it the
+    /// batcher treats the store as down and retries (the write is
+    /// idempotent).
+    pub write_timeout: Duration,
 }
 
 impl MongoOptions {
@@ -43,6 +57,8 @@ impl MongoOptions {
             database: "distcron".into(),
             collection: "runs".into(),
             server_selection_timeout: Duration::from_secs(3),
+            write_concern: "majority".into(),
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -55,6 +71,20 @@ pub struct MongoRunLog {
     /// Set once the indexes exist; inserts wait for them, because the
     /// unique `run_id` index is what makes inserts idempotent.
     indexes_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The write concern, as sent with the `update` command.
+    write_concern: Document,
+    write_timeout: Duration,
+}
+
+/// `majority` or a member count, with a replication time limit.
+pub fn write_concern(w: &str, timeout: Duration) -> std::result::Result<WriteConcern, String> {
+    let w = match w {
+        "majority" => Acknowledgment::Majority,
+        n => Acknowledgment::Nodes(n.parse().map_err(|_| {
+            format!("mongodbWriteConcern: {n:?} is neither \"majority\" nor a number of members")
+        })?),
+    };
+    Ok(WriteConcern::builder().w(w).w_timeout(timeout).build())
 }
 
 fn unavailable(e: mongodb::error::Error) -> RunLogError {
@@ -74,13 +104,22 @@ impl MongoRunLog {
         client_options.connect_timeout = Some(options.server_selection_timeout);
         client_options.app_name = Some("distcron".into());
         let client = Client::with_options(client_options).map_err(unavailable)?;
-        let database = client.database(&options.database);
+        let concern = write_concern(&options.write_concern, options.write_timeout)
+            .map_err(RunLogError::Unavailable)?;
+        let database = client.database_with_options(
+            &options.database,
+            mongodb::options::DatabaseOptions::builder()
+                .write_concern(concern.clone())
+                .build(),
+        );
         let runs = database.collection::<RunRecord>(&options.collection);
         let audit = database.collection::<StoredAudit>(AUDIT_COLLECTION);
         let log = MongoRunLog {
             runs,
             audit,
             indexes_ready: Default::default(),
+            write_concern: mongodb::bson::to_document(&concern).unwrap_or_default(),
+            write_timeout: options.write_timeout,
         };
         if let Err(error) = log.ensure_indexes().await {
             tracing::warn!(%error, "run log unreachable at start; indexes will be created on first use");
@@ -107,6 +146,8 @@ impl MongoRunLog {
             // through an index, and scans every run without it.
             IndexModel::builder().keys(doc! { "jobName": 1 }).build(),
             IndexModel::builder().keys(doc! { "startTime": -1 }).build(),
+            // Serves `unfinished`: few runs are open at any time.
+            IndexModel::builder().keys(doc! { "status": 1 }).build(),
         ];
         self.runs
             .create_indexes(indexes)
@@ -128,6 +169,68 @@ impl MongoRunLog {
     }
 }
 
+impl MongoRunLog {
+    /// Of the records at `positions` (already stored), replace each whose
+    /// stored status ranks below its own, in one `update` command; a stored
+    /// record of equal or higher rank is left as it is. Returns how many
+    /// were replaced.
+    async fn replace_lower(&self, records: &[RunRecord], positions: &[usize]) -> Result<u64> {
+        let mut updates = Vec::new();
+        for record in positions.iter().filter_map(|i| records.get(*i)) {
+            let lower: Vec<&str> = record
+                .status
+                .replaces()
+                .into_iter()
+                .map(RunStatus::as_str)
+                .collect();
+            if lower.is_empty() {
+                continue;
+            }
+            let replacement = mongodb::bson::to_document(record)
+                .map_err(|e| RunLogError::Storage(format!("run {}: {e}", record.run_id)))?;
+            updates.push(doc! {
+                "q": { "run_id": &record.run_id, "status": { "$in": lower } },
+                "u": replacement,
+                "multi": false,
+                "upsert": false,
+            });
+        }
+        if updates.is_empty() {
+            return Ok(0);
+        }
+        let reply = self
+            .runs
+            .client()
+            .database(self.runs.namespace().db.as_str())
+            .run_command(doc! {
+                "update": self.runs.name(),
+                "updates": updates,
+                "ordered": false,
+                "writeConcern": self.write_concern.clone(),
+            })
+            .await
+            .map_err(unavailable)?;
+        if let Ok(concern) = reply.get_document("writeConcernError") {
+            return Err(RunLogError::Unavailable(format!(
+                "write concern: {concern}"
+            )));
+        }
+        if let Ok(errors) = reply.get_array("writeErrors")
+            && !errors.is_empty()
+        {
+            return Err(RunLogError::Unavailable(format!(
+                "replacing runs: {errors:?}"
+            )));
+        }
+        Ok(reply
+            .get_i32("nModified")
+            .map(i64::from)
+            .or_else(|_| reply.get_i64("nModified"))
+            .unwrap_or(0)
+            .max(0) as u64)
+    }
+}
+
 fn filter(job_name: Option<&str>, status: Option<RunStatus>) -> Document {
     let mut filter = Document::new();
     if let Some(job) = job_name {
@@ -144,36 +247,96 @@ fn newest_first() -> Document {
     doc! { "startTime": -1, "run_id": -1 }
 }
 
+/// What an unordered insert did: how many records were new, the batch
+/// positions of those already stored, and those refused for good.
+struct Inserted {
+    new: u64,
+    stored: Vec<usize>,
+    refused: Vec<Refusal>,
+}
+
 /// Insert what is new: an unordered `insert_many` stores every record whose
 /// unique key is free and reports the others as duplicate-key errors, which
-/// are expected. Returns how many were new, and the batch positions of the
-/// records already stored.
+/// are expected. Any other write error refuses that one record; an error of
+/// the whole request (network, write concern) is transient.
 async fn insert_new<T: Serialize + Send + Sync>(
     collection: &Collection<T>,
     records: &[T],
-) -> Result<(u64, Vec<usize>)> {
+) -> Result<Inserted> {
     match collection.insert_many(records).ordered(false).await {
-        Ok(result) => Ok((result.inserted_ids.len() as u64, Vec::new())),
+        Ok(result) => Ok(Inserted {
+            new: result.inserted_ids.len() as u64,
+            stored: Vec::new(),
+            refused: Vec::new(),
+        }),
         Err(e) => match e.kind.as_ref() {
-            ErrorKind::InsertMany(failure)
-                if failure.write_concern_error.is_none()
-                    && failure
-                        .write_errors
-                        .iter()
-                        .flatten()
-                        .all(|w| w.code == DUPLICATE_KEY) =>
-            {
-                let stored: Vec<usize> = failure
-                    .write_errors
+            ErrorKind::InsertMany(failure) if failure.write_concern_error.is_none() => {
+                let errors = failure.write_errors.iter().flatten();
+                let (duplicates, others): (Vec<_>, Vec<_>) =
+                    errors.partition(|w| w.code == DUPLICATE_KEY);
+                let stored: Vec<usize> = duplicates.iter().map(|w| w.index).collect();
+                let refused: Vec<Refusal> = others
                     .iter()
-                    .flatten()
-                    .map(|w| w.index)
+                    .map(|w| Refusal {
+                        index: w.index,
+                        reason: format!("code {}: {}", w.code, w.message),
+                    })
                     .collect();
-                Ok(((records.len() - stored.len()) as u64, stored))
+                Ok(Inserted {
+                    new: (records.len() - stored.len() - refused.len()) as u64,
+                    stored,
+                    refused,
+                })
+            }
+            // The driver refused the request before sending it (a document
+            // past the size limit): find which records, one at a time.
+            ErrorKind::InvalidArgument { .. } | ErrorKind::BsonSerialization(_) => {
+                insert_each(collection, records).await
             }
             _ => Err(unavailable(e)),
         },
     }
+}
+
+/// [`insert_new`] one record at a time, to tell the refused ones apart.
+async fn insert_each<T: Serialize + Send + Sync>(
+    collection: &Collection<T>,
+    records: &[T],
+) -> Result<Inserted> {
+    let mut inserted = Inserted {
+        new: 0,
+        stored: Vec::new(),
+        refused: Vec::new(),
+    };
+    for (index, record) in records.iter().enumerate() {
+        let Err(e) = collection.insert_one(record).await else {
+            inserted.new += 1;
+            continue;
+        };
+        match e.kind.as_ref() {
+            ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w))
+                if w.code == DUPLICATE_KEY =>
+            {
+                inserted.stored.push(index)
+            }
+            ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => {
+                inserted.refused.push(Refusal {
+                    index,
+                    reason: format!("code {}: {}", w.code, w.message),
+                })
+            }
+            ErrorKind::InvalidArgument { message, .. } => inserted.refused.push(Refusal {
+                index,
+                reason: message.clone(),
+            }),
+            ErrorKind::BsonSerialization(error) => inserted.refused.push(Refusal {
+                index,
+                reason: error.to_string(),
+            }),
+            _ => return Err(unavailable(e)),
+        }
+    }
+    Ok(inserted)
 }
 
 /// An audit record as stored: its id is also the document's `_id`, which
@@ -231,24 +394,39 @@ impl RunLog for MongoRunLog {
         if records.is_empty() {
             return Ok(0);
         }
-        self.ensure_indexes().await?;
-        let (mut stored, already) = insert_new(&self.runs, records).await?;
-        // A real result replaces a peer's `lost` guess, and nothing else:
-        // the filter on the stored status makes the replace a no-op when
-        // the stored record is already a real one.
-        for record in already.into_iter().filter_map(|i| records.get(i)) {
-            if !super::supersedes(record.status, RunStatus::Lost) {
-                continue;
+        let write = async {
+            self.ensure_indexes().await?;
+            let inserted = insert_new(&self.runs, records).await?;
+            let replaced = self.replace_lower(records, &inserted.stored).await?;
+            if !inserted.refused.is_empty() {
+                return Err(RunLogError::Refused(inserted.refused));
             }
-            let filter = doc! { "run_id": &record.run_id, "status": RunStatus::Lost.as_str() };
-            let replaced = self
-                .runs
-                .replace_one(filter, record)
-                .await
-                .map_err(unavailable)?;
-            stored += replaced.modified_count;
-        }
-        Ok(stored)
+            Ok(inserted.new + replaced)
+        };
+        tokio::time::timeout(self.write_timeout, write)
+            .await
+            .map_err(|_| {
+                RunLogError::Unavailable(format!(
+                    "run log write took longer than {:?}",
+                    self.write_timeout
+                ))
+            })?
+    }
+
+    async fn unfinished(&self, worker: &str, limit: u64) -> Result<Vec<RunRecord>> {
+        let open: Vec<&str> = RunStatus::ALL
+            .into_iter()
+            .filter(|s| !s.is_final())
+            .map(RunStatus::as_str)
+            .collect();
+        find_page(
+            &self.runs,
+            doc! { "status": { "$in": open }, "worker": worker },
+            newest_first(),
+            0,
+            limit,
+        )
+        .await
     }
 
     async fn page(&self, query: &RunQuery) -> Result<Vec<RunRecord>> {
@@ -357,7 +535,11 @@ impl AuditStore for MongoRunLog {
         }
         self.ensure_indexes().await?;
         let stored: Vec<StoredAudit> = records.iter().cloned().map(StoredAudit::from).collect();
-        insert_new(&self.audit, &stored).await.map(drop)
+        let inserted = insert_new(&self.audit, &stored).await?;
+        if !inserted.refused.is_empty() {
+            return Err(RunLogError::Refused(inserted.refused));
+        }
+        Ok(())
     }
 
     async fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {

@@ -39,7 +39,7 @@ struct Harness {
 fn start() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FakeRunLog::default());
-    let config = BatcherConfig::new(dir.path().join("spool.jsonl"));
+    let config = BatcherConfig::new(dir.path().join("journal"));
     let batcher = LogBatcher::new(store.clone(), config).unwrap().start();
     Harness {
         store,
@@ -54,28 +54,31 @@ async fn settle(by: Duration) {
 }
 
 #[actix_rt::test]
-async fn a_full_batch_is_written_without_waiting_for_the_timer() {
+async fn a_full_batch_goes_without_waiting_for_the_timer() {
     tokio::time::pause();
     let h = start();
     for i in 0..250 {
         h.batcher.do_send(Record(record(i)));
     }
-    settle(Duration::from_millis(1)).await;
+    settle(Duration::from_millis(10)).await;
     assert_eq!(
         h.store.batches(),
-        vec![100, 100],
-        "two full batches, the rest waits"
-    );
-    settle(Duration::from_secs(1)).await;
-    assert_eq!(
-        h.store.batches(),
-        vec![100, 100, 50],
-        "the remainder after max_delay"
+        vec![250],
+        "past max_batch, one write takes everything journaled"
     );
     let counters = h.batcher.send(GetCounters).await.unwrap();
     assert_eq!(
-        (counters.received, counters.flushed, counters.dropped),
-        (250, 250, 0)
+        (counters.received, counters.journaled, counters.fsyncs),
+        (250, 250, 1),
+        "one group commit for the burst"
+    );
+    assert_eq!(
+        (counters.flushed, counters.dropped, counters.queued),
+        (250, 0, 0)
+    );
+    assert_eq!(
+        counters.journal_bytes, 0,
+        "acknowledged records leave the journal"
     );
 }
 
@@ -117,7 +120,7 @@ async fn a_stale_timer_does_not_cut_the_next_batch_short() {
 }
 
 #[actix_rt::test]
-async fn an_outage_spools_and_replays_in_order_without_duplicates() {
+async fn an_outage_keeps_records_in_the_journal_and_ships_them_in_order_once() {
     tokio::time::pause();
     let h = start();
     h.store.set_down(true);
@@ -127,9 +130,11 @@ async fn an_outage_spools_and_replays_in_order_without_duplicates() {
     settle(Duration::from_secs(30)).await;
     let during = h.batcher.send(GetCounters).await.unwrap();
     assert_eq!(
-        during.spooled, 1000,
+        (during.journaled, during.queued),
+        (1000, 1000),
         "every record is on disk during the outage"
     );
+    assert!(during.journal_bytes > 0);
     assert!(
         during.store_failures >= 2,
         "the store was retried: {during:?}"
@@ -146,13 +151,18 @@ async fn an_outage_spools_and_replays_in_order_without_duplicates() {
     );
     let after = h.batcher.send(GetCounters).await.unwrap();
     assert_eq!(
-        (after.replayed, after.dropped, after.spool_bytes),
-        (1000, 0, 0)
+        (
+            after.flushed,
+            after.dropped,
+            after.journal_bytes,
+            after.queued
+        ),
+        (1000, 0, 0, 0)
     );
 }
 
 #[actix_rt::test]
-async fn records_arriving_behind_a_spool_queue_behind_it() {
+async fn records_arriving_during_an_outage_queue_behind_the_older_ones() {
     tokio::time::pause();
     let h = start();
     h.store.set_down(true);
@@ -161,7 +171,7 @@ async fn records_arriving_behind_a_spool_queue_behind_it() {
     }
     settle(Duration::from_millis(10)).await;
     h.store.set_down(false);
-    // Arrives before the retry: must not overtake the spooled records.
+    // Arrives before the retry: must not overtake the journaled records.
     for i in 100..200 {
         h.batcher.do_send(Record(record(i)));
     }
@@ -183,7 +193,7 @@ async fn drain_writes_what_is_left() {
 }
 
 #[actix_rt::test]
-async fn drain_during_an_outage_leaves_everything_in_the_spool_for_the_next_start() {
+async fn drain_during_an_outage_leaves_everything_in_the_journal_for_the_next_start() {
     tokio::time::pause();
     let h = start();
     h.store.set_down(true);
@@ -192,16 +202,172 @@ async fn drain_during_an_outage_leaves_everything_in_the_spool_for_the_next_star
     }
     let counters = h.batcher.send(Drain).await.unwrap();
     assert_eq!(
-        (counters.spooled, counters.queued, counters.dropped),
-        (10, 0, 0)
+        (counters.journaled, counters.queued, counters.dropped),
+        (10, 10, 0)
     );
-    assert!(counters.spool_bytes > 0);
+    assert!(counters.journal_bytes > 0);
 
-    // A new batcher on the same spool replays it once the store is back.
+    // A new batcher on the same journal ships it once the store is back.
     h.store.set_down(false);
-    let config = BatcherConfig::new(h._dir.path().join("spool.jsonl"));
+    let config = BatcherConfig::new(h._dir.path().join("journal"));
     let next = LogBatcher::new(h.store.clone(), config).unwrap().start();
     settle(Duration::from_secs(1)).await;
     assert_eq!(h.store.run_ids().len(), 10);
-    assert_eq!(next.send(GetCounters).await.unwrap().replayed, 10);
+    assert_eq!(next.send(GetCounters).await.unwrap().flushed, 10);
+}
+
+fn with_status(i: usize, status: RunStatus) -> RunRecord {
+    RunRecord {
+        status,
+        ..record(i)
+    }
+}
+
+#[actix_rt::test]
+async fn a_poison_record_is_set_aside_and_never_blocks_the_rest() {
+    tokio::time::pause();
+    let h = start();
+    h.store.refuse(&record(5).run_id);
+    for i in 0..10 {
+        h.batcher.do_send(Record(record(i)));
+    }
+    settle(Duration::from_secs(2)).await;
+    for i in 10..20 {
+        h.batcher.do_send(Record(record(i)));
+    }
+    settle(Duration::from_secs(2)).await;
+    let stored = h.store.run_ids();
+    assert_eq!(stored.len(), 19, "every record but the poison one");
+    assert!(!stored.contains(&record(5).run_id));
+    let counters = h.batcher.send(GetCounters).await.unwrap();
+    assert_eq!(
+        (
+            counters.dead_lettered,
+            counters.queued,
+            counters.journal_bytes
+        ),
+        (1, 0, 0)
+    );
+    let dead = std::fs::read_to_string(h._dir.path().join("journal/dead-letter.jsonl")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(dead.trim()).unwrap();
+    assert_eq!(line["record"]["run_id"], record(5).run_id);
+    assert_eq!(line["reason"], "refused by the fake store");
+}
+
+#[actix_rt::test]
+async fn a_started_record_and_its_result_in_one_batch_are_one_write() {
+    tokio::time::pause();
+    let h = start();
+    h.batcher
+        .do_send(Record(with_status(1, RunStatus::Started)));
+    h.batcher
+        .do_send(Record(with_status(1, RunStatus::Succeeded)));
+    h.batcher
+        .do_send(Record(with_status(2, RunStatus::Started)));
+    settle(Duration::from_secs(2)).await;
+    assert_eq!(h.store.batches(), vec![2]);
+    let records = h.store.records();
+    assert_eq!(records[0].status, RunStatus::Succeeded);
+    assert_eq!(records[1].status, RunStatus::Started);
+    // The long run ends later: its record moves forward.
+    h.batcher.do_send(Record(with_status(2, RunStatus::Failed)));
+    settle(Duration::from_secs(2)).await;
+    assert_eq!(h.store.records()[1].status, RunStatus::Failed);
+    let counters = h.batcher.send(GetCounters).await.unwrap();
+    assert_eq!(counters.coalesced, 1);
+    assert_eq!(
+        counters.runs_by_status.values().sum::<u64>(),
+        2,
+        "finished runs only"
+    );
+}
+
+#[actix_rt::test]
+async fn runs_a_killed_process_left_open_are_closed_as_lost_by_the_next() {
+    tokio::time::pause();
+    let dir = tempfile::tempdir().unwrap();
+    let config = BatcherConfig::new(dir.path().join("journal"));
+    {
+        // What a worker SIGKILLed mid-run leaves: r1 started, r2 finished,
+        // r3 a retry waiting for its backoff.
+        let (mut journal, _) =
+            crate::runlog::journal::Journal::open(config.journal.clone()).unwrap();
+        let mut frames = Vec::new();
+        for record in [
+            with_status(1, RunStatus::Started),
+            with_status(2, RunStatus::Started),
+            with_status(2, RunStatus::Succeeded),
+            with_status(3, RunStatus::Pending),
+        ] {
+            crate::runlog::journal::encode(&record, &mut frames).unwrap();
+        }
+        journal.append(&frames).unwrap();
+        journal.sync().unwrap();
+    }
+    let store = Arc::new(FakeRunLog::default());
+    let batcher = LogBatcher::new(store.clone(), config).unwrap().start();
+    settle(Duration::from_secs(1)).await;
+    let by_id: std::collections::BTreeMap<String, RunRecord> = store
+        .records()
+        .into_iter()
+        .map(|r| (r.run_id.clone(), r))
+        .collect();
+    assert_eq!(by_id.len(), 3);
+    assert_eq!(by_id[&record(1).run_id].status, RunStatus::Lost);
+    assert!(by_id[&record(1).run_id].err.contains("died during the run"));
+    assert_eq!(by_id[&record(2).run_id].status, RunStatus::Succeeded);
+    assert_eq!(by_id[&record(3).run_id].status, RunStatus::Lost);
+    assert!(by_id[&record(3).run_id].err.contains("retry"));
+    let counters = batcher.send(GetCounters).await.unwrap();
+    assert_eq!((counters.orphans_closed, counters.queued), (2, 0));
+}
+
+#[test]
+fn coalescing_keeps_the_furthest_record_of_each_run() {
+    use RunStatus::*;
+    // (statuses of one run in arrival order, the one kept)
+    let table = [
+        (vec![Started, Succeeded], Succeeded),
+        (vec![Pending, Started, Failed], Failed),
+        (vec![Started], Started),
+        (vec![Lost, Succeeded], Succeeded),
+        (vec![Succeeded, Lost], Succeeded),
+        (vec![Succeeded, Succeeded], Succeeded),
+    ];
+    for (statuses, kept) in table {
+        let n = statuses.len();
+        let records: Vec<RunRecord> = statuses.iter().map(|s| with_status(1, *s)).collect();
+        let (out, folded) = super::coalesce(records);
+        assert_eq!(out.len(), 1, "{statuses:?}");
+        assert_eq!((out[0].status, folded), (kept, n - 1), "{statuses:?}");
+    }
+    let (out, folded) = super::coalesce(vec![record(1), record(2), record(1)]);
+    assert_eq!(
+        (
+            out.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(),
+            folded
+        ),
+        (vec!["run-000001", "run-000002"], 1)
+    );
+}
+
+#[test]
+fn open_runs_are_those_with_no_final_record() {
+    use RunStatus::*;
+    let journal = [
+        with_status(1, Started),
+        with_status(2, Pending),
+        with_status(2, Started),
+        with_status(3, Started),
+        with_status(3, Killed),
+        with_status(4, Succeeded),
+    ];
+    let open: Vec<(String, RunStatus)> = super::open_runs(&journal)
+        .into_iter()
+        .map(|r| (r.run_id, r.status))
+        .collect();
+    assert_eq!(
+        open,
+        [(record(1).run_id, Started), (record(2).run_id, Started)]
+    );
 }

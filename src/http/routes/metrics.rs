@@ -113,24 +113,36 @@ fn render(out: &mut String, workers: &[WorkerInfo], requests: &[((String, u16), 
 
     // Gauges and counters with one value per worker.
     type Value = fn(&WorkerInfo) -> u64;
-    let per_worker: [(&str, &str, &str, Value); 10] = [
+    let per_worker: [(&str, &str, &str, Value); 12] = [
         (
             "distcron_batcher_queue_records",
             "gauge",
-            "Run records in memory, not yet written or spooled.",
+            "Run records not yet acknowledged by the run log.",
             |w| w.batcher.queued,
         ),
         (
-            "distcron_batcher_spool_bytes",
+            "distcron_journal_bytes",
             "gauge",
-            "Bytes spooled while the run log is unreachable.",
-            |w| w.batcher.spool_bytes,
+            "Bytes in the worker's run journal (records wait there until the run log has them).",
+            |w| w.batcher.journal_bytes,
+        ),
+        (
+            "distcron_journal_fsyncs_total",
+            "counter",
+            "Group commits of the run journal (one fsync each).",
+            |w| w.batcher.fsyncs,
         ),
         (
             "distcron_batcher_dropped_total",
             "counter",
-            "Run records dropped because the spool was full.",
+            "Run records lost because neither the journal nor memory could hold them.",
             |w| w.batcher.dropped,
+        ),
+        (
+            "distcron_batcher_dead_lettered_total",
+            "counter",
+            "Run records the run log refused for good, kept in the dead-letter file.",
+            |w| w.batcher.dead_lettered,
         ),
         (
             "distcron_runs_in_progress",
