@@ -102,7 +102,7 @@ pub fn start(
     clock: SharedClock,
 ) -> std::io::Result<Worker> {
     crate::runner::process::become_subreaper();
-    let batcher = LogBatcher::new(run_log, settings.batcher.clone())?.start();
+    let batcher = LogBatcher::new(run_log.clone(), settings.batcher.clone())?.start();
     let running = RunningRuns::default();
     let mut limits = settings.limits;
     let (sessions_tx, sessions) = tokio::sync::watch::channel(0);
@@ -141,6 +141,7 @@ pub fn start(
         misfire_window: settings.misfire_window,
         sessions,
         unregister_backlog,
+        run_log,
     };
     let kill_watcher = KillWatcher::new(ctx.clone()).start();
     let supervisor = JobSupervisor::new(ctx.clone()).start();

@@ -37,6 +37,8 @@ pub struct WorkerContext {
     pub sessions: tokio::sync::watch::Receiver<u64>,
     /// `running/` keys of finished runs whose delete failed.
     pub unregister_backlog: UnregisterBacklog,
+    /// The run log, read to close the open runs of a worker that died.
+    pub run_log: Arc<dyn crate::runlog::RunLog>,
 }
 
 /// `running/` keys of runs that ended but could not be unregistered (etcd

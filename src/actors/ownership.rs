@@ -47,6 +47,9 @@ pub enum Action {
     Lost(RunningEntry),
     /// Runs in progress on other workers changed: per job, how many.
     ClusterRuns(HashMap<String, usize>),
+    /// A worker died and this one is the survivor chosen to close the runs
+    /// it left open in the run log (those started before `died_at_ms`).
+    CloseOpenRuns { worker: String, died_at_ms: i64 },
 }
 
 /// Stable 64-bit hash (FNV-1a, then a splitmix finaliser): every worker,
@@ -263,8 +266,17 @@ impl Ownership {
                             .into_iter()
                             .partition(|(e, r, _)| e.worker == id && *r == revision);
                     self.unmatched_deletes = rest;
-                    self.dead_workers.insert(id, (revision, now_ms));
                     actions.extend(matched.into_iter().map(|(entry, _, _)| Action::Lost(entry)));
+                    // One survivor, chosen as jobs are, closes what it left open.
+                    let closer = format!("{}{id}", keyspace::WORKERS);
+                    let survivors = self.workers.keys().map(String::as_str);
+                    if rendezvous_owner(&closer, survivors) == Some(self.me.as_str()) {
+                        actions.push(Action::CloseOpenRuns {
+                            worker: id.clone(),
+                            died_at_ms: now_ms,
+                        });
+                    }
+                    self.dead_workers.insert(id, (revision, now_ms));
                 }
                 (keyspace::RUNNING, WatchEvent::Put(kv)) => {
                     if let Ok(entry) = serde_json::from_slice::<RunningEntry>(&kv.value) {

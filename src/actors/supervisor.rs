@@ -41,6 +41,8 @@ pub struct SupervisorCounters {
     pub workers_alive: u64,
     pub resyncs: u64,
     pub lost_runs_recorded: u64,
+    /// Open runs of dead workers closed as lost by this worker.
+    pub open_runs_closed: u64,
     pub lost_runs_rerun: u64,
 }
 
@@ -116,6 +118,9 @@ impl JobSupervisor {
                 }
                 Action::Lost(entry) => self.lost(entry, ctx),
                 Action::ClusterRuns(counts) => self.ctx.cluster_runs.replace(counts),
+                Action::CloseOpenRuns { worker, died_at_ms } => {
+                    self.close_open_runs(worker, died_at_ms, ctx)
+                }
             }
         }
         self.counters.jobs_known = self.state.jobs_known() as u64;
@@ -197,6 +202,86 @@ impl JobSupervisor {
     fn lost(&mut self, entry: RunningEntry, ctx: &mut Context<Self>) {
         let fenced_after = self.ctx.limits.kill_grace;
         ctx.run_later(fenced_after, move |act, _| act.record_lost(entry));
+    }
+
+    /// Close, as lost, what a dead worker left unexplained, once its fence
+    /// has stopped its runs: runs it left open in the run log (started, or
+    /// waiting for a retry), and ticks it claimed whose record never
+    /// reached the run log (it died with them in its journal). Only what
+    /// began before it died, so a new incarnation's runs are left alone;
+    /// if it comes back with the results in its journal, those replace
+    /// the `lost`.
+    fn close_open_runs(&mut self, worker: String, died_at_ms: i64, ctx: &mut Context<Self>) {
+        let fenced_after = self.ctx.limits.kill_grace;
+        let (run_log, coord) = (self.ctx.run_log.clone(), self.ctx.coord.clone());
+        let dead = worker.clone();
+        let find = async move {
+            tokio::time::sleep(fenced_after).await;
+            let open = run_log.unfinished(&dead, 10_000).await?;
+            let open: Vec<RunRecord> = open
+                .into_iter()
+                .filter(|r| r.start_time <= died_at_ms)
+                .collect();
+            let (claims, _) = coord
+                .list(crate::keyspace::TICKS)
+                .await
+                .map_err(|e| crate::runlog::RunLogError::Unavailable(e.to_string()))?;
+            let claimed = crate::coord::claims::claims_of(&claims, &dead, died_at_ms);
+            let ids: Vec<String> = claimed
+                .iter()
+                .map(|(job, tick)| super::job::run_id(job, *tick, &dead))
+                .collect();
+            let missing: std::collections::HashSet<String> =
+                run_log.missing(&ids).await?.into_iter().collect();
+            let unrecorded: Vec<(String, i64, String)> = claimed
+                .into_iter()
+                .zip(ids)
+                .filter(|(_, id)| missing.contains(id))
+                .map(|((job, tick), id)| (job, tick, id))
+                .collect();
+            Ok::<_, crate::runlog::RunLogError>((open, unrecorded))
+        };
+        ctx.spawn(find.into_actor(self).map(move |found, act, _| {
+            let (open, unrecorded) = match found {
+                Ok(found) => found,
+                Err(error) => {
+                    tracing::warn!(%worker, %error, "cannot close what a dead worker left open");
+                    return;
+                }
+            };
+            let now = act.ctx.clock.now_ms();
+            let why = format!("worker {worker} died");
+            for run in &open {
+                let mut lost = crate::actors::log_batcher::closed_as_lost(run, now);
+                lost.err = format!("{why}: {}", lost.err);
+                act.ctx.batcher.do_send(Record(lost));
+            }
+            for (job, tick, run_id) in &unrecorded {
+                let command = act.state.job(job).map(|j| j.command.clone()).unwrap_or_default();
+                act.ctx.batcher.do_send(Record(RunRecord {
+                    run_id: run_id.clone(),
+                    job_name: job.clone(),
+                    command,
+                    worker: worker.clone(),
+                    plan_time: *tick,
+                    schedule_time: *tick,
+                    start_time: *tick,
+                    end_time: now,
+                    status: RunStatus::Lost,
+                    exit_code: None,
+                    signal: None,
+                    output: String::new(),
+                    truncated: false,
+                    err: format!("{why} after claiming this tick; no record of its run reached the run log"),
+                    requested_by: None,
+                }));
+            }
+            let closed = (open.len() + unrecorded.len()) as u64;
+            if closed > 0 {
+                tracing::warn!(%worker, open = open.len(), unrecorded = unrecorded.len(), "closed what a dead worker left unexplained as lost");
+            }
+            act.counters.open_runs_closed += closed;
+        }));
     }
 
     /// Record a fenced lost run, and re-run its tick if the job asks for it

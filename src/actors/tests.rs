@@ -68,6 +68,7 @@ fn rig() -> Rig {
         misfire_window: Duration::ZERO,
         sessions: tokio::sync::watch::channel(0).1,
         unregister_backlog: Default::default(),
+        run_log: store.clone(),
     };
     Rig {
         ctx,

@@ -103,6 +103,25 @@ pub fn claim_holder(value: &[u8]) -> String {
     text.split(' ').next().unwrap_or_default().to_string()
 }
 
+/// The ticks `worker` claimed at or before `until_ms`, as `(job, tick)`,
+/// from a listing of `ticks/`: what a worker that died may have run
+/// without a record reaching the run log. Pure, for table tests.
+pub fn claims_of(
+    kvs: &[crate::coord::KeyValue],
+    worker: &str,
+    until_ms: i64,
+) -> Vec<(String, i64)> {
+    kvs.iter()
+        .filter(|kv| claim_holder(&kv.value) == worker)
+        .filter_map(|kv| {
+            let rest = kv.key.strip_prefix("ticks/")?;
+            let (job, tick) = rest.rsplit_once('/')?;
+            let tick = tick.parse::<i64>().ok()?;
+            (tick <= until_ms).then(|| (job.to_string(), tick))
+        })
+        .collect()
+}
+
 /// The key of one tick's claim.
 pub fn tick_key(job: &str, tick_ms: i64) -> String {
     format!("ticks/{job}/{tick_ms}")
@@ -255,6 +274,40 @@ fn retryable(error: &CoordError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_workers_claims_are_found_by_holder_and_time() {
+        let kv = |key: &str, value: &str| crate::coord::KeyValue {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+            create_revision: 1,
+            mod_revision: 1,
+            lease: 0,
+        };
+        let kvs = [
+            kv("ticks/a/1000", "w2 n1"),
+            kv("ticks/a/2000", "w1 n2"),
+            kv("ticks/b/1000", "w2 n3"),
+            kv("ticks/b/3000", "w2 n4"),
+            kv("ticks/broken", "w2 n5"),
+            kv("ticks/c/notatime", "w2 n6"),
+            kv("ticks/w2x/1000", "w22 n7"),
+        ];
+        // (worker, until, claims found)
+        type Found = &'static [(&'static str, i64)];
+        let table: [(&str, i64, Found); 4] = [
+            ("w2", 5000, &[("a", 1000), ("b", 1000), ("b", 3000)]),
+            ("w2", 2000, &[("a", 1000), ("b", 1000)]),
+            ("w1", 5000, &[("a", 2000)]),
+            ("w9", 5000, &[]),
+        ];
+        for (worker, until, expected) in table {
+            let found = claims_of(&kvs, worker, until);
+            let expected: Vec<(String, i64)> =
+                expected.iter().map(|(j, t)| (j.to_string(), *t)).collect();
+            assert_eq!(found, expected, "{worker} until {until}");
+        }
+    }
     use crate::coord::embedded::EmbeddedCoordinator;
 
     const MINUTE_MS: i64 = 60_000;

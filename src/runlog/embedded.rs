@@ -216,6 +216,22 @@ impl RunLog for EmbeddedRunLog {
         .await
     }
 
+    async fn missing(&self, run_ids: &[String]) -> Result<Vec<String>> {
+        let run_ids = run_ids.to_vec();
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(storage)?;
+            let runs = read.open_table(RUNS).map_err(storage)?;
+            let mut out = Vec::new();
+            for id in run_ids {
+                if runs.get(id.as_str()).map_err(storage)?.is_none() {
+                    out.push(id);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn unfinished(&self, worker: &str, limit: u64) -> Result<Vec<RunRecord>> {
         let worker = worker.to_string();
         // A scan: asked rarely (a worker died), and open runs are few.

@@ -83,6 +83,15 @@ impl RunLog for FakeRunLog {
         Ok(inserted)
     }
 
+    async fn missing(&self, run_ids: &[String]) -> Result<Vec<String>> {
+        let stored = self.run_ids();
+        Ok(run_ids
+            .iter()
+            .filter(|id| !stored.contains(id))
+            .cloned()
+            .collect())
+    }
+
     async fn unfinished(&self, worker: &str, limit: u64) -> Result<Vec<RunRecord>> {
         Ok(self
             .records()

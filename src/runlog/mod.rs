@@ -228,6 +228,9 @@ pub trait RunLog: crate::audit::AuditStore + Send + Sync + 'static {
     /// worker that died left open, for a peer to close as `lost`.
     async fn unfinished(&self, worker: &str, limit: u64) -> Result<Vec<RunRecord>>;
 
+    /// Of `run_ids`, those with no record at all.
+    async fn missing(&self, run_ids: &[String]) -> Result<Vec<String>>;
+
     /// How many runs match: all, one job's, and/or one status.
     async fn count(&self, job_name: Option<&str>, status: Option<RunStatus>) -> Result<u64>;
 

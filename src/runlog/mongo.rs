@@ -413,6 +413,31 @@ impl RunLog for MongoRunLog {
             })?
     }
 
+    async fn missing(&self, run_ids: &[String]) -> Result<Vec<String>> {
+        let mut found = std::collections::HashSet::new();
+        let ids = self.runs.clone_with_type::<Document>();
+        for chunk in run_ids.chunks(1000) {
+            let stored: Vec<Document> = ids
+                .find(doc! { "run_id": { "$in": chunk } })
+                .projection(doc! { "run_id": 1, "_id": 0 })
+                .await
+                .map_err(unavailable)?
+                .try_collect()
+                .await
+                .map_err(unavailable)?;
+            found.extend(
+                stored
+                    .iter()
+                    .filter_map(|d| d.get_str("run_id").ok().map(String::from)),
+            );
+        }
+        Ok(run_ids
+            .iter()
+            .filter(|id| !found.contains(*id))
+            .cloned()
+            .collect())
+    }
+
     async fn unfinished(&self, worker: &str, limit: u64) -> Result<Vec<RunRecord>> {
         let open: Vec<&str> = RunStatus::ALL
             .into_iter()

@@ -99,11 +99,15 @@ $(function () {
 
   const STATUS_CLASS = {
     succeeded: 'text-bg-success', failed: 'text-bg-danger', timed_out: 'text-bg-warning',
-    killed: 'text-bg-secondary', lost: 'text-bg-dark', skipped: 'text-bg-light', running: 'text-bg-primary'
+    killed: 'text-bg-secondary', lost: 'text-bg-dark', skipped: 'text-bg-light', running: 'text-bg-primary',
+    started: 'text-bg-primary', pending: 'text-bg-info'
   };
+  // Runs still open in the run log read as in progress.
+  const STATUS_LABEL = { started: 'running', pending: 'retry pending' };
 
   function badge(status) {
-    return $('<span class="badge status">').addClass(STATUS_CLASS[status] || 'text-bg-light').text(status);
+    return $('<span class="badge status">').addClass(STATUS_CLASS[status] || 'text-bg-light')
+      .text(STATUS_LABEL[status] || status);
   }
 
   function cell(content) { return $('<td>').append(content); }

@@ -104,7 +104,7 @@ fn moves(actions: Vec<Action>) -> Vec<String> {
             Action::Stop(name) => Some(format!("stop {name}")),
             Action::RunNow(name, _) => Some(format!("run now {name}")),
             Action::Lost(entry) => Some(format!("lost {}", entry.run_id)),
-            Action::ClusterRuns(_) => None,
+            Action::ClusterRuns(_) | Action::CloseOpenRuns { .. } => None,
         })
         .collect()
 }
@@ -265,6 +265,25 @@ fn a_run_is_lost_when_its_key_goes_with_its_workers_at_one_revision() {
             lost.extend(moves(state.apply(input, 0)));
         }
         assert_eq!(lost, expected, "{case}");
+    }
+}
+
+#[test]
+fn exactly_one_survivor_closes_a_dead_workers_open_runs() {
+    let workers = ["w1", "w2", "w3", "w4"];
+    for dead in workers {
+        let mut closers = Vec::new();
+        for me in workers.iter().filter(|w| **w != dead) {
+            let mut state = Ownership::new(me, "default");
+            state.apply(listed(&[], &workers), 0);
+            for action in state.apply(worker_delete(dead, 10), 77) {
+                if let Action::CloseOpenRuns { worker, died_at_ms } = action {
+                    assert_eq!((worker.as_str(), died_at_ms), (dead, 77));
+                    closers.push(*me);
+                }
+            }
+        }
+        assert_eq!(closers.len(), 1, "{dead} died: closers {closers:?}");
     }
 }
 
