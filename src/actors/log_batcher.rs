@@ -365,14 +365,13 @@ impl LogBatcher {
             }
         };
         let from_journal = read.records.len() as u64;
+        if from_journal == 0 {
+            // Nothing readable past the cursor (damage): nothing to wait for.
+            self.unshipped = 0;
+        }
         let mut records = read.records;
         let from_memory = self.overflow.len().min(chunk);
         records.extend(self.overflow.iter().take(from_memory).cloned());
-        if records.is_empty() && from_journal == 0 && self.unshipped > 0 {
-            // The journal holds nothing readable past the cursor (damage):
-            // nothing to wait for.
-            self.unshipped = 0;
-        }
         let shipment = Shipment {
             records,
             journal_end: read.end,

@@ -257,24 +257,18 @@ impl JobSupervisor {
                 act.ctx.batcher.do_send(Record(lost));
             }
             for (job, tick, run_id) in &unrecorded {
-                let command = act.state.job(job).map(|j| j.command.clone()).unwrap_or_default();
-                act.ctx.batcher.do_send(Record(RunRecord {
+                let claimed = RunningEntry {
                     run_id: run_id.clone(),
                     job_name: job.clone(),
-                    command,
+                    command: act.state.job(job).map(|j| j.command.clone()).unwrap_or_default(),
                     worker: worker.clone(),
                     plan_time: *tick,
                     schedule_time: *tick,
                     start_time: *tick,
-                    end_time: now,
-                    status: RunStatus::Lost,
-                    exit_code: None,
-                    signal: None,
-                    output: String::new(),
-                    truncated: false,
-                    err: format!("{why} after claiming this tick; no record of its run reached the run log"),
                     requested_by: None,
-                }));
+                };
+                let err = format!("{why} after claiming this tick; no record of its run reached the run log");
+                act.ctx.batcher.do_send(Record(lost_record(&claimed, now, err)));
             }
             let closed = (open.len() + unrecorded.len()) as u64;
             if closed > 0 {
@@ -290,23 +284,10 @@ impl JobSupervisor {
         tracing::warn!(job = %entry.job_name, run_id = %entry.run_id, worker = %entry.worker, "run lost with its worker");
         self.counters.lost_runs_recorded += 1;
         let now = self.ctx.clock.now_ms();
-        self.ctx.batcher.do_send(Record(RunRecord {
-            run_id: entry.run_id.clone(),
-            job_name: entry.job_name.clone(),
-            command: entry.command.clone(),
-            worker: entry.worker.clone(),
-            plan_time: entry.plan_time,
-            schedule_time: entry.schedule_time,
-            start_time: entry.start_time,
-            end_time: now,
-            status: RunStatus::Lost,
-            exit_code: None,
-            signal: None,
-            output: String::new(),
-            truncated: false,
-            err: format!("worker {} died mid-run (its lease ended)", entry.worker),
-            requested_by: entry.requested_by.clone(),
-        }));
+        let err = format!("worker {} died mid-run (its lease ended)", entry.worker);
+        self.ctx
+            .batcher
+            .do_send(Record(lost_record(&entry, now, err)));
         let Some(job) = self.state.job(&entry.job_name).cloned() else {
             return;
         };
@@ -419,5 +400,26 @@ impl Handler<GetSupervisorCounters> for JobSupervisor {
 
     fn handle(&mut self, _: GetSupervisorCounters, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.counters.clone())
+    }
+}
+
+/// The `lost` record of a run (or a claimed tick) of a worker that died.
+fn lost_record(entry: &RunningEntry, now: i64, err: String) -> RunRecord {
+    RunRecord {
+        run_id: entry.run_id.clone(),
+        job_name: entry.job_name.clone(),
+        command: entry.command.clone(),
+        worker: entry.worker.clone(),
+        plan_time: entry.plan_time,
+        schedule_time: entry.schedule_time,
+        start_time: entry.start_time,
+        end_time: now,
+        status: RunStatus::Lost,
+        exit_code: None,
+        signal: None,
+        output: String::new(),
+        truncated: false,
+        err,
+        requested_by: entry.requested_by.clone(),
     }
 }
