@@ -14,11 +14,12 @@
 //!   list-then-watch follower.
 //! - [`keyspace`]: every key prefix of the coordinator and its value type.
 //! - [`runlog`]: the run log trait with its MongoDB and embedded engines,
-//!   and the spool file.
+//!   and the local journal in front of it.
 //! - [`runner`]: one run of a job: process group, output capture, kill.
 //! - [`clock`]: injected wall-clock time.
 //! - [`actors`]: the worker's actors.
 //! - [`worker`]: a worker's actors assembled, started and stopped.
+//! - [`missed`]: the managers' sweep that records ticks nobody could run.
 //! - [`auth`]: tokens, users, sessions, roles and the route permission table.
 //! - [`audit`]: the audit log's records, store trait and writer.
 //! - [`http`]: the actix-web app shared by the manager, `standalone` and tests;
@@ -38,6 +39,7 @@ pub mod http;
 pub mod job;
 pub mod keyspace;
 pub mod logging;
+pub mod missed;
 pub mod runlog;
 pub mod runner;
 pub mod schedule;

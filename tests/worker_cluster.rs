@@ -6,148 +6,18 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use distcron::actors::job::RunningEntry;
 use distcron::actors::supervisor::rendezvous_owner;
-use distcron::coord::Coordinator;
-use distcron::coord::etcd::{EtcdCoordinator, EtcdOptions};
 use distcron::job::{Job, OnLost};
 use distcron::runlog::mongo::{MongoOptions, MongoRunLog};
 use distcron::runlog::{RunLog, RunQuery, RunRecord, RunStatus};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use support::{eventually, service_endpoint, unique};
+use nix::sys::signal::Signal;
+use support::eventually;
+use support::fleet::{KILL_GRACE_MS, TTL_SECS, WorkerProcess, fleet, now_ms, signal};
 
-const TTL_SECS: i64 = 4;
-const KILL_GRACE_MS: u64 = 1_000;
 const WORKERS: [&str; 3] = ["w1", "w2", "w3"];
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-struct WorkerProcess {
-    child: Child,
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGCONT);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_worker(
-    id: &str,
-    etcd: &str,
-    prefix: &str,
-    mongo: &str,
-    database: &str,
-    data_dir: &std::path::Path,
-) -> WorkerProcess {
-    let child = Command::new(env!("CARGO_BIN_EXE_distcron-worker"))
-        .env_remove("DISTCRON_CONFIG")
-        .env("DISTCRON_ETCD_ENDPOINTS", etcd)
-        .env("DISTCRON_ETCD_PREFIX", prefix)
-        .env("DISTCRON_MONGODB_URI", mongo)
-        .env("DISTCRON_MONGODB_DATABASE", database)
-        .env("DISTCRON_WORKER_ID", id)
-        .env("DISTCRON_SESSION_TTL_SECS", TTL_SECS.to_string())
-        .env("DISTCRON_DATA_DIR", data_dir)
-        .env("DISTCRON_BATCH_DELAY_MS", "200")
-        .env("DISTCRON_STOP_GRACE_SECS", "10")
-        .env("DISTCRON_KILL_GRACE_MS", KILL_GRACE_MS.to_string())
-        .env("DISTCRON_LOG_LEVEL", "warn")
-        .args([
-            "--config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config/worker.json"),
-        ])
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start distcron-worker");
-    WorkerProcess { child }
-}
-
-/// One test's fleet: the shared etcd and MongoDB-wire server, under a fresh
-/// key prefix and database, and a fresh data directory for its workers.
-struct Fleet {
-    etcd: String,
-    mongo: String,
-    prefix: String,
-    database: String,
-    coord: Arc<dyn Coordinator>,
-    data_dir: tempfile::TempDir,
-}
-
-async fn fleet(label: &str) -> Fleet {
-    let (etcd, mongo) = (
-        service_endpoint("ETCD_ENDPOINTS"),
-        service_endpoint("MONGODB_URI"),
-    );
-    let prefix = format!("/{}/", unique(label));
-    let coord = connect(&etcd, &prefix).await;
-    Fleet {
-        database: unique(label).replace('-', "_"),
-        data_dir: tempfile::tempdir().unwrap(),
-        etcd,
-        mongo,
-        prefix,
-        coord,
-    }
-}
-
-impl Fleet {
-    /// Wait until `n` workers are registered.
-    async fn wait_registered(&self, n: usize) {
-        let what = format!("{n} workers registered");
-        eventually(&what, Duration::from_secs(30), || {
-            let coord = self.coord.clone();
-            async move { (coord.list("workers/").await.ok()?.0.len() == n).then_some(()) }
-        })
-        .await;
-    }
-
-    /// Store `job` as saved now (no tick before now is ever run late).
-    async fn save(&self, job: &mut Job) {
-        job.updated_at = Some(now_ms());
-        let value = serde_json::to_vec(&*job).unwrap();
-        self.coord
-            .put(&format!("jobs/{}", job.name), value, None)
-            .await
-            .unwrap();
-    }
-
-    fn start(&self, id: &str) -> WorkerProcess {
-        start_worker(
-            id,
-            &self.etcd,
-            &self.prefix,
-            &self.mongo,
-            &self.database,
-            self.data_dir.path(),
-        )
-    }
-}
-
-async fn connect(etcd: &str, prefix: &str) -> Arc<dyn Coordinator> {
-    let endpoints = etcd.split(',').map(String::from).collect();
-    Arc::new(
-        EtcdCoordinator::connect(EtcdOptions::new(endpoints, prefix))
-            .await
-            .unwrap(),
-    )
-}
-
-fn signal(worker: &WorkerProcess, sig: Signal) {
-    kill(Pid::from_raw(worker.child.id() as i32), sig).expect("signal worker");
-}
 
 /// One line of the ledger the jobs' commands write.
 #[derive(Debug, Clone)]

@@ -533,6 +533,14 @@ fn check(scenario: &Scenario, result: &verify::WindowResult) -> Vec<String> {
                 ledger.executions_without_record
             ));
         }
+        if let Some(max) = e.max_ticks_without_execution_or_record
+            && ledger.ticks_without_execution_or_record > max
+        {
+            problems.push(format!(
+                "{} planned ticks with neither an execution nor a record (at most {max})",
+                ledger.ticks_without_execution_or_record
+            ));
+        }
         if ledger.missing > 0 {
             problems.push(format!(
                 "{} planned ticks never executed (by ledger)",

@@ -124,15 +124,15 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "| chaos | span (s into window) | missing executions | duplicate executions | late runs | lateness p99 / max | ticks without a record | executions without a record |"
+            "| chaos | span (s into window) | missing executions | duplicate executions | late runs | lateness p99 / max | records: executions without one / ticks without execution or one |"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
         for (step, c) in &chaos {
             let start = chrono::DateTime::parse_from_rfc3339(&step.result.from)
                 .map_or(0, |t| t.timestamp_millis());
             let _ = writeln!(
                 out,
-                "| {} | {:.0} to {:.0} | {} | {} | {} | {} / {} ms | {} | {} |",
+                "| {} | {:.0} to {:.0} | {} | {} | {} | {} / {} ms | {} / {} |",
                 c.action,
                 (c.from_ms - start) as f64 / 1000.0,
                 (c.to_ms - start) as f64 / 1000.0,
@@ -141,8 +141,8 @@ pub fn markdown(report: &Report) -> String {
                 c.late_runs,
                 c.late_p99_ms,
                 c.late_max_ms,
-                c.missing,
-                c.executions_without_record
+                c.executions_without_record,
+                c.ticks_without_execution_or_record
             );
         }
     } else if !chaos.is_empty() {

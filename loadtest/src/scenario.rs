@@ -136,6 +136,10 @@ pub struct Expect {
     /// when absent).
     #[serde(default)]
     pub max_executions_without_record: Option<u64>,
+    /// With a ledger: planned ticks with neither an execution nor a record
+    /// saying why not (unchecked when absent).
+    #[serde(default)]
+    pub max_ticks_without_execution_or_record: Option<u64>,
 }
 
 impl Default for Expect {
@@ -148,6 +152,7 @@ impl Default for Expect {
             max_lateness_ms: None,
             max_missing_outside_chaos: 0,
             max_executions_without_record: None,
+            max_ticks_without_execution_or_record: None,
         }
     }
 }

@@ -43,8 +43,10 @@ pub struct ChaosWindow {
     /// twice or more.
     pub ledger_missing: u64,
     pub ledger_duplicates: u64,
-    /// By ledger: executions in this span without a run record.
+    /// By ledger: executions in this span without a run record, and ticks
+    /// with neither an execution nor a final record saying why not.
     pub executions_without_record: u64,
+    pub ticks_without_execution_or_record: u64,
     /// Runs of this span that started more than 2 s after their tick, and
     /// how late they were.
     pub late_runs: u64,
@@ -147,6 +149,11 @@ impl WindowResult {
 
 /// Statuses of runs whose process started.
 const STARTED: [&str; 5] = ["succeeded", "failed", "timed_out", "killed", "lost"];
+
+/// Whether a status ends a run's story.
+fn is_final(status: &str) -> bool {
+    !matches!(status, "started" | "pending")
+}
 
 fn ticks(job: &PlannedJob, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<i64>, String> {
     let utc = parse_time_zone("UTC").map_err(|e| e.to_string())?;
@@ -251,8 +258,13 @@ pub async fn verify(
                 if n == 0 && !skipped {
                     ledger.missing += 1;
                     spans.iter().for_each(|w| chaos[*w].ledger_missing += 1);
-                    if here.is_empty() {
+                    // Only a final record says why (`started` and
+                    // `pending` say nothing of the end).
+                    if !here.iter().any(|r| is_final(&r.status)) {
                         ledger.ticks_without_execution_or_record += 1;
+                        spans
+                            .iter()
+                            .for_each(|w| chaos[*w].ticks_without_execution_or_record += 1);
                     }
                     if ledger.examples.len() < 10 {
                         ledger

@@ -175,6 +175,34 @@ pub fn closed_as_lost(open: &RunRecord, now: i64) -> RunRecord {
     }
 }
 
+/// How a stand-in's `err` begins.
+const STAND_IN: &str = "the run log refused this run's record";
+
+/// What the run log gets instead of a record it refused for good: the same
+/// run and outcome without its output, saying where the whole record is.
+/// `None` for a stand-in, so a refused stand-in is not replaced again.
+pub fn stand_in(refused: &RunRecord, reason: &str, kept_in: &str) -> Option<RunRecord> {
+    if refused.err.starts_with(STAND_IN) {
+        return None;
+    }
+    let mut reason = reason.to_string();
+    crate::runlog::cap_output(&mut reason, 500);
+    let mut err = format!(
+        "{STAND_IN} ({reason}); it is kept whole in {kept_in} on {}",
+        refused.worker
+    );
+    if !refused.err.is_empty() {
+        err = format!("{err}; its error: {}", refused.err);
+    }
+    crate::runlog::cap_output(&mut err, 4096);
+    Some(RunRecord {
+        output: String::new(),
+        truncated: !refused.output.is_empty() || refused.truncated,
+        err,
+        ..refused.clone()
+    })
+}
+
 pub struct LogBatcher {
     store: Arc<dyn RunLog>,
     config: BatcherConfig,
@@ -407,6 +435,10 @@ impl LogBatcher {
                     for refusal in &refusals {
                         if let Some(record) = records.get(refusal.index) {
                             act.set_aside(record, &refusal.reason);
+                            let kept = act.dead_letter.display().to_string();
+                            if let Some(stand_in) = stand_in(record, &refusal.reason, &kept) {
+                                act.accept(stand_in, ctx);
+                            }
                         }
                     }
                     act.shipped(&records, folded, journal_end, from_journal, from_memory);
@@ -509,7 +541,10 @@ impl LogBatcher {
             .runs_by_status
             .entry(record.status.as_str().to_string())
             .or_default() += 1;
-        if matches!(record.status, RunStatus::Skipped | RunStatus::Lost) {
+        if matches!(
+            record.status,
+            RunStatus::Skipped | RunStatus::Lost | RunStatus::Missed
+        ) {
             return;
         }
         let lateness = (record.start_time - record.plan_time).max(0);
@@ -546,6 +581,13 @@ impl Handler<Record> for LogBatcher {
     fn handle(&mut self, Record(record): Record, ctx: &mut Context<Self>) {
         self.counters.received += 1;
         self.count_run(&record);
+        self.accept(record, ctx);
+    }
+}
+
+impl LogBatcher {
+    /// Journal `record` (at the next group commit) for shipping.
+    fn accept(&mut self, record: RunRecord, ctx: &mut Context<Self>) {
         if let Err(error) = journal::encode(&record, &mut self.commit_frames) {
             tracing::error!(%error, run_id = %record.run_id, "cannot encode a run record; holding it in memory");
             self.overflow.push_back(record);

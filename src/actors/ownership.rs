@@ -319,7 +319,7 @@ impl Ownership {
 }
 
 /// The group of a `workers/` value ([`WorkerInfo`]); `default` if unreadable.
-fn worker_group(kv: &KeyValue) -> String {
+pub fn worker_group(kv: &KeyValue) -> String {
     #[derive(serde::Deserialize)]
     struct GroupOf {
         group: String,

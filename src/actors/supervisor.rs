@@ -119,7 +119,8 @@ impl JobSupervisor {
                 Action::Lost(entry) => self.lost(entry, ctx),
                 Action::ClusterRuns(counts) => self.ctx.cluster_runs.replace(counts),
                 Action::CloseOpenRuns { worker, died_at_ms } => {
-                    self.close_open_runs(worker, died_at_ms, ctx)
+                    let wait = self.ctx.limits.kill_grace;
+                    self.close_open_runs(worker, died_at_ms, wait, ctx)
                 }
             }
         }
@@ -211,12 +212,17 @@ impl JobSupervisor {
     /// began before it died, so a new incarnation's runs are left alone;
     /// if it comes back with the results in its journal, those replace
     /// the `lost`.
-    fn close_open_runs(&mut self, worker: String, died_at_ms: i64, ctx: &mut Context<Self>) {
-        let fenced_after = self.ctx.limits.kill_grace;
+    fn close_open_runs(
+        &mut self,
+        worker: String,
+        died_at_ms: i64,
+        wait: Duration,
+        ctx: &mut Context<Self>,
+    ) {
         let (run_log, coord) = (self.ctx.run_log.clone(), self.ctx.coord.clone());
         let dead = worker.clone();
         let find = async move {
-            tokio::time::sleep(fenced_after).await;
+            tokio::time::sleep(wait).await;
             let open = run_log.unfinished(&dead, 10_000).await?;
             let open: Vec<RunRecord> = open
                 .into_iter()
@@ -241,11 +247,19 @@ impl JobSupervisor {
                 .collect();
             Ok::<_, crate::runlog::RunLogError>((open, unrecorded))
         };
-        ctx.spawn(find.into_actor(self).map(move |found, act, _| {
+        ctx.spawn(find.into_actor(self).map(move |found, act, ctx| {
             let (open, unrecorded) = match found {
                 Ok(found) => found,
                 Err(error) => {
-                    tracing::warn!(%worker, %error, "cannot close what a dead worker left open");
+                    // The run log or etcd is out: try again while the dead
+                    // worker's claims still tell what it held.
+                    let now = act.ctx.clock.now_ms();
+                    let horizon = act.ctx.claims.policy().max_misfire_window();
+                    let gave_up = now - died_at_ms > horizon.as_millis() as i64;
+                    tracing::warn!(%worker, %error, gave_up, "cannot close what a dead worker left open");
+                    if !gave_up {
+                        act.close_open_runs(worker, died_at_ms, CLOSE_RETRY, ctx);
+                    }
                     return;
                 }
             };
@@ -404,6 +418,9 @@ impl Handler<GetSupervisorCounters> for JobSupervisor {
 }
 
 /// The `lost` record of a run (or a claimed tick) of a worker that died.
+/// Between attempts to close what a dead worker left open.
+const CLOSE_RETRY: Duration = Duration::from_secs(5);
+
 fn lost_record(entry: &RunningEntry, now: i64, err: String) -> RunRecord {
     RunRecord {
         run_id: entry.run_id.clone(),

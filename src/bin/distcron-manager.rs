@@ -5,8 +5,10 @@ use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use distcron::clock::SystemClock;
 use distcron::config::{Role, etcd_options, load_or_exit, mongo_options, retention};
 use distcron::coord::etcd::EtcdCoordinator;
+use distcron::missed::{MissedSweep, MissedSweeper, SweepSettings};
 use distcron::runlog::mongo::MongoRunLog;
 use distcron::runlog::{RETENTION_EVERY, spawn_retention};
 use distcron::{http, logging, signals};
@@ -25,19 +27,26 @@ fn main() -> ExitCode {
             .await
             .map_err(|e| format!("mongodbUri: {e}"))?;
         tracing::info!(listen = %config.listen, "manager listening");
-        let run_log = Arc::new(run_log);
+        let (coord, run_log) = (Arc::new(coord), Arc::new(run_log));
         spawn_retention(run_log.clone(), retention(&config), RETENTION_EVERY);
-        let state = http::AppState::new(Arc::new(coord), run_log)
+        let state = http::AppState::new(coord.clone(), run_log.clone())
             .with_config(&config)
             .with_webroot(&config.webroot);
+        let sweeper = MissedSweeper::start(MissedSweep::new(
+            coord,
+            run_log,
+            state.jobs.clone(),
+            Arc::new(SystemClock),
+            SweepSettings::from_config(&config),
+        ));
         if config.auth_required && !state.security.tokens.has_admin_token() {
             tracing::info!(
                 "no adminToken configured: create tokens with `distcron token create --store etcd`"
             );
         }
-        http::serve(state, listener, tls, signals::shutdown())
-            .await
-            .map_err(|e| e.to_string())
+        let served = http::serve(state, listener, tls, signals::shutdown()).await;
+        drop(sweeper);
+        served.map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use distcron::clock::SystemClock;
 use distcron::config::{Role, data_path, load_or_exit, retention};
 use distcron::coord::embedded::EmbeddedCoordinator;
+use distcron::missed::{MissedSweep, MissedSweeper, SweepSettings};
 use distcron::runlog::embedded::EmbeddedRunLog;
 use distcron::runlog::{RETENTION_EVERY, spawn_retention};
 use distcron::worker::{self, WorkerSettings};
@@ -171,15 +172,23 @@ fn standalone() -> ExitCode {
             Arc::new(SystemClock),
         )?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let state = http::AppState::new(coord, run_log)
+        let state = http::AppState::new(coord.clone(), run_log.clone())
             .with_config(&config)
             .with_webroot(&config.webroot);
+        let sweeper = MissedSweeper::start(MissedSweep::new(
+            coord,
+            run_log,
+            state.jobs.clone(),
+            Arc::new(SystemClock),
+            SweepSettings::from_config(&config),
+        ));
         let server = http::serve(state, listener, tls, async move {
             let _ = stop_rx.await;
         });
         let server = actix_rt::spawn(server);
         signals::shutdown().await;
         worker.stop().await;
+        drop(sweeper);
         let _ = stop_tx.send(());
         server.await.map_err(std::io::Error::other)?
     });

@@ -209,6 +209,48 @@ impl TickClaims {
         }
     }
 
+    /// Claim a tick that is decided at once (nothing will start): straight
+    /// onto its bucket's lease, as if won and confirmed in one step. `Some`
+    /// holder when someone else holds it already. A manager records the
+    /// ticks nobody could run this way, so no late run races the record.
+    pub async fn claim_decided(
+        &self,
+        job: &str,
+        tick_ms: i64,
+        holder: &str,
+        now_ms: i64,
+    ) -> Result<Option<String>> {
+        let key = tick_key(job, tick_ms);
+        let value = format!("{holder} {}", crate::auth::random_hex(8)).into_bytes();
+        let put = |lease| self.coord.put_if_absent(&key, value.clone(), Some(lease));
+        let lease = self.lease_for(tick_ms, now_ms).await?;
+        let result = match retry_unknown(RETRY_AT_LEAST, || put(lease)).await {
+            Err(CoordError::LeaseNotFound(_)) => {
+                self.leases.lock().await.remove(&self.bucket_of(tick_ms));
+                let lease = self.lease_for(tick_ms, now_ms).await?;
+                retry_unknown(RETRY_AT_LEAST, || put(lease)).await?
+            }
+            other => other?,
+        };
+        Ok(match result {
+            Claim::Won { .. } => None,
+            Claim::Held(kv) if kv.value == value => None,
+            Claim::Held(kv) => Some(claim_holder(&kv.value)),
+        })
+    }
+
+    /// Who holds each claimed tick of `job` at or after `from_ms`.
+    pub async fn holders_since(&self, job: &str, from_ms: i64) -> Result<BTreeMap<i64, String>> {
+        let (kvs, _) = self.coord.list(&job_ticks_prefix(job)).await?;
+        Ok(kvs
+            .iter()
+            .filter_map(|kv| {
+                let tick = kv.key.rsplit('/').next()?.parse::<i64>().ok()?;
+                (tick >= from_ms).then(|| (tick, claim_holder(&kv.value)))
+            })
+            .collect())
+    }
+
     /// The ticks of `job` claimed at or after `from_ms` (confirmed or held):
     /// one range read, for a new owner looking for ticks nobody ran.
     pub async fn claimed_since(&self, job: &str, from_ms: i64) -> Result<BTreeSet<i64>> {

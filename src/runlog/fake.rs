@@ -5,7 +5,7 @@
 //! this fake, to the paging and retention rules.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 
@@ -19,6 +19,8 @@ pub struct FakeRunLog {
     batches: Mutex<Vec<usize>>,
     /// Run ids refused for good, as a real store refuses a poison record.
     refuse: Mutex<Vec<String>>,
+    /// Records with more output than this are refused (a document limit).
+    max_output: AtomicUsize,
 }
 
 impl FakeRunLog {
@@ -29,6 +31,11 @@ impl FakeRunLog {
     /// Refuse the record `run_id` for good from now on.
     pub fn refuse(&self, run_id: &str) {
         self.refuse.lock().unwrap().push(run_id.to_string());
+    }
+
+    /// Refuse every record with more than `bytes` of output.
+    pub fn refuse_output_over(&self, bytes: usize) {
+        self.max_output.store(bytes, Ordering::SeqCst);
     }
 
     pub fn run_ids(&self) -> Vec<String> {
@@ -60,7 +67,10 @@ impl RunLog for FakeRunLog {
         let mut inserted = 0;
         let mut refused = Vec::new();
         for (index, record) in batch.iter().enumerate() {
-            if refuse.contains(&record.run_id) {
+            let max_output = self.max_output.load(Ordering::SeqCst);
+            if refuse.contains(&record.run_id)
+                || (max_output > 0 && record.output.len() > max_output)
+            {
                 refused.push(super::Refusal {
                     index,
                     reason: "refused by the fake store".into(),

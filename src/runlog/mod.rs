@@ -35,10 +35,13 @@ pub enum RunStatus {
     Lost,
     /// Not started: the overlap policy skipped the tick.
     Skipped,
+    /// Nobody could run the tick (no live worker in its group); recorded
+    /// by a manager once the tick can no longer run late.
+    Missed,
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 8] = [
+    pub const ALL: [RunStatus; 9] = [
         RunStatus::Pending,
         RunStatus::Started,
         RunStatus::Succeeded,
@@ -47,6 +50,7 @@ impl RunStatus {
         RunStatus::Killed,
         RunStatus::Lost,
         RunStatus::Skipped,
+        RunStatus::Missed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +63,7 @@ impl RunStatus {
             RunStatus::Killed => "killed",
             RunStatus::Lost => "lost",
             RunStatus::Skipped => "skipped",
+            RunStatus::Missed => "missed",
         }
     }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod etcd;
+pub mod fleet;
 pub mod mongo;
 
 use std::future::Future;

@@ -99,7 +99,7 @@ $(function () {
 
   const STATUS_CLASS = {
     succeeded: 'text-bg-success', failed: 'text-bg-danger', timed_out: 'text-bg-warning',
-    killed: 'text-bg-secondary', lost: 'text-bg-dark', skipped: 'text-bg-light', running: 'text-bg-primary',
+    killed: 'text-bg-secondary', lost: 'text-bg-dark', skipped: 'text-bg-light', missed: 'text-bg-info', running: 'text-bg-primary',
     started: 'text-bg-primary', pending: 'text-bg-info'
   };
   // Runs still open in the run log read as in progress.
@@ -496,7 +496,7 @@ $(function () {
         $body.append(runs.map(function (r) {
           return $('<tr class="run-row">').attr('data-run', r.run_id).append(
             cell(badge(r.status)), cell(time(r.planTime)), cell(time(r.startTime)),
-            textCell(r.status === 'skipped' ? '–' : duration(Math.max(0, r.endTime - r.startTime))),
+            textCell((r.status === 'skipped' || r.status === 'missed') ? '–' : duration(Math.max(0, r.endTime - r.startTime))),
             textCell(r.worker),
             textCell(r.exitCode !== undefined ? r.exitCode : (r.signal ? 'signal ' + r.signal : '–')));
         }));

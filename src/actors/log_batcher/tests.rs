@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::{BatcherConfig, LogBatcher};
+use super::{BatcherConfig, LogBatcher, stand_in};
 use crate::actors::messages::{Drain, GetCounters, Record};
 use crate::runlog::fake::FakeRunLog;
 use crate::runlog::{RunRecord, RunStatus};
@@ -240,18 +240,78 @@ async fn a_poison_record_is_set_aside_and_never_blocks_the_rest() {
     assert_eq!(stored.len(), 19, "every record but the poison one");
     assert!(!stored.contains(&record(5).run_id));
     let counters = h.batcher.send(GetCounters).await.unwrap();
+    // The record, then its stand-in (refused too: this store refuses the
+    // run id), and no further stand-in.
     assert_eq!(
         (
             counters.dead_lettered,
             counters.queued,
             counters.journal_bytes
         ),
-        (1, 0, 0)
+        (2, 0, 0)
     );
     let dead = std::fs::read_to_string(h._dir.path().join("journal/dead-letter.jsonl")).unwrap();
-    let line: serde_json::Value = serde_json::from_str(dead.trim()).unwrap();
-    assert_eq!(line["record"]["run_id"], record(5).run_id);
-    assert_eq!(line["reason"], "refused by the fake store");
+    let lines: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["record"]["run_id"], record(5).run_id);
+    assert_eq!(lines[0]["record"]["output"], record(5).output);
+    assert_eq!(lines[0]["reason"], "refused by the fake store");
+    assert_eq!(lines[1]["record"]["output"], "");
+}
+
+#[actix_rt::test]
+async fn a_record_too_large_for_the_store_leaves_a_stand_in_without_its_output() {
+    tokio::time::pause();
+    let h = start();
+    let mut big = record(1);
+    big.output = "x".repeat(2_000);
+    h.store.refuse_output_over(1_000);
+    h.batcher.do_send(Record(big.clone()));
+    h.batcher.do_send(Record(record(2)));
+    settle(Duration::from_secs(4)).await;
+    let records = h.store.records();
+    let stored = records.iter().find(|r| r.run_id == big.run_id).unwrap();
+    assert_eq!(
+        (
+            stored.status,
+            stored.exit_code,
+            stored.output.as_str(),
+            stored.truncated
+        ),
+        (big.status, big.exit_code, "", true),
+        "the outcome stays, the output goes"
+    );
+    assert!(
+        stored.err.contains("dead-letter.jsonl")
+            && stored.err.contains("refused by the fake store"),
+        "says why and where the whole record is: {}",
+        stored.err
+    );
+    assert!(h.store.run_ids().contains(&record(2).run_id));
+    let counters = h.batcher.send(GetCounters).await.unwrap();
+    assert_eq!((counters.dead_lettered, counters.received), (1, 2));
+    let dead = std::fs::read_to_string(h._dir.path().join("journal/dead-letter.jsonl")).unwrap();
+    assert!(dead.contains(&big.output), "the whole record is kept");
+}
+
+#[test]
+fn a_stand_in_keeps_the_outcome_and_is_never_stood_in_for() {
+    let mut refused = record(1);
+    refused.output = "big".into();
+    refused.err = "exit 3".into();
+    let first = stand_in(&refused, "too large", "/j/dead-letter.jsonl").unwrap();
+    assert_eq!(first.output, "");
+    assert!(first.truncated);
+    assert_eq!(
+        (first.status, first.exit_code),
+        (refused.status, refused.exit_code)
+    );
+    assert!(first.err.contains("too large") && first.err.contains("/j/dead-letter.jsonl"));
+    assert!(first.err.ends_with("its error: exit 3"), "{}", first.err);
+    assert_eq!(stand_in(&first, "too large", "/j/dead-letter.jsonl"), None);
 }
 
 #[actix_rt::test]
