@@ -1,22 +1,25 @@
-//! Ticks nobody could run. A job whose group has no live worker fires
-//! nothing, and with no record the operator would never learn it. Every
-//! manager sweeps for such ticks and records each as `missed`, once:
+//! Ticks with no record. A tick that did not run must say why: its job's
+//! group had no live worker, its owner was cut off and its misfire policy
+//! skipped it, or a worker won it and then lost it (its confirm's answer or
+//! its records went with it). Every manager sweeps every enabled job:
 //!
-//! - **When:** only once the tick can no longer run late: past the job's
-//!   misfire window (a worker that joins the group in time runs it late
-//!   instead) and a grace, and while its claim would still be seen (claims
-//!   are kept `claimRetentionSecs`).
-//! - **Once:** the sweep claims the tick as a worker would, straight onto
-//!   its bucket's lease, so the claim decides between managers, and between
-//!   a manager and a late run. The record's run id follows from the tick,
-//!   and a tick the sweep claimed but has no record yet (its manager died
-//!   in between) is recorded by the next sweep.
-//! - **Which jobs:** the enabled jobs of groups seen with no live worker at
-//!   some sweep within the checked window, so a group that came back still
-//!   gets its gap recorded. A manager knows the gaps it saw: one that starts
-//!   while a group is back misses the gap before (see DESIGN.md).
+//! - **When:** a tick is checked once it can no longer run late (past the
+//!   job's misfire window and a grace), by two sweeps, and after a failed
+//!   sweep by the next good one, while its claim is surely still kept
+//!   (claims live `claimRetentionSecs`).
+//! - **Unclaimed:** nobody ran it or ever will. The sweep claims it as a
+//!   worker would, straight onto its bucket's lease, so the claim decides
+//!   between managers and shuts out a late run, and records it `missed`
+//!   (run id `<job>-<tick>-missed`). A tick the sweep claimed but has no
+//!   record yet (its manager died in between) is recorded by the next sweep.
+//! - **Claimed, with no record at all** under the claimer's run id: recorded
+//!   `lost`, saying so; a result arriving later replaces it. Skipped while the
+//!   claimer is alive with records still in its journal (they may be these).
+//!
+//! One listing of `ticks/` and of `workers/` a sweep, and one run log query
+//! per thousand ticks. Ticks that pass while no manager runs stay unchecked.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,10 +27,10 @@ use crate::actors::misfire::due_ticks;
 use crate::actors::ownership::worker_group;
 use crate::clock::SharedClock;
 use crate::coord::Coordinator;
-use crate::coord::claims::{ClaimPolicy, TickClaims};
+use crate::coord::claims::{ClaimPolicy, TickClaims, claim_holder};
 use crate::http::job_index::JobIndex;
 use crate::job::{Job, Misfire};
-use crate::keyspace;
+use crate::keyspace::{self, WorkerInfo};
 use crate::runlog::{RunLog, RunRecord, RunStatus};
 use crate::schedule::{Schedule, parse_time_zone};
 
@@ -48,8 +51,7 @@ const MAX_TICKS_PER_JOB: usize = 1_000;
 
 #[derive(Debug, Clone, Copy)]
 pub struct SweepSettings {
-    /// How often to sweep: less than the checked window (retention minus
-    /// the longest misfire window and the grace: 20 s by default).
+    /// How often to sweep; each tick is checked in two sweeps.
     pub every: Duration,
     /// The cluster's `misfireWindowSecs`, for jobs that set none.
     pub misfire_window: Duration,
@@ -67,24 +69,27 @@ impl SweepSettings {
             },
         }
     }
-
-    /// How long a group's sighting without workers is kept: as far back
-    /// as the sweep checks ticks.
-    fn memory(&self) -> Duration {
-        self.claims.retention
-    }
 }
 
 /// The ticks of `job` a sweep at `now_ms` checks: `(after, until]`, those
-/// that can no longer run late and whose claims are still kept. `None`
-/// when the window is empty. Pure.
-pub fn check_window(job: &Job, now_ms: i64, settings: &SweepSettings) -> Option<(i64, i64)> {
+/// that can no longer run late, from a sweep before the last good one
+/// (`last_ok_ms`; two sweeps back when there is none), while their claims
+/// are surely kept. `None` when the window is empty. Pure.
+pub fn check_window(
+    job: &Job,
+    now_ms: i64,
+    last_ok_ms: Option<i64>,
+    settings: &SweepSettings,
+) -> Option<(i64, i64)> {
     let (policy, window) = job.misfire_rule(settings.misfire_window);
     let late = match policy {
         Misfire::Skip => Duration::ZERO,
         _ => window.min(settings.claims.max_misfire_window()),
     };
-    let until = now_ms - (late + GRACE).as_millis() as i64;
+    let horizon = (late + GRACE).as_millis() as i64;
+    let every = settings.every.as_millis() as i64;
+    let until = now_ms - horizon;
+    let from = last_ok_ms.map_or(until - 2 * every, |ok| ok - horizon - every);
     let oldest = now_ms
         - settings
             .claims
@@ -92,37 +97,8 @@ pub fn check_window(job: &Job, now_ms: i64, settings: &SweepSettings) -> Option<
             .saturating_sub(EXPIRY_SLACK)
             .as_millis() as i64;
     // No tick before the job's last save: it may not have existed.
-    let after = oldest.max(job.updated_at.unwrap_or(0));
+    let after = from.max(oldest).max(job.updated_at.unwrap_or(0));
     (after < until).then_some((after, until))
-}
-
-/// The groups seen without a live worker, and when last. Pure.
-#[derive(Debug, Default)]
-pub struct EmptyGroups {
-    last_seen_empty: BTreeMap<String, i64>,
-}
-
-impl EmptyGroups {
-    /// Note which of the jobs' groups have no live worker at `now_ms`, and
-    /// forget sightings older than `memory_ms`.
-    pub fn observe(
-        &mut self,
-        now_ms: i64,
-        job_groups: &BTreeSet<String>,
-        live_groups: &BTreeSet<String>,
-        memory_ms: i64,
-    ) {
-        for group in job_groups.difference(live_groups) {
-            self.last_seen_empty.insert(group.clone(), now_ms);
-        }
-        self.last_seen_empty
-            .retain(|_, seen| *seen >= now_ms - memory_ms);
-    }
-
-    /// The groups whose ticks may have gone unrun.
-    pub fn recent(&self) -> BTreeSet<String> {
-        self.last_seen_empty.keys().cloned().collect()
-    }
 }
 
 /// The run id of a missed tick: one per tick, whoever records it.
@@ -130,25 +106,61 @@ pub fn missed_run_id(job: &str, tick_ms: i64) -> String {
     format!("{job}-{tick_ms}-missed")
 }
 
-fn missed_record(job: &Job, tick_ms: i64, now_ms: i64) -> RunRecord {
+/// A checked tick: its job, its instant, and who holds its claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    pub job: String,
+    pub tick_ms: i64,
+    pub holder: String,
+}
+
+impl Checked {
+    /// The run id the holder's record of this tick has.
+    pub fn run_id(&self) -> String {
+        if self.holder == HOLDER {
+            missed_run_id(&self.job, self.tick_ms)
+        } else {
+            crate::actors::job::run_id(&self.job, self.tick_ms, &self.holder)
+        }
+    }
+}
+
+/// The record a tick with none gets: `missed` when the sweep holds its
+/// claim (nobody ran it), `lost` when a worker won it and nothing of its
+/// run reached the run log. Pure.
+pub fn record_for(checked: &Checked, job: &Job, group_alive: bool, now_ms: i64) -> RunRecord {
+    let (status, worker, err) = if checked.holder == HOLDER {
+        let why = if group_alive {
+            "no worker ran this tick before its misfire window ended (its owner was down or cut off, or the job's misfire policy skips late ticks)".to_string()
+        } else {
+            format!(
+                "no live worker in group '{}' ran this tick before its misfire window ended",
+                job.group
+            )
+        };
+        (RunStatus::Missed, String::new(), why)
+    } else {
+        let why = format!(
+            "worker {} claimed this tick but no record of its run reached the run log: the worker lost the run (a lost answer from etcd, or its records)",
+            checked.holder
+        );
+        (RunStatus::Lost, checked.holder.clone(), why)
+    };
     RunRecord {
-        run_id: missed_run_id(&job.name, tick_ms),
+        run_id: checked.run_id(),
         job_name: job.name.clone(),
         command: job.command.clone(),
-        worker: String::new(),
-        plan_time: tick_ms,
-        schedule_time: tick_ms,
+        worker,
+        plan_time: checked.tick_ms,
+        schedule_time: checked.tick_ms,
         start_time: now_ms,
         end_time: now_ms,
-        status: RunStatus::Missed,
+        status,
         exit_code: None,
         signal: None,
         output: String::new(),
         truncated: false,
-        err: format!(
-            "no live worker in group '{}' ran this tick before its misfire window ended",
-            job.group
-        ),
+        err,
         requested_by: None,
     }
 }
@@ -159,7 +171,28 @@ fn schedule_of(job: &Job) -> Option<Schedule> {
     schedule.fixed_delay().is_none().then_some(schedule)
 }
 
-/// One manager's sweep, with what it remembers between sweeps.
+/// Claims by job, then tick: the holder. From one listing of `ticks/`.
+fn claims_by_job(kvs: &[crate::coord::KeyValue]) -> HashMap<String, BTreeMap<i64, String>> {
+    let mut by_job: HashMap<String, BTreeMap<i64, String>> = HashMap::new();
+    for kv in kvs {
+        let Some((job, tick)) = kv
+            .key
+            .strip_prefix(keyspace::TICKS)
+            .and_then(|rest| rest.rsplit_once('/'))
+        else {
+            continue;
+        };
+        if let Ok(tick) = tick.parse::<i64>() {
+            by_job
+                .entry(job.to_string())
+                .or_default()
+                .insert(tick, claim_holder(&kv.value));
+        }
+    }
+    by_job
+}
+
+/// One manager's sweep.
 pub struct MissedSweep {
     coord: Arc<dyn Coordinator>,
     run_log: Arc<dyn RunLog>,
@@ -167,10 +200,15 @@ pub struct MissedSweep {
     claims: TickClaims,
     clock: SharedClock,
     settings: SweepSettings,
-    groups: EmptyGroups,
+    /// When the last sweep that went through began: the next one checks
+    /// from there, so an outage leaves no tick unchecked.
+    last_ok_ms: Option<i64>,
 }
 
 type SweepResult<T> = Result<T, String>;
+
+/// Run ids asked of the run log at once.
+const MISSING_CHUNK: usize = 1_000;
 
 impl MissedSweep {
     pub fn new(
@@ -187,93 +225,97 @@ impl MissedSweep {
             jobs,
             clock,
             settings,
-            groups: EmptyGroups::default(),
+            last_ok_ms: None,
         }
     }
 
-    /// Look once: how many ticks were recorded as missed.
+    /// Look once: how many ticks got a record.
     pub async fn sweep(&mut self) -> SweepResult<usize> {
         let now = self.clock.now_ms();
-        let Some(job_groups) = self.jobs.groups() else {
+        let Some(jobs) = self.jobs.enabled() else {
             return Ok(0); // the job index is not listed yet
         };
+        let unavailable = |e: crate::coord::CoordError| format!("coordinator: {e}");
         let (workers, _) = self
             .coord
             .list(keyspace::WORKERS)
             .await
-            .map_err(|e| format!("cannot list workers: {e}"))?;
-        let live: BTreeSet<String> = workers.iter().map(worker_group).collect();
-        let memory = self.settings.memory().as_millis() as i64;
-        self.groups.observe(now, &job_groups, &live, memory);
-        let mut recorded = 0;
-        for job in self.jobs.enabled_in(&self.groups.recent()) {
-            match self.sweep_job(&job, now).await {
-                Ok(n) => recorded += n,
-                Err(error) => {
-                    tracing::warn!(job = %job.name, %error, "cannot record missed ticks; next sweep retries")
+            .map_err(unavailable)?;
+        let live_groups: BTreeSet<String> = workers.iter().map(worker_group).collect();
+        // Workers with records still in their journals: theirs may be there.
+        let shipping: HashSet<String> = workers
+            .iter()
+            .filter_map(|kv| serde_json::from_slice::<WorkerInfo>(&kv.value).ok())
+            .filter(|w| w.batcher.queued > 0)
+            .map(|w| w.id)
+            .collect();
+        let (claims, _) = self
+            .coord
+            .list(keyspace::TICKS)
+            .await
+            .map_err(unavailable)?;
+        let claims = claims_by_job(&claims);
+        let mut checked = Vec::new();
+        for job in &jobs {
+            let Some(schedule) = schedule_of(job) else {
+                continue;
+            };
+            let Some((after, until)) = check_window(job, now, self.last_ok_ms, &self.settings)
+            else {
+                continue;
+            };
+            for tick in due_ticks(&schedule, after, until, MAX_TICKS_PER_JOB) {
+                let holder = match claims.get(&job.name).and_then(|c| c.get(&tick)) {
+                    Some(holder) => holder.clone(),
+                    None => self
+                        .claims
+                        .claim_decided(&job.name, tick, HOLDER, now)
+                        .await
+                        .map_err(unavailable)?
+                        .unwrap_or_else(|| HOLDER.to_string()),
+                };
+                if !shipping.contains(&holder) {
+                    checked.push(Checked {
+                        job: job.name.clone(),
+                        tick_ms: tick,
+                        holder,
+                    });
                 }
             }
         }
-        Ok(recorded)
-    }
-
-    async fn sweep_job(&self, job: &Job, now: i64) -> SweepResult<usize> {
-        let Some(schedule) = schedule_of(job) else {
-            return Ok(0);
-        };
-        let Some((after, until)) = check_window(job, now, &self.settings) else {
-            return Ok(0);
-        };
-        let due = due_ticks(&schedule, after, until, MAX_TICKS_PER_JOB);
-        let Some(&oldest) = due.first() else {
-            return Ok(0);
-        };
-        let unknown = |e: crate::coord::CoordError| format!("tick claims: {e}");
-        let holders = self
-            .claims
-            .holders_since(&job.name, oldest)
-            .await
-            .map_err(unknown)?;
-        let mut ours = Vec::new();
-        for tick in due {
-            let mine = match holders.get(&tick) {
-                Some(holder) => holder == HOLDER,
-                None => self
-                    .claims
-                    .claim_decided(&job.name, tick, HOLDER, now)
-                    .await
-                    .map_err(unknown)?
-                    .is_none_or(|holder| holder == HOLDER),
-            };
-            if mine {
-                ours.push(tick);
+        let by_name: HashMap<&str, &Job> = jobs.iter().map(|j| (j.name.as_str(), j)).collect();
+        let mut recorded = 0;
+        for chunk in checked.chunks(MISSING_CHUNK) {
+            let ids: Vec<String> = chunk.iter().map(Checked::run_id).collect();
+            let absent: HashSet<String> = self
+                .run_log
+                .missing(&ids)
+                .await
+                .map_err(|e| format!("run log: {e}"))?
+                .into_iter()
+                .collect();
+            let records: Vec<RunRecord> = chunk
+                .iter()
+                .filter(|c| absent.contains(&c.run_id()))
+                .filter_map(|c| {
+                    let job = by_name.get(c.job.as_str())?;
+                    Some(record_for(c, job, live_groups.contains(&job.group), now))
+                })
+                .collect();
+            if records.is_empty() {
+                continue;
             }
+            self.run_log
+                .insert_batch(&records)
+                .await
+                .map_err(|e| format!("run log: {e}"))?;
+            for record in &records {
+                tracing::warn!(job = %record.job_name, tick = record.plan_time, status = record.status.as_str(), err = %record.err, "recorded a tick that had no record");
+            }
+            recorded += records.len();
         }
-        if ours.is_empty() {
-            return Ok(0);
-        }
-        let ids: Vec<String> = ours.iter().map(|t| missed_run_id(&job.name, *t)).collect();
-        let absent: HashSet<String> = self
-            .run_log
-            .missing(&ids)
-            .await
-            .map_err(|e| format!("run log: {e}"))?
-            .into_iter()
-            .collect();
-        let records: Vec<RunRecord> = ours
-            .iter()
-            .filter(|t| absent.contains(&missed_run_id(&job.name, **t)))
-            .map(|t| missed_record(job, *t, now))
-            .collect();
-        if records.is_empty() {
-            return Ok(0);
-        }
-        self.run_log
-            .insert_batch(&records)
-            .await
-            .map_err(|e| format!("run log: {e}"))?;
-        tracing::info!(job = %job.name, group = %job.group, ticks = records.len(), "recorded ticks nobody could run as missed");
-        Ok(records.len())
+        self.last_ok_ms = Some(now);
+        Ok(recorded)
     }
 }
 
@@ -291,7 +333,7 @@ impl MissedSweeper {
             loop {
                 ticker.tick().await;
                 if let Err(error) = sweep.sweep().await {
-                    tracing::warn!(%error, "missed-tick sweep failed; will retry");
+                    tracing::warn!(%error, "the sweep for ticks with no record failed; will retry");
                 }
             }
         });

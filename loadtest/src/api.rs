@@ -33,6 +33,30 @@ pub fn get_text(url: &str) -> Option<String> {
         .ok()
 }
 
+/// The manager's `/metrics` (it needs a token).
+pub fn manager_metrics(base: &str) -> Option<String> {
+    let mut response = agent()
+        .get(&format!("{base}/metrics"))
+        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .call()
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    response.body_mut().read_to_string().ok()
+}
+
+/// The sum over every series of `family` in a Prometheus text page.
+pub fn metric_sum(text: &str, family: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub fn get_ok(url: &str) -> bool {
     get_text(url).is_some()
 }
@@ -65,4 +89,21 @@ pub fn save_job(base: &str, job: &serde_json::Value) -> Result<(), String> {
         "POST {base}/job/save {}: {text}",
         response.status()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::metric_sum;
+
+    #[test]
+    fn a_family_is_summed_over_its_series_and_no_other() {
+        let page = "# TYPE distcron_runs_total counter\n\
+                    distcron_runs_total{worker=\"w1\",status=\"succeeded\"} 10\n\
+                    distcron_runs_total{worker=\"w2\",status=\"failed\"} 2\n\
+                    distcron_runs_total_extra 100\n\
+                    distcron_journal_fsyncs_total{worker=\"w1\"} 7\n";
+        assert_eq!(metric_sum(page, "distcron_runs_total"), 12.0);
+        assert_eq!(metric_sum(page, "distcron_journal_fsyncs_total"), 7.0);
+        assert_eq!(metric_sum(page, "distcron_missing"), 0.0);
+    }
 }

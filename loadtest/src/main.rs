@@ -487,6 +487,11 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
         }
     }
     let processes = cluster.usage();
+    let journal = cluster
+        .manager_urls
+        .first()
+        .and_then(|base| api::manager_metrics(base))
+        .and_then(|text| report::JournalCost::from_metrics(&text));
     say("stopping everything");
     cluster.stop();
     drop(cluster);
@@ -506,6 +511,7 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
         max_per_minute_with_zero_missing: if ramp { best } else { None },
         ramp_stopped_by: stopped_by,
         processes,
+        journal,
         passed,
     })
 }

@@ -38,7 +38,31 @@ pub struct Report {
     /// With `ramp`: why it stopped before a step could run, if it did.
     pub ramp_stopped_by: Option<String>,
     pub processes: Vec<Usage>,
+    /// What the workers' run journals cost, from the manager's metrics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalCost>,
     pub passed: bool,
+}
+
+/// The run journal's group commits against the runs the workers recorded.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JournalCost {
+    pub fsyncs: u64,
+    pub runs: u64,
+    pub fsyncs_per_run: f64,
+}
+
+impl JournalCost {
+    pub fn from_metrics(text: &str) -> Option<JournalCost> {
+        let fsyncs = crate::api::metric_sum(text, "distcron_journal_fsyncs_total") as u64;
+        let runs = crate::api::metric_sum(text, "distcron_runs_total") as u64;
+        (runs > 0).then(|| JournalCost {
+            fsyncs,
+            runs,
+            fsyncs_per_run: fsyncs as f64 / runs as f64,
+        })
+    }
 }
 
 pub fn machine() -> String {
@@ -189,6 +213,14 @@ pub fn markdown(report: &Report) -> String {
                 let _ = writeln!(out, "\nLedger examples: {}", l.examples.join(", "));
             }
         }
+    }
+    if let Some(j) = &report.journal {
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Run journal (every worker, whole run): {} group commits (fsyncs) for {} runs recorded: {:.3} fsyncs a run.",
+            j.fsyncs, j.runs, j.fsyncs_per_run
+        );
     }
     let _ = writeln!(out);
     let _ = writeln!(out, "| process | CPU seconds | peak RSS |");

@@ -223,6 +223,13 @@ impl JobSupervisor {
         let dead = worker.clone();
         let find = async move {
             tokio::time::sleep(wait).await;
+            // Back already (same id) and still shipping its journal: its
+            // own records are on their way; close only what they leave.
+            if let Some(queued) = still_shipping(&*coord, &dead, died_at_ms).await {
+                return Err(crate::runlog::RunLogError::Unavailable(format!(
+                    "{dead} is back and its journal still holds {queued} records"
+                )));
+            }
             let open = run_log.unfinished(&dead, 10_000).await?;
             let open: Vec<RunRecord> = open
                 .into_iter()
@@ -418,6 +425,21 @@ impl Handler<GetSupervisorCounters> for JobSupervisor {
 }
 
 /// The `lost` record of a run (or a claimed tick) of a worker that died.
+/// How many records a worker that died at `died_at_ms` and came back with
+/// the same id still has to ship, if it is back and has any.
+async fn still_shipping(
+    coord: &dyn crate::coord::Coordinator,
+    worker: &str,
+    died_at_ms: i64,
+) -> Option<u64> {
+    let kv = coord
+        .get(&crate::keyspace::worker_key(worker))
+        .await
+        .ok()??;
+    let info: crate::keyspace::WorkerInfo = serde_json::from_slice(&kv.value).ok()?;
+    (info.started > died_at_ms && info.batcher.queued > 0).then_some(info.batcher.queued)
+}
+
 /// Between attempts to close what a dead worker left open.
 const CLOSE_RETRY: Duration = Duration::from_secs(5);
 

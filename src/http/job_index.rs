@@ -8,7 +8,7 @@
 //! it at once, so a client reads its own writes. Until the first list
 //! arrives, callers fall back to the coordinator.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
@@ -118,27 +118,13 @@ impl JobIndex {
         ))
     }
 
-    /// The groups of the enabled jobs; `None` until listed once.
-    pub fn groups(&self) -> Option<BTreeSet<String>> {
+    /// Every enabled job, in name order; `None` until listed once.
+    pub fn enabled(&self) -> Option<Vec<Job>> {
         if !self.ready.load(Ordering::Acquire) {
             return None;
         }
         let jobs = self.jobs.read().unwrap_or_else(|e| e.into_inner());
-        Some(
-            jobs.values()
-                .filter(|j| j.enabled)
-                .map(|j| j.group.clone())
-                .collect(),
-        )
-    }
-
-    /// The enabled jobs of `groups`, in name order.
-    pub fn enabled_in(&self, groups: &BTreeSet<String>) -> Vec<Job> {
-        let jobs = self.jobs.read().unwrap_or_else(|e| e.into_inner());
-        jobs.values()
-            .filter(|j| j.enabled && groups.contains(&j.group))
-            .cloned()
-            .collect()
+        Some(jobs.values().filter(|j| j.enabled).cloned().collect())
     }
 
     /// This manager saved `job`: show it at once.

@@ -30,34 +30,35 @@ fn a_tick_is_checked_once_it_cannot_run_late_and_while_its_claim_is_kept() {
         j.updated_at = Some(at);
         j
     };
-    // (job, expected window)
+    // (job, expected window): two sweeps (20 s) wide, once a tick can no
+    // longer run late, while claims are kept (300 s).
     let table: [(Job, Option<(i64, i64)>); 6] = [
-        // The cluster's window (60 s) and the grace; claims kept 300 s.
+        // The cluster's window (60 s) and the grace.
         (
             job("j", "g", None, None),
-            Some((now - 295 * S, now - 65 * S)),
+            Some((now - 85 * S, now - 65 * S)),
         ),
         // Skip: nothing runs late, only the grace.
         (
             job("j", "g", Some(Misfire::Skip), None),
-            Some((now - 295 * S, now - 5 * S)),
+            Some((now - 25 * S, now - 5 * S)),
         ),
         // A job's own window, held below what claims can guard (270 s).
         (
             job("j", "g", Some(Misfire::All), Some(100)),
-            Some((now - 295 * S, now - 105 * S)),
+            Some((now - 125 * S, now - 105 * S)),
         ),
         (
             job("j", "g", Some(Misfire::Latest), Some(86_400)),
             Some((now - 295 * S, now - 275 * S)),
         ),
         // Nothing before the job's last save.
-        (saved(now - 100 * S), Some((now - 100 * S, now - 65 * S))),
+        (saved(now - 70 * S), Some((now - 70 * S, now - 65 * S))),
         (saved(now - 10 * S), None),
     ];
     for (job, expected) in table {
         assert_eq!(
-            check_window(&job, now, &settings()),
+            check_window(&job, now, None, &settings()),
             expected,
             "{:?} {:?} {:?}",
             job.misfire,
@@ -68,21 +69,74 @@ fn a_tick_is_checked_once_it_cannot_run_late_and_while_its_claim_is_kept() {
 }
 
 #[test]
-fn groups_seen_without_workers_are_remembered_for_the_checked_window() {
-    let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
-    let mut groups = EmptyGroups::default();
-    let jobs = set(&["a", "b", "c"]);
-    // (now, live groups, groups whose ticks to check)
-    let table: [(i64, &[&str], &[&str]); 4] = [
-        (0, &["a", "b", "c"], &[]),
-        (10 * S, &["a"], &["b", "c"]),
-        // b is back: its gap is still checked, until the memory ends.
-        (20 * S, &["a", "b"], &["b", "c"]),
-        (400 * S, &["a", "b"], &["c"]),
+fn after_failed_sweeps_the_next_good_one_checks_from_the_last_good_one() {
+    let now = 1_000_000 * S;
+    let j = job("j", "g", Some(Misfire::Skip), None);
+    // (last good sweep, expected window)
+    let table = [
+        (None, Some((now - 25 * S, now - 5 * S))),
+        (Some(now - 10 * S), Some((now - 25 * S, now - 5 * S))),
+        (Some(now - 100 * S), Some((now - 115 * S, now - 5 * S))),
+        // Never before what claims can still tell.
+        (Some(now - 900 * S), Some((now - 295 * S, now - 5 * S))),
     ];
-    for (now, live, expected) in table {
-        groups.observe(now, &jobs, &set(live), 300 * S);
-        assert_eq!(groups.recent(), set(expected), "at {now}");
+    for (last_ok, expected) in table {
+        assert_eq!(
+            check_window(&j, now, last_ok, &settings()),
+            expected,
+            "{last_ok:?}"
+        );
+    }
+}
+
+#[test]
+fn a_tick_without_a_record_is_missed_if_nobody_claimed_it_else_lost_by_its_claimer() {
+    let j = job("j", "g", None, None);
+    let checked = |holder: &str| Checked {
+        job: "j".into(),
+        tick_ms: 60 * S,
+        holder: holder.into(),
+    };
+    // (holder, group alive, status, worker, run id, words in err)
+    let table = [
+        (
+            HOLDER,
+            false,
+            RunStatus::Missed,
+            "",
+            "j-60000-missed",
+            "no live worker in group 'g'",
+        ),
+        (
+            HOLDER,
+            true,
+            RunStatus::Missed,
+            "",
+            "j-60000-missed",
+            "misfire window ended",
+        ),
+        (
+            "w1",
+            true,
+            RunStatus::Lost,
+            "w1",
+            "j-60000-w1",
+            "worker w1 claimed this tick",
+        ),
+    ];
+    for (holder, alive, status, worker, run_id, why) in table {
+        let record = record_for(&checked(holder), &j, alive, 99 * S);
+        assert_eq!(
+            (
+                record.status,
+                record.worker.as_str(),
+                record.run_id.as_str()
+            ),
+            (status, worker, run_id),
+            "{holder} {alive}"
+        );
+        assert_eq!((record.plan_time, record.start_time), (60 * S, 99 * S));
+        assert!(record.err.contains(why), "{holder} {alive}: {}", record.err);
     }
 }
 
@@ -105,7 +159,7 @@ async fn save(coord: &Arc<dyn Coordinator>, job: &Job) {
 
 async fn listed(jobs: &JobIndex, count: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while jobs.groups().is_none() || jobs.enabled_in(&jobs.groups().unwrap()).len() < count {
+    while jobs.enabled().is_none_or(|j| j.len() < count) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "the job index never listed the jobs"
@@ -114,40 +168,79 @@ async fn listed(jobs: &JobIndex, count: usize) {
     }
 }
 
+async fn register(coord: &Arc<dyn Coordinator>, id: &str, group: &str, queued: u64) {
+    let info = serde_json::json!({
+        "id": id, "address": "host", "group": group, "version": "test",
+        "started": 0, "heartbeat": 0, "cpuPercent": 0.0, "memoryBytes": 0,
+        "hostMemoryPercent": 0.0, "running": 0, "batcher": { "queued": queued },
+    });
+    let key = keyspace::worker_key(id);
+    coord
+        .put(&key, info.to_string().into_bytes(), None)
+        .await
+        .unwrap();
+}
+
+fn ran(job: &str, tick: i64, worker: &str) -> RunRecord {
+    let checked = Checked {
+        job: job.into(),
+        tick_ms: tick,
+        holder: worker.into(),
+    };
+    let mut record = record_for(&checked, &self::job(job, "g", None, None), true, tick);
+    record.status = RunStatus::Succeeded;
+    record
+}
+
 #[tokio::test]
-async fn ticks_of_a_group_without_workers_are_recorded_missed_once_across_managers() {
+async fn every_tick_without_a_record_gets_one_once_across_managers() {
     let coord: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::in_memory());
     let run_log = Arc::new(FakeRunLog::default());
     let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock) / S * S;
     let clock = Arc::new(At(AtomicI64::new(now)));
+    // Every second, no late runs: ticks now-19 s .. now-5 s are checked.
     let mut orphan = job("orphan", "nobody", Some(Misfire::Skip), None);
-    orphan.updated_at = Some(now - 20 * S);
     let mut served = job("served", "live", Some(Misfire::Skip), None);
-    served.updated_at = Some(now - 20 * S);
     let mut paused = job("paused", "nobody", Some(Misfire::Skip), None);
     paused.enabled = false;
-    for j in [&orphan, &served, &paused] {
+    for j in [&mut orphan, &mut served, &mut paused] {
+        j.updated_at = Some(now - 20 * S);
         save(&coord, j).await;
     }
-    let worker = serde_json::json!({ "id": "w1", "group": "live" });
-    coord
-        .put("workers/w1", worker.to_string().into_bytes(), None)
-        .await
-        .unwrap();
-    // Ticks now-19 s .. now-5 s are checkable. A worker had won one of
-    // them, and a manager claimed another and died before its record.
+    register(&coord, "w1", "live", 0).await;
+    register(&coord, "w2", "live", 5).await; // its journal is still shipping
+    let ticks: Vec<i64> = (5..=19).rev().map(|back| now - back * S).collect();
     let claims = TickClaims::new(coord.clone(), ClaimPolicy::default());
     let session = coord.grant(Duration::from_secs(60)).await.unwrap();
-    let ran = now - 10 * S;
-    claims
-        .claim("orphan", ran, "w9", now, session)
-        .await
-        .unwrap();
-    let half_done = now - 12 * S;
+    let claim = |job: &'static str, tick: i64, holder: &'static str| {
+        let claims = &claims;
+        async move { claims.claim(job, tick, holder, now, session).await.unwrap() }
+    };
+    // orphan: a dead worker won one tick and left no record; a manager
+    // claimed another and died before its record; nobody touched the rest.
+    let (dead_won, half_done) = (ticks[5], ticks[7]);
+    claim("orphan", dead_won, "w9").await;
     claims
         .claim_decided("orphan", half_done, HOLDER, now)
         .await
         .unwrap();
+    // served: w1 ran every tick but two: one it won and lost, one nobody
+    // claimed; w2 won one whose record may still be in its journal.
+    let (won_lost, unclaimed, in_journal) = (ticks[2], ticks[9], ticks[11]);
+    for &tick in &ticks {
+        if tick == unclaimed {
+            continue;
+        }
+        let holder = if tick == in_journal { "w2" } else { "w1" };
+        claim("served", tick, holder).await;
+        if tick != won_lost && tick != in_journal {
+            run_log
+                .insert_batch(&[ran("served", tick, "w1")])
+                .await
+                .unwrap();
+        }
+    }
+    let before = run_log.records().len();
 
     let managers: Vec<MissedSweep> = (0..2)
         .map(|_| {
@@ -170,25 +263,50 @@ async fn ticks_of_a_group_without_workers_are_recorded_missed_once_across_manage
         recorded += manager.sweep().await.unwrap();
     }
 
-    let records = run_log.records();
-    let expected: Vec<i64> = (5..=19)
-        .rev()
-        .map(|back| now - back * S)
-        .filter(|tick| *tick != ran)
-        .collect();
-    let mut ticks: Vec<i64> = records.iter().map(|r| r.plan_time).collect();
-    ticks.sort();
-    assert_eq!(ticks, expected, "one missed record per unrun tick");
-    assert_eq!(recorded, expected.len());
-    assert!(records.iter().all(|r| r.job_name == "orphan"
-        && r.status == RunStatus::Missed
-        && r.err.contains("'nobody'")));
-    assert!(records.iter().any(|r| r.plan_time == half_done));
-    // The claims stand, so no late run can follow the record.
-    let holders = claims.holders_since("orphan", now - 19 * S).await.unwrap();
-    assert_eq!(holders.get(&ran).map(String::as_str), Some("w9"));
+    let new: Vec<RunRecord> = run_log.records().split_off(before);
+    let of = |job: &str, status: RunStatus| {
+        let mut t: Vec<i64> = new
+            .iter()
+            .filter(|r| r.job_name == job && r.status == status)
+            .map(|r| r.plan_time)
+            .collect();
+        t.sort();
+        t
+    };
+    let orphan_missed: Vec<i64> = ticks.iter().copied().filter(|t| *t != dead_won).collect();
+    assert_eq!(of("orphan", RunStatus::Missed), orphan_missed);
+    assert_eq!(of("orphan", RunStatus::Lost), vec![dead_won]);
+    assert_eq!(of("served", RunStatus::Missed), vec![unclaimed]);
+    assert_eq!(of("served", RunStatus::Lost), vec![won_lost]);
+    assert_eq!(recorded, new.len(), "each tick once, across two managers");
+    assert_eq!(new.len(), ticks.len() + 2);
+    let lost = new
+        .iter()
+        .find(|r| r.job_name == "served" && r.plan_time == won_lost)
+        .unwrap();
+    assert_eq!(
+        (lost.run_id.as_str(), lost.worker.as_str()),
+        (format!("served-{won_lost}-w1").as_str(), "w1")
+    );
+    let missed = new
+        .iter()
+        .find(|r| r.job_name == "served" && r.status == RunStatus::Missed)
+        .unwrap();
     assert!(
-        expected
+        missed.err.contains("misfire window ended"),
+        "{}",
+        missed.err
+    );
+    assert!(
+        new.iter()
+            .filter(|r| r.job_name == "orphan" && r.status == RunStatus::Missed)
+            .all(|r| r.err.contains("'nobody'"))
+    );
+    // The sweep's claims stand, so no late run can follow its record.
+    let holders = claims.holders_since("orphan", ticks[0]).await.unwrap();
+    assert_eq!(holders.get(&dead_won).map(String::as_str), Some("w9"));
+    assert!(
+        orphan_missed
             .iter()
             .all(|t| holders.get(t).map(String::as_str) == Some(HOLDER))
     );
