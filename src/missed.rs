@@ -319,13 +319,24 @@ impl MissedSweep {
     }
 }
 
-/// The sweep running every `settings.every`; dropping or stopping it ends
-/// the task.
+/// The sweep running every `settings.every`; dropping it ends the task.
 pub struct MissedSweeper {
     task: tokio::task::JoinHandle<()>,
 }
 
 impl MissedSweeper {
+    /// A manager's sweep (the manager and `standalone`), on the system clock.
+    pub fn for_manager(
+        coord: Arc<dyn Coordinator>,
+        run_log: Arc<dyn RunLog>,
+        jobs: Arc<JobIndex>,
+        config: &crate::config::Config,
+    ) -> MissedSweeper {
+        let clock = Arc::new(crate::clock::SystemClock);
+        let settings = SweepSettings::from_config(config);
+        MissedSweeper::start(MissedSweep::new(coord, run_log, jobs, clock, settings))
+    }
+
     pub fn start(mut sweep: MissedSweep) -> MissedSweeper {
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(sweep.settings.every);

@@ -33,10 +33,11 @@ pub fn get_text(url: &str) -> Option<String> {
         .ok()
 }
 
-/// The manager's `/metrics` (it needs a token).
-pub fn manager_metrics(base: &str) -> Option<String> {
+/// GET `path` of the manager at `base` as the harness's admin: the body
+/// of a successful answer.
+fn get_as_admin(base: &str, path: &str) -> Option<String> {
     let mut response = agent()
-        .get(&format!("{base}/metrics"))
+        .get(&format!("{base}{path}"))
         .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
         .call()
         .ok()?;
@@ -44,6 +45,11 @@ pub fn manager_metrics(base: &str) -> Option<String> {
         return None;
     }
     response.body_mut().read_to_string().ok()
+}
+
+/// The manager's `/metrics`.
+pub fn manager_metrics(base: &str) -> Option<String> {
+    get_as_admin(base, "/metrics")
 }
 
 /// The sum over every series of `family` in a Prometheus text page.
@@ -63,12 +69,7 @@ pub fn get_ok(url: &str) -> bool {
 
 /// How many workers the manager at `base` lists.
 pub fn worker_count(base: &str) -> Option<usize> {
-    let mut response = agent()
-        .get(&format!("{base}/worker/list"))
-        .header("authorization", &format!("Bearer {ADMIN_TOKEN}"))
-        .call()
-        .ok()?;
-    let text = response.body_mut().read_to_string().ok()?;
+    let text = get_as_admin(base, "/worker/list")?;
     let body: serde_json::Value = serde_json::from_str(&text).ok()?;
     body["data"].as_array().map(Vec::len)
 }

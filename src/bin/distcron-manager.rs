@@ -5,10 +5,9 @@ use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use distcron::clock::SystemClock;
 use distcron::config::{Role, etcd_options, load_or_exit, mongo_options, retention};
 use distcron::coord::etcd::EtcdCoordinator;
-use distcron::missed::{MissedSweep, MissedSweeper, SweepSettings};
+use distcron::missed::MissedSweeper;
 use distcron::runlog::mongo::MongoRunLog;
 use distcron::runlog::{RETENTION_EVERY, spawn_retention};
 use distcron::{http, logging, signals};
@@ -32,13 +31,7 @@ fn main() -> ExitCode {
         let state = http::AppState::new(coord.clone(), run_log.clone())
             .with_config(&config)
             .with_webroot(&config.webroot);
-        let sweeper = MissedSweeper::start(MissedSweep::new(
-            coord,
-            run_log,
-            state.jobs.clone(),
-            Arc::new(SystemClock),
-            SweepSettings::from_config(&config),
-        ));
+        let sweeper = MissedSweeper::for_manager(coord, run_log, state.jobs.clone(), &config);
         if config.auth_required && !state.security.tokens.has_admin_token() {
             tracing::info!(
                 "no adminToken configured: create tokens with `distcron token create --store etcd`"

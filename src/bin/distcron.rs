@@ -8,7 +8,7 @@ use std::sync::Arc;
 use distcron::clock::SystemClock;
 use distcron::config::{Role, data_path, load_or_exit, retention};
 use distcron::coord::embedded::EmbeddedCoordinator;
-use distcron::missed::{MissedSweep, MissedSweeper, SweepSettings};
+use distcron::missed::MissedSweeper;
 use distcron::runlog::embedded::EmbeddedRunLog;
 use distcron::runlog::{RETENTION_EVERY, spawn_retention};
 use distcron::worker::{self, WorkerSettings};
@@ -175,13 +175,7 @@ fn standalone() -> ExitCode {
         let state = http::AppState::new(coord.clone(), run_log.clone())
             .with_config(&config)
             .with_webroot(&config.webroot);
-        let sweeper = MissedSweeper::start(MissedSweep::new(
-            coord,
-            run_log,
-            state.jobs.clone(),
-            Arc::new(SystemClock),
-            SweepSettings::from_config(&config),
-        ));
+        let sweeper = MissedSweeper::for_manager(coord, run_log, state.jobs.clone(), &config);
         let server = http::serve(state, listener, tls, async move {
             let _ = stop_rx.await;
         });
