@@ -279,14 +279,36 @@ async fn settle_unknown(
         .await
         .ok()?
         .ok()?;
-    let kv = ctx.coord.get(&ticket.claim.key).await.ok()??;
-    if kv.value != ticket.claim.value {
+    // Right after an outage etcd may still fail a read: ask until it
+    // answers. Giving up here would strand a confirmed claim that nobody
+    // else may run (chaos found one).
+    let mut pause = Duration::from_millis(100);
+    let give_up = tokio::time::Instant::now() + SETTLE_PATIENCE;
+    let kv = loop {
+        match ctx.coord.get(&ticket.claim.key).await {
+            Ok(kv) => break kv,
+            Err(error) if tokio::time::Instant::now() < give_up => {
+                tracing::debug!(%error, "cannot read the claim to settle it yet");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => {
+                tracing::warn!(job = %spec.job.name, tick = spec.plan_time, %error, "cannot read the claim to settle it; leaving the tick to the managers' sweep");
+                return None;
+            }
+        }
+    };
+    if kv.is_none_or(|kv| kv.value != ticket.claim.value) {
+        tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "the lost confirm had not landed: the tick is free for a look back");
         return None;
     }
     let (_, token) = ctx.lock.send(CurrentSession).await.ok()??;
-    tracing::info!(job = %spec.job.name, tick = spec.plan_time, "the lost confirm had landed: the tick is ours, running it late");
+    tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "the lost confirm had landed: the tick is ours, running it late");
     Some(token)
 }
+
+/// How long settling a lost confirm keeps asking etcd for the claim.
+const SETTLE_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Run a claimed tick, and its retries if the job asks for them (each
 /// attempt its own run record, `<run_id>-retry<n>`, after an exponential

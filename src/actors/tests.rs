@@ -31,13 +31,17 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_on(Arc::new(EmbeddedCoordinator::in_memory()))
+}
+
+fn rig_on(coord: Arc<dyn Coordinator>) -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let coord: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::in_memory());
     let clock = Arc::new(TokioClock::starting_at(START_MS));
     let store = Arc::new(FakeRunLog::default());
     let mut batcher = BatcherConfig::new(dir.path().join("journal"));
     batcher.max_delay = Duration::from_millis(100);
     let running = RunningRuns::default();
+    let (sessions_tx, sessions) = tokio::sync::watch::channel(0);
     let lock = LockActor::new(
         coord.clone(),
         clock.clone(),
@@ -45,7 +49,8 @@ fn rig() -> Rig {
         Duration::from_secs(10),
         ClaimPolicy::default(),
     )
-    .fencing(running.clone());
+    .fencing(running.clone())
+    .announcing(sessions_tx, Default::default());
     let claims = lock.claims();
     let lock = lock.start();
     let ctx = WorkerContext {
@@ -66,7 +71,7 @@ fn rig() -> Rig {
         // Tests of misfires set their window; the others start jobs with
         // nothing to look back at.
         misfire_window: Duration::ZERO,
-        sessions: tokio::sync::watch::channel(0).1,
+        sessions,
         unregister_backlog: Default::default(),
         run_log: store.clone(),
     };
@@ -547,6 +552,42 @@ async fn ticks_missed_while_the_session_was_lost_run_late_once_it_is_back() {
     let ran = ticks_run(&rig);
     let planned: Vec<i64> = (1..=15).collect();
     assert_eq!(ran, planned, "every tick exactly once, late or on time");
+    actor.send(StopJob).await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_confirm_whose_answer_went_with_etcd_is_settled_once_etcd_answers_again() {
+    use std::sync::atomic::Ordering::SeqCst;
+    tokio::time::pause();
+    let faulty = Arc::new(crate::coord::faulty::Faulty::in_memory());
+    let mut rig = rig_on(faulty.clone());
+    rig.ctx.misfire_window = Duration::from_secs(60);
+    let mut job = Job::new("steady", "true", "* * * * * *");
+    job.updated_at = Some(START_MS);
+    let actor = job_actor(&rig, job);
+    pass_settled(&rig, Duration::from_millis(2_600)).await;
+    // Tick 3's confirm lands, then etcd goes away with the answer and stays
+    // away past the session's TTL; once back, its first reads still fail.
+    faulty.down_after_swaps.store(1, SeqCst);
+    pass_settled(&rig, Duration::from_secs(15)).await;
+    assert!(
+        faulty.down.load(SeqCst),
+        "the confirm of tick 3 took etcd down"
+    );
+    faulty.failing_gets.store(3, SeqCst);
+    faulty.down.store(false, SeqCst);
+    pass_settled(&rig, Duration::from_secs(10)).await;
+    assert_eq!(
+        faulty.failing_gets.load(SeqCst),
+        0,
+        "settling read the claim again"
+    );
+    let planned: Vec<i64> = (1..=27).collect();
+    let ran: Vec<i64> = ticks_run(&rig).into_iter().filter(|t| *t <= 27).collect();
+    assert_eq!(
+        ran, planned,
+        "tick 3 ran once, late, as did the ticks of the outage"
+    );
     actor.send(StopJob).await.unwrap();
 }
 

@@ -456,85 +456,13 @@ mod tests {
         assert!(claims.claimed_since("a", now + 1).await.unwrap().is_empty());
     }
 
-    /// A coordinator whose put-if-absent answers are lost: the write lands,
-    /// then the call fails, `lose` times (as in an etcd leader election).
-    /// With `steal`, another worker's claim lands first instead.
-    struct LostAnswers {
-        inner: EmbeddedCoordinator,
-        lose: std::sync::atomic::AtomicUsize,
-        steal: bool,
-    }
-
-    #[async_trait::async_trait]
-    impl Coordinator for LostAnswers {
-        async fn get(&self, key: &str) -> Result<Option<crate::coord::KeyValue>> {
-            self.inner.get(key).await
-        }
-        async fn list(&self, prefix: &str) -> Result<(Vec<crate::coord::KeyValue>, i64)> {
-            self.inner.list(prefix).await
-        }
-        async fn list_first(
-            &self,
-            prefix: &str,
-            limit: u64,
-        ) -> Result<Vec<crate::coord::KeyValue>> {
-            self.inner.list_first(prefix, limit).await
-        }
-        async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<i64> {
-            self.inner.put(key, value, lease).await
-        }
-        async fn delete(&self, key: &str) -> Result<Option<crate::coord::KeyValue>> {
-            self.inner.delete(key).await
-        }
-        async fn put_if_absent(
-            &self,
-            key: &str,
-            value: Vec<u8>,
-            lease: Option<LeaseId>,
-        ) -> Result<Claim> {
-            use std::sync::atomic::Ordering;
-            if self.lose.load(Ordering::SeqCst) == 0 {
-                return self.inner.put_if_absent(key, value, lease).await;
-            }
-            self.lose.fetch_sub(1, Ordering::SeqCst);
-            let written = if self.steal {
-                b"w9 other".to_vec()
-            } else {
-                value
-            };
-            self.inner.put_if_absent(key, written, lease).await?;
-            Err(CoordError::Unavailable(
-                "request timed out (leader changed)".into(),
-            ))
-        }
-        async fn put_if_value(
-            &self,
-            key: &str,
-            expected: &[u8],
-            value: Vec<u8>,
-            lease: Option<LeaseId>,
-        ) -> Result<bool> {
-            self.inner.put_if_value(key, expected, value, lease).await
-        }
-        async fn watch(&self, prefix: &str, from: i64) -> Result<crate::coord::WatchStream> {
-            self.inner.watch(prefix, from).await
-        }
-        async fn grant(&self, ttl: Duration) -> Result<LeaseId> {
-            self.inner.grant(ttl).await
-        }
-        async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
-            self.inner.keep_alive(lease).await
-        }
-        async fn revoke(&self, lease: LeaseId) -> Result<()> {
-            self.inner.revoke(lease).await
-        }
-    }
-
+    /// Claims whose put-if-absent answers are lost `lose` times after the
+    /// write lands; with `steal`, another worker's claim lands instead.
     async fn losing(lose: usize, steal: bool) -> (TickClaims, LeaseId) {
-        let coord: Arc<dyn Coordinator> = Arc::new(LostAnswers {
-            inner: EmbeddedCoordinator::in_memory(),
-            lose: std::sync::atomic::AtomicUsize::new(lose),
+        let coord: Arc<dyn Coordinator> = Arc::new(crate::coord::faulty::Faulty {
+            lose_claims: std::sync::atomic::AtomicUsize::new(lose),
             steal,
+            ..crate::coord::faulty::Faulty::in_memory()
         });
         let lease = session(&coord).await;
         (TickClaims::new(coord, ClaimPolicy::default()), lease)

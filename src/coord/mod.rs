@@ -11,6 +11,8 @@
 pub mod claims;
 pub mod embedded;
 pub mod etcd;
+#[cfg(test)]
+pub mod faulty;
 pub mod follow;
 pub mod session;
 

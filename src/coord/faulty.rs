@@ -1,0 +1,132 @@
+//! A coordinator that fails on cue, over the embedded engine (compiled for
+//! tests only): answers lost after the write landed (an etcd leader
+//! election), a whole outage, reads that fail for a while after one.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::embedded::EmbeddedCoordinator;
+use super::{Claim, CoordError, Coordinator, KeyValue, LeaseId, Result, WatchStream};
+
+pub struct Faulty {
+    pub inner: EmbeddedCoordinator,
+    /// Put-if-absent answers to lose after the write lands.
+    pub lose_claims: AtomicUsize,
+    /// With `lose_claims`: another worker's claim lands instead of ours.
+    pub steal: bool,
+    /// Compare-and-swaps that land, after which etcd goes down.
+    pub down_after_swaps: AtomicUsize,
+    /// Every call fails while set.
+    pub down: AtomicBool,
+    /// Reads that fail once etcd is back.
+    pub failing_gets: AtomicUsize,
+}
+
+impl Faulty {
+    pub fn in_memory() -> Faulty {
+        Faulty {
+            inner: EmbeddedCoordinator::in_memory(),
+            lose_claims: AtomicUsize::new(0),
+            steal: false,
+            down_after_swaps: AtomicUsize::new(0),
+            down: AtomicBool::new(false),
+            failing_gets: AtomicUsize::new(0),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(CoordError::Unavailable("etcd is down (test)".into()));
+        }
+        Ok(())
+    }
+
+    /// Take one from `counter` if any is left.
+    fn take(counter: &AtomicUsize) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+fn lost() -> CoordError {
+    CoordError::Unavailable("request timed out (leader changed)".into())
+}
+
+#[async_trait]
+impl Coordinator for Faulty {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.check()?;
+        if Faulty::take(&self.failing_gets) {
+            return Err(CoordError::Unavailable("no leader yet (test)".into()));
+        }
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
+        self.check()?;
+        self.inner.list(prefix).await
+    }
+    async fn list_first(&self, prefix: &str, limit: u64) -> Result<Vec<KeyValue>> {
+        self.check()?;
+        self.inner.list_first(prefix, limit).await
+    }
+    async fn put(&self, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> Result<i64> {
+        self.check()?;
+        self.inner.put(key, value, lease).await
+    }
+    async fn delete(&self, key: &str) -> Result<Option<KeyValue>> {
+        self.check()?;
+        self.inner.delete(key).await
+    }
+    async fn put_if_absent(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<Claim> {
+        self.check()?;
+        if !Faulty::take(&self.lose_claims) {
+            return self.inner.put_if_absent(key, value, lease).await;
+        }
+        let written = if self.steal {
+            b"w9 other".to_vec()
+        } else {
+            value
+        };
+        self.inner.put_if_absent(key, written, lease).await?;
+        Err(lost())
+    }
+    async fn put_if_value(
+        &self,
+        key: &str,
+        expected: &[u8],
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<bool> {
+        self.check()?;
+        let swapped = self.inner.put_if_value(key, expected, value, lease).await?;
+        if Faulty::take(&self.down_after_swaps) {
+            self.down.store(true, Ordering::SeqCst);
+            return Err(lost());
+        }
+        Ok(swapped)
+    }
+    async fn watch(&self, prefix: &str, from: i64) -> Result<WatchStream> {
+        self.check()?;
+        self.inner.watch(prefix, from).await
+    }
+    async fn grant(&self, ttl: Duration) -> Result<LeaseId> {
+        self.check()?;
+        self.inner.grant(ttl).await
+    }
+    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
+        self.check()?;
+        self.inner.keep_alive(lease).await
+    }
+    async fn revoke(&self, lease: LeaseId) -> Result<()> {
+        self.check()?;
+        self.inner.revoke(lease).await
+    }
+}
