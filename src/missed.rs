@@ -27,7 +27,7 @@ use crate::actors::misfire::due_ticks;
 use crate::actors::ownership::worker_group;
 use crate::clock::SharedClock;
 use crate::coord::Coordinator;
-use crate::coord::claims::{ClaimPolicy, TickClaims, claim_holder};
+use crate::coord::claims::{ClaimPolicy, TickClaims, claim_holder, parse_tick_key};
 use crate::http::job_index::JobIndex;
 use crate::job::{Job, Misfire};
 use crate::keyspace::{self, WorkerInfo};
@@ -175,14 +175,7 @@ fn schedule_of(job: &Job) -> Option<Schedule> {
 fn claims_by_job(kvs: &[crate::coord::KeyValue]) -> HashMap<String, BTreeMap<i64, String>> {
     let mut by_job: HashMap<String, BTreeMap<i64, String>> = HashMap::new();
     for kv in kvs {
-        let Some((job, tick)) = kv
-            .key
-            .strip_prefix(keyspace::TICKS)
-            .and_then(|rest| rest.rsplit_once('/'))
-        else {
-            continue;
-        };
-        if let Ok(tick) = tick.parse::<i64>() {
+        if let Some((job, tick)) = parse_tick_key(&kv.key) {
             by_job
                 .entry(job.to_string())
                 .or_default()

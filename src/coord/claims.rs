@@ -114,9 +114,7 @@ pub fn claims_of(
     kvs.iter()
         .filter(|kv| claim_holder(&kv.value) == worker)
         .filter_map(|kv| {
-            let rest = kv.key.strip_prefix("ticks/")?;
-            let (job, tick) = rest.rsplit_once('/')?;
-            let tick = tick.parse::<i64>().ok()?;
+            let (job, tick) = parse_tick_key(&kv.key)?;
             (tick <= until_ms).then(|| (job.to_string(), tick))
         })
         .collect()
@@ -125,6 +123,12 @@ pub fn claims_of(
 /// The key of one tick's claim.
 pub fn tick_key(job: &str, tick_ms: i64) -> String {
     format!("ticks/{job}/{tick_ms}")
+}
+
+/// The job and tick of a claim's key (the inverse of [`tick_key`]).
+pub fn parse_tick_key(key: &str) -> Option<(&str, i64)> {
+    let (job, tick) = key.strip_prefix("ticks/")?.rsplit_once('/')?;
+    Some((job, tick.parse().ok()?))
 }
 
 /// The prefix of every claim of one job.
@@ -239,25 +243,13 @@ impl TickClaims {
         })
     }
 
-    /// Who holds each claimed tick of `job` at or after `from_ms`.
-    pub async fn holders_since(&self, job: &str, from_ms: i64) -> Result<BTreeMap<i64, String>> {
-        let (kvs, _) = self.coord.list(&job_ticks_prefix(job)).await?;
-        Ok(kvs
-            .iter()
-            .filter_map(|kv| {
-                let tick = kv.key.rsplit('/').next()?.parse::<i64>().ok()?;
-                (tick >= from_ms).then(|| (tick, claim_holder(&kv.value)))
-            })
-            .collect())
-    }
-
     /// The ticks of `job` claimed at or after `from_ms` (confirmed or held):
     /// one range read, for a new owner looking for ticks nobody ran.
     pub async fn claimed_since(&self, job: &str, from_ms: i64) -> Result<BTreeSet<i64>> {
         let (kvs, _) = self.coord.list(&job_ticks_prefix(job)).await?;
         Ok(kvs
             .iter()
-            .filter_map(|kv| kv.key.rsplit('/').next()?.parse::<i64>().ok())
+            .filter_map(|kv| Some(parse_tick_key(&kv.key)?.1))
             .filter(|tick| *tick >= from_ms)
             .collect())
     }
