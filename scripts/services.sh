@@ -9,6 +9,7 @@ log() { printf '== %s\n' "$*" >&2; }
 
 # The MongoDB-wire test server's version, pinned.
 NX_27017_VERSION=0.8.1
+AIOSMTPD_VERSION=1.4.6
 
 # Rust: Debian 12's cargo is too old for edition 2024, so use rustup.
 ensure_rust() {
@@ -44,6 +45,12 @@ install_missing() {
     log "installing nx-27017 $NX_27017_VERSION into $venv"
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "nx-27017==$NX_27017_VERSION"
+  fi
+  # The SMTP sink of the notification tests (tests/notify.rs starts it).
+  installed=$("$venv/bin/pip" show aiosmtpd 2>/dev/null | sed -n 's/^Version: //p' || true)
+  if [ "$installed" != "$AIOSMTPD_VERSION" ]; then
+    log "installing aiosmtpd $AIOSMTPD_VERSION into $venv"
+    "$venv/bin/pip" install -q "aiosmtpd==$AIOSMTPD_VERSION"
   fi
 }
 
@@ -121,5 +128,7 @@ start_services() {
   export MONGODB_URI="mongodb://127.0.0.1:$mongo_port/?directConnection=true"
   # For tests that run (and stop) a MongoDB-wire server of their own.
   export NX_27017_BIN="$venv/bin/nx-27017"
+  # The Python that runs the SMTP sink (`python -m aiosmtpd`).
+  export AIOSMTPD_PYTHON="$venv/bin/python"
   log "etcd at $ETCD_ENDPOINTS, MongoDB-wire server at $MONGODB_URI"
 }

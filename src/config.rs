@@ -124,6 +124,15 @@ pub struct Config {
     pub job_env_allowlist: Vec<String>,
     /// Most jobs the cluster holds; a save past it is refused.
     pub max_jobs: u64,
+    /// Notifications: named targets (web hooks, email), default and
+    /// per-group rules, the default throttle, the console's address for
+    /// links (see docs/notifications.md). A JSON object, in an environment
+    /// variable or flag too.
+    pub notify: crate::notify::NotifyConfig,
+    /// Where a worker serves the live output of its runs to managers
+    /// (`GET /run/tail` through any manager); port 0 picks a free one. The
+    /// address is registered in `workers/<id>` with a per-process secret.
+    pub live_listen: String,
 }
 
 impl Default for Config {
@@ -178,6 +187,8 @@ impl Default for Config {
             tls_key_file: String::new(),
             job_env_allowlist: ["PATH", "HOME", "LANG", "TZ"].map(String::from).to_vec(),
             max_jobs: crate::job::DEFAULT_MAX_JOBS as u64,
+            notify: crate::notify::NotifyConfig::default(),
+            live_listen: "127.0.0.1:0".into(),
         }
     }
 }
@@ -296,6 +307,11 @@ pub fn load(
             ));
         }
     }
+    // An object-valued key is read on its own first, so its errors name it.
+    if let Some(notify) = merged.get("notify") {
+        serde_json::from_value::<crate::notify::NotifyConfig>(notify.clone())
+            .map_err(|e| key_error("notify", &sources, e.to_string()))?;
+    }
     let mut config: Config = serde_json::from_value(Value::Object(merged))
         .map_err(|e| ConfigError::Usage(format!("config: {e}")))?;
     if config.worker_id.is_empty() {
@@ -355,6 +371,18 @@ impl Config {
             }
         }
         shown.mongodb_uri = redact_uri(&self.mongodb_uri);
+        // Web hook headers may carry API keys; a Slack-style URL is a secret.
+        for target in shown.notify.targets.values_mut() {
+            if let crate::notify::Target::Webhook(hook) = target {
+                hook.headers.values_mut().for_each(|v| *v = "***".into());
+                if let Some((base, _)) = hook.url.split_once("://").and_then(|(scheme, rest)| {
+                    rest.split_once('/')
+                        .map(|(host, _)| (format!("{scheme}://{host}"), ()))
+                }) {
+                    hook.url = format!("{base}/***");
+                }
+            }
+        }
         shown
     }
 }
@@ -379,6 +407,16 @@ pub fn redact_uri(uri: &str) -> String {
 
 /// Semantic checks that the JSON types alone do not catch.
 fn validate(config: &Config) -> Result<(), (&'static str, String)> {
+    config.notify.validate().map_err(|m| ("notify", m))?;
+    config.live_listen.parse::<SocketAddr>().map_err(|_| {
+        (
+            "liveListen",
+            format!(
+                "'{}' is not an address such as 127.0.0.1:0",
+                config.live_listen
+            ),
+        )
+    })?;
     config.listen.parse::<SocketAddr>().map_err(|_| {
         (
             "listen",
@@ -581,6 +619,10 @@ fn from_text(key: &str, default: &Value, text: &str, source: &str) -> Result<Val
             "false" | "0" | "no" => false,
             _ => return Err(bad(format!("'{text}' is not true or false"))),
         }),
+        Value::Object(_) => serde_json::from_str::<Value>(text)
+            .ok()
+            .filter(Value::is_object)
+            .ok_or_else(|| bad(format!("'{text}' is not a JSON object")))?,
         _ => Value::String(text.to_string()),
     })
 }
@@ -590,6 +632,7 @@ fn kind_name(default: &Value) -> &'static str {
         Value::Array(_) => "a list of strings",
         Value::Number(_) => "a whole number",
         Value::Bool(_) => "true or false",
+        Value::Object(_) => "a JSON object",
         _ => "a string",
     }
 }
@@ -889,6 +932,28 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_notify_section_names_the_key_and_what_is_wrong() {
+        let e = load_err(
+            &[],
+            &[(
+                "DISTCRON_NOTIFY",
+                r#"{"rules":[{"target":"x","on":["failed"]}]}"#,
+            )],
+        );
+        assert!(
+            e.starts_with("config key `notify` (from DISTCRON_NOTIFY): rules: no target named 'x'"),
+            "{e}"
+        );
+        let e = load_err(&[], &[("DISTCRON_NOTIFY", "nope")]);
+        assert!(e.contains("'nope' is not a JSON object"), "{e}");
+        let e = load_err(
+            &[],
+            &[("DISTCRON_NOTIFY", r#"{"targets":{"a":{"type":"pager"}}}"#)],
+        );
+        assert!(e.contains("notify") && e.contains("pager"), "{e}");
+    }
+
+    #[test]
     fn flag_usage_errors() {
         assert_eq!(load_err(&["--listen"], &[]), "--listen needs a value");
         assert!(load_err(&["stray"], &[]).starts_with("unexpected argument 'stray'"));
@@ -903,12 +968,23 @@ mod tests {
             &env(&[
                 ("DISTCRON_ETCD_PASSWORD", "etcd-pw"),
                 ("DISTCRON_MONGODB_URI", "mongodb://u:mongo-pw@h:1/?x=1"),
+                (
+                    "DISTCRON_NOTIFY",
+                    r#"{"targets":{"s":{"type":"webhook","url":"https://hooks.example.com/services/hook-pw","headers":{"X-Key":"key-pw"}}}}"#,
+                ),
             ]),
         )
         .unwrap();
         assert_eq!(loaded.config.admin_token, "t0ken-from-file");
         let shown = serde_json::to_string(&loaded.config.redacted()).unwrap();
-        for secret in ["t0ken-from-file", "etcd-pw", "mongo-pw"] {
+        assert!(shown.contains("https://hooks.example.com/***"), "{shown}");
+        for secret in [
+            "t0ken-from-file",
+            "etcd-pw",
+            "mongo-pw",
+            "hook-pw",
+            "key-pw",
+        ] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
         assert!(shown.contains("mongodb://u:***@h:1/?x=1"), "{shown}");

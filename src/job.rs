@@ -79,6 +79,15 @@ pub struct Job {
     /// whatever a client sends). No tick before it is ever run late.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<i64>,
+    /// Who is told of which events of this job's runs (targets are named in
+    /// the `notify` configuration). Absent: the job's group's rules, else
+    /// the configured defaults; an empty list: nobody.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<Vec<crate::notify::Rule>>,
+    /// At most `max` notifications per `windowSecs`, then one summary; the
+    /// configured default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_throttle: Option<crate::notify::Throttle>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -194,6 +203,8 @@ impl Job {
             misfire_window_secs: None,
             catch_up: 0,
             updated_at: None,
+            notify: None,
+            notify_throttle: None,
         }
     }
 
@@ -307,6 +318,13 @@ impl Job {
                     "must be at most {MAX_CATCH_UP_SECS} seconds (tick claims are kept that long)"
                 ),
             ));
+        }
+        if let Some(rules) = &self.notify {
+            crate::notify::check_job_rules(rules).map_err(|m| JobError::new("notify", m))?;
+        }
+        if let Some(throttle) = &self.notify_throttle {
+            crate::notify::check_throttle(throttle)
+                .map_err(|m| JobError::new("notifyThrottle", m))?;
         }
         if self.updated_at.is_some_and(|t| t < 0) {
             return Err(JobError::new("updatedAt", "must not be negative"));

@@ -20,6 +20,8 @@
 //! - [`actors`]: the worker's actors.
 //! - [`worker`]: a worker's actors assembled, started and stopped.
 //! - [`missed`]: the managers' sweep that records ticks nobody could run.
+//! - [`notify`]: notifications (web hooks, email): rules, throttle, the
+//!   Notifier actor, and the notices that send each once per cluster.
 //! - [`auth`]: tokens, users, sessions, roles and the route permission table.
 //! - [`audit`]: the audit log's records, store trait and writer.
 //! - [`http`]: the actix-web app shared by the manager, `standalone` and tests;
@@ -40,6 +42,7 @@ pub mod job;
 pub mod keyspace;
 pub mod logging;
 pub mod missed;
+pub mod notify;
 pub mod runlog;
 pub mod runner;
 pub mod schedule;

@@ -19,6 +19,9 @@
 //! One listing of `ticks/` and of `workers/` a sweep, and one run log query
 //! per thousand ticks. Ticks that pass while no manager runs stay unchecked.
 
+use actix::Recipient;
+
+use crate::notify::notifier::Observed;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,6 +199,8 @@ pub struct MissedSweep {
     /// When the last sweep that went through began: the next one checks
     /// from there, so an outage leaves no tick unchecked.
     last_ok_ms: Option<i64>,
+    /// Told of every record the sweep wrote (`missed` and `lost` alerts).
+    notifier: Option<Recipient<Observed>>,
 }
 
 type SweepResult<T> = Result<T, String>;
@@ -219,6 +224,7 @@ impl MissedSweep {
             clock,
             settings,
             last_ok_ms: None,
+            notifier: None,
         }
     }
 
@@ -305,6 +311,9 @@ impl MissedSweep {
             for record in &records {
                 tracing::warn!(job = %record.job_name, tick = record.plan_time, status = record.status.as_str(), err = %record.err, "recorded a tick that had no record");
             }
+            if let Some(notifier) = &self.notifier {
+                notifier.do_send(Observed(records.clone()));
+            }
             recorded += records.len();
         }
         self.last_ok_ms = Some(now);
@@ -324,10 +333,13 @@ impl MissedSweeper {
         run_log: Arc<dyn RunLog>,
         jobs: Arc<JobIndex>,
         config: &crate::config::Config,
+        notifier: Option<Recipient<Observed>>,
     ) -> MissedSweeper {
         let clock = Arc::new(crate::clock::SystemClock);
         let settings = SweepSettings::from_config(config);
-        MissedSweeper::start(MissedSweep::new(coord, run_log, jobs, clock, settings))
+        let mut sweep = MissedSweep::new(coord, run_log, jobs, clock, settings);
+        sweep.notifier = notifier;
+        MissedSweeper::start(sweep)
     }
 
     pub fn start(mut sweep: MissedSweep) -> MissedSweeper {

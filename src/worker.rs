@@ -22,6 +22,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::coord::Coordinator;
 use crate::coord::claims::ClaimPolicy;
+use crate::notify::notifier::Notifier;
 use crate::runlog::RunLog;
 use crate::runner::fence::Fence;
 use crate::runner::{RunLimits, RunningRuns};
@@ -40,6 +41,11 @@ pub struct WorkerSettings {
     /// The binary that serves as this worker's fence (`__fence`); `None`
     /// runs unfenced (tests of one process).
     pub fence_program: Option<PathBuf>,
+    /// Notification targets and rules (`notify`).
+    pub notify: crate::notify::NotifyConfig,
+    /// Where the live output of runs is served (`liveListen`); `None` serves
+    /// none (tests of one process, standalone, which serves it in process).
+    pub live_listen: Option<String>,
 }
 
 impl WorkerSettings {
@@ -74,6 +80,8 @@ impl WorkerSettings {
             claim_lead: Duration::from_millis(config.claim_lead_ms),
             misfire_window: Duration::from_secs(config.misfire_window_secs),
             fence_program: None,
+            notify: config.notify.clone(),
+            live_listen: Some(config.live_listen.clone()),
         }
     }
 }
@@ -84,6 +92,9 @@ pub struct Worker {
     supervisor: Addr<JobSupervisor>,
     registrar: Addr<Registrar>,
     kill_watcher: Addr<KillWatcher>,
+    notifier: Option<Addr<Notifier>>,
+    /// Serves the live output of this worker's runs to managers.
+    live: Option<crate::http::tail::LiveServer>,
     stop_grace: Duration,
 }
 
@@ -102,7 +113,21 @@ pub fn start(
     clock: SharedClock,
 ) -> std::io::Result<Worker> {
     crate::runner::process::become_subreaper();
-    let batcher = LogBatcher::new(run_log.clone(), settings.batcher.clone())?.start();
+    let known_jobs = crate::notify::notifier::KnownJobs::default();
+    let notifier = (!settings.notify.targets.is_empty()).then(|| {
+        Notifier::new(
+            settings.notify.clone(),
+            run_log.clone(),
+            Some(coord.clone()),
+            known_jobs.lookup(),
+            clock.clone(),
+            &settings.worker_id,
+        )
+        .start()
+    });
+    let batcher = LogBatcher::new(run_log.clone(), settings.batcher.clone())?
+        .notifying(notifier.clone().map(Addr::recipient))
+        .start();
     let running = RunningRuns::default();
     let mut limits = settings.limits;
     let (sessions_tx, sessions) = tokio::sync::watch::channel(0);
@@ -142,20 +167,30 @@ pub fn start(
         sessions,
         unregister_backlog,
         run_log,
+        known_jobs,
     };
     let kill_watcher = KillWatcher::new(ctx.clone()).start();
     let supervisor = JobSupervisor::new(ctx.clone()).start();
     let sources = CounterSources {
         supervisor: supervisor.clone(),
         kill_watcher: kill_watcher.clone(),
+        notifier: notifier.clone(),
     };
-    let registrar = Registrar::new(ctx.clone(), sources).start();
+    let live = match &settings.live_listen {
+        Some(listen) => Some(crate::http::tail::serve_live(ctx.running.clone(), listen)?),
+        None => None,
+    };
+    let registrar = Registrar::new(ctx.clone(), sources)
+        .serving_live(live.as_ref().map(|l| l.endpoint.clone()))
+        .start();
     tracing::info!(worker = %settings.worker_id, group = %settings.group, "worker started");
     Ok(Worker {
         ctx,
         supervisor,
         registrar,
         kill_watcher,
+        notifier,
+        live,
         stop_grace: settings.stop_grace,
     })
 }
@@ -209,11 +244,19 @@ impl Worker {
         if let Err(error) = self.ctx.unregister_backlog.flush(&*self.ctx.coord).await {
             tracing::warn!(%error, "finished runs are still registered; peers may count them lost");
         }
+        if let Some(live) = &self.live {
+            live.stop().await;
+        }
         let _ = self.ctx.lock.send(Release).await;
         let _ = self.supervisor.send(Shutdown).await;
         let _ = self.kill_watcher.send(Shutdown).await;
         let _ = self.registrar.send(Shutdown).await;
         let _ = self.ctx.batcher.send(Shutdown).await;
+        // The notifier ends once what it is delivering is done (or after
+        // a grace).
+        if let Some(notifier) = &self.notifier {
+            let _ = notifier.send(Shutdown).await;
+        }
         let alive = || {
             [
                 ("supervisor", self.supervisor.connected()),
@@ -221,6 +264,10 @@ impl Worker {
                 ("registrar", self.registrar.connected()),
                 ("log batcher", self.ctx.batcher.connected()),
                 ("lock", self.ctx.lock.connected()),
+                (
+                    "notifier",
+                    self.notifier.as_ref().is_some_and(|n| n.connected()),
+                ),
             ]
             .into_iter()
             .filter(|(_, connected)| *connected)

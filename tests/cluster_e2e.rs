@@ -4,37 +4,12 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::{
-    curl, eventually, free_port, post_name, save_job, service_endpoint, unique, wait_http_ok,
+    curl, eventually, post_name, save_job, service_endpoint, start_managers, start_worker, unique,
+    wait_http_ok,
 };
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(binary: &str, env: &[(&str, String)]) -> Process {
-    let mut command = Command::new(binary);
-    command
-        .env_remove("DISTCRON_CONFIG")
-        .env("DISTCRON_ADMIN_TOKEN", support::ADMIN_TOKEN)
-        .stdin(Stdio::null());
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    Process(
-        command
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {binary}: {e}")),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_managers_and_two_workers_share_jobs_runs_and_kills() {
@@ -53,19 +28,9 @@ async fn two_managers_and_two_workers_share_jobs_runs_and_kills() {
         ("DISTCRON_KILL_GRACE_MS", "500".to_string()),
         ("DISTCRON_BATCH_DELAY_MS", "200".to_string()),
     ];
-    let mut processes = Vec::new();
-    let mut managers = Vec::new();
-    for _ in 0..2 {
-        let listen = format!("127.0.0.1:{}", free_port());
-        let mut env = common.clone();
-        env.push(("DISTCRON_LISTEN", listen.clone()));
-        processes.push(spawn(env!("CARGO_BIN_EXE_distcron-manager"), &env));
-        managers.push(format!("http://{listen}"));
-    }
+    let (mut processes, managers) = start_managers(2, &common);
     for id in ["e2e-w1", "e2e-w2"] {
-        let mut env = common.clone();
-        env.push(("DISTCRON_WORKER_ID", id.to_string()));
-        processes.push(spawn(env!("CARGO_BIN_EXE_distcron-worker"), &env));
+        processes.push(start_worker(id, &common));
     }
     for base in &managers {
         wait_http_ok(&format!("{base}/readyz")).await;

@@ -171,7 +171,9 @@ fn request_for(method: &str, path: &str, api: &Api) -> test::TestRequest {
         ("get", "/job/log" | "/job/get") => {
             test::TestRequest::get().uri(&format!("{path}?name=job1"))
         }
-        ("get", "/run/get") => test::TestRequest::get().uri("/run/get?id=nope"),
+        ("get", "/run/get" | "/run/tail" | "/run/notices") => {
+            test::TestRequest::get().uri(&format!("{path}?id=nope"))
+        }
         ("get", "/worker/info") => test::TestRequest::get().uri("/worker/info?id=nope"),
         ("get", "/schedule/preview") => {
             test::TestRequest::get().uri("/schedule/preview?cronExpr=%40daily")
@@ -181,6 +183,7 @@ fn request_for(method: &str, path: &str, api: &Api) -> test::TestRequest {
             json_body(json!({"name": "job1", "command": "echo changed", "cronExpr": "0 0 * * *"}))
         }
         ("post", "/auth/login") => json_body(json!({"token": ADMIN})),
+        ("post", "/notify/test") => json_body(json!({"target": "nope"})),
         ("post", "/auth/tokens") => json_body(json!({"name": "made", "role": "viewer"})),
         ("post", "/auth/tokens/revoke") => form(format!("id={}", api.revoked_id)),
         ("post", _) => form("name=job1".into()),
@@ -193,7 +196,9 @@ fn request_for(method: &str, path: &str, api: &Api) -> test::TestRequest {
 fn least_role(method: &str, path: &str) -> Option<Role> {
     match (method, path) {
         ("get", "/healthz" | "/readyz" | "/openapi.json") | ("post", "/auth/login") => None,
-        ("post", "/job/run" | "/job/kill" | "/job/pause" | "/job/resume") => Some(Role::Operator),
+        ("post", "/job/run" | "/job/kill" | "/job/pause" | "/job/resume" | "/notify/test") => {
+            Some(Role::Operator)
+        }
         ("post", "/auth/logout") => Some(Role::Viewer),
         ("post", _) | ("get", "/audit" | "/auth/tokens") => Some(Role::Admin),
         ("get", _) => Some(Role::Viewer),
@@ -254,7 +259,7 @@ async fn role_matrix_over_every_route_and_nothing_stored_when_refused() {
             }
         }
     }
-    assert_eq!(cases, 27 * EVERYONE.len(), "every route of openapi.json");
+    assert_eq!(cases, 31 * EVERYONE.len(), "every route of openapi.json");
 }
 
 #[actix_rt::test]

@@ -7,6 +7,7 @@ mod support;
 use std::sync::Arc;
 
 use distcron::audit::{AuditQuery, AuditRecord};
+use distcron::notify::store::{Notice, Outcome};
 use distcron::runlog::embedded::EmbeddedRunLog;
 use distcron::runlog::mongo::{MongoOptions, MongoRunLog};
 use distcron::runlog::{Retention, RunLog, RunQuery, RunRecord, RunStatus};
@@ -462,6 +463,63 @@ macro_rules! contract_suite {
                     ..all
                 };
                 assert_eq!(page(action).await, Vec::<i64>::new());
+            }
+
+            #[tokio::test]
+            async fn a_notice_is_claimed_once_and_counters_count_every_bump() {
+                let Some(b) = super::$engine().await else {
+                    return;
+                };
+                let targets = ["hook".to_string(), "mail".to_string()];
+                let notice = Notice::claimed("r1", "a", "failed", &targets, "w1", 1_000);
+                assert!(
+                    b.log.claim_notice(&notice).await.unwrap(),
+                    "the first claim wins"
+                );
+                let again = Notice::claimed("r1", "a", "failed", &targets, "w2", 1_001);
+                assert!(
+                    !b.log.claim_notice(&again).await.unwrap(),
+                    "a second claim loses"
+                );
+                let other = Notice::claimed("r1", "a", "recovered", &targets[..1], "w1", 2_000);
+                assert!(
+                    b.log.claim_notice(&other).await.unwrap(),
+                    "another event is its own"
+                );
+                let unrelated = Notice::claimed("r10", "a", "failed", &targets, "w1", 500);
+                assert!(b.log.claim_notice(&unrelated).await.unwrap());
+                let mut done = notice.clone();
+                done.deliveries[0].outcome = Outcome::Delivered;
+                done.deliveries[0].attempts = 2;
+                b.log.update_notice(&done).await.unwrap();
+                let of_run = b.log.notices_of("r1").await.unwrap();
+                assert_eq!(
+                    of_run,
+                    [done, other],
+                    "oldest first, the update kept, w1's claim"
+                );
+                assert!(b.log.notices_of("r").await.unwrap().is_empty());
+
+                // Concurrent bumps: each answer distinct, the total exact.
+                let bumps = (0..20).map(|_| {
+                    let log = b.log.clone();
+                    tokio::spawn(async move { log.bump_counter("c", 1, 10_000).await.unwrap() })
+                });
+                let mut seen: Vec<u64> = futures_util::future::join_all(bumps)
+                    .await
+                    .into_iter()
+                    .map(Result::unwrap)
+                    .collect();
+                seen.sort();
+                assert_eq!(seen, (1..=20).collect::<Vec<u64>>());
+                assert_eq!(b.log.bump_counter("c", 0, 10_000).await.unwrap(), 20);
+                assert_eq!(b.log.bump_counter("other", 0, 10_000).await.unwrap(), 0);
+                // Retention drops expired counters (they start again at 0).
+                b.log
+                    .apply_retention(Retention::default(), 20_000)
+                    .await
+                    .unwrap();
+                assert_eq!(b.log.bump_counter("c", 1, 30_000).await.unwrap(), 1);
             }
         }
     };

@@ -39,6 +39,8 @@ pub struct WorkerContext {
     pub unregister_backlog: UnregisterBacklog,
     /// The run log, read to close the open runs of a worker that died.
     pub run_log: Arc<dyn crate::runlog::RunLog>,
+    /// Definitions of the jobs this worker owned, for its notifier.
+    pub known_jobs: crate::notify::notifier::KnownJobs,
 }
 
 /// `running/` keys of runs that ended but could not be unregistered (etcd

@@ -229,6 +229,8 @@ pub struct LogBatcher {
     dead_letter: PathBuf,
     counters: BatcherCounters,
     drains: Vec<oneshot::Sender<BatcherCounters>>,
+    /// Told of every record the run log acknowledged (notifications).
+    notifier: Option<Recipient<crate::notify::notifier::Observed>>,
 }
 
 #[derive(Message)]
@@ -276,12 +278,22 @@ impl LogBatcher {
             counters: BatcherCounters::default(),
             drains: Vec::new(),
             config,
+            notifier: None,
         };
         if recovered.records > 0 {
             tracing::info!(dir = %batcher.config.journal.dir.display(), records = recovered.records, torn_bytes = recovered.torn_bytes, corrupt_bytes = recovered.corrupt_bytes, "shipping run records journaled by an earlier process");
             batcher.close_open_runs()?;
         }
         Ok(batcher)
+    }
+
+    /// Tell `notifier` of every record the run log acknowledges.
+    pub fn notifying(
+        mut self,
+        notifier: Option<Recipient<crate::notify::notifier::Observed>>,
+    ) -> LogBatcher {
+        self.notifier = notifier;
+        self
     }
 
     /// Close, as `lost`, the runs an earlier process journaled as open and
@@ -473,6 +485,9 @@ impl LogBatcher {
         self.counters.unjournaled += from_memory as u64;
         self.unshipped = self.unshipped.saturating_sub(from_journal);
         self.counters.flushed += records.len() as u64;
+        if let Some(notifier) = &self.notifier {
+            notifier.do_send(crate::notify::notifier::Observed(records.to_vec()));
+        }
         self.counters.coalesced += folded as u64;
         self.counters.batches_written += 1;
         if self.retry.take().is_some() {

@@ -50,12 +50,18 @@ pub struct WorkerInfo {
     pub supervisor: SupervisorCounters,
     #[serde(default)]
     pub kills: KillCounters,
+    #[serde(default)]
+    pub notify: crate::notify::notifier::NotifyCounters,
+    /// Where the worker serves its runs' live output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<crate::http::tail::LiveEndpoint>,
 }
 
 /// The actors whose counters the registration carries.
 pub struct CounterSources {
     pub supervisor: Addr<JobSupervisor>,
     pub kill_watcher: Addr<KillWatcher>,
+    pub notifier: Option<Addr<crate::notify::notifier::Notifier>>,
 }
 
 pub struct Registrar {
@@ -66,6 +72,8 @@ pub struct Registrar {
     system: Option<System>,
     /// The lease the key was last written under.
     registered_lease: Option<i64>,
+    /// Where this worker serves live output, if it does.
+    live: Option<crate::http::tail::LiveEndpoint>,
     /// An earlier process's key was in the way (logged once).
     waiting_for_earlier: bool,
     left: bool,
@@ -98,9 +106,16 @@ impl Registrar {
             started,
             system: System::new().ok(),
             registered_lease: None,
+            live: None,
             waiting_for_earlier: false,
             left: false,
         }
+    }
+
+    /// Register where this worker serves live output.
+    pub fn serving_live(mut self, live: Option<crate::http::tail::LiveEndpoint>) -> Registrar {
+        self.live = live;
+        self
     }
 
     fn info(&mut self) -> WorkerInfo {
@@ -133,6 +148,8 @@ impl Registrar {
             claims: LockCounters::default(),
             supervisor: SupervisorCounters::default(),
             kills: KillCounters::default(),
+            notify: Default::default(),
+            live: self.live.clone(),
         }
     }
 }
@@ -158,9 +175,10 @@ impl Handler<Refresh> for Registrar {
             self.ctx.coord.clone(),
             self.ctx.batcher.clone(),
         );
-        let (supervisor, kill_watcher) = (
+        let (supervisor, kill_watcher, notifier) = (
             self.sources.supervisor.clone(),
             self.sources.kill_watcher.clone(),
+            self.sources.notifier.clone(),
         );
         let key = crate::keyspace::worker_key(&self.ctx.worker_id);
         let registered = self.registered_lease;
@@ -182,6 +200,12 @@ impl Handler<Refresh> for Registrar {
                     .await
                     .unwrap_or_default();
                 info.kills = kill_watcher.send(GetKillCounters).await.unwrap_or_default();
+                if let Some(notifier) = &notifier {
+                    info.notify = notifier
+                        .send(crate::notify::notifier::GetNotifyCounters)
+                        .await
+                        .unwrap_or_default();
+                }
                 let value = serde_json::to_vec(&info).unwrap_or_default();
                 if registered != Some(lease) {
                     // A new session: register only once an earlier

@@ -132,6 +132,7 @@ impl JobSupervisor {
     /// This worker owns `job`: start its actor, or update it if it changed.
     fn keep(&mut self, job: Job, now: chrono::DateTime<chrono::Utc>, ctx: &mut Context<Self>) {
         let name = job.name.clone();
+        self.ctx.known_jobs.remember(&job);
         if self.owned.get(&name).is_some_and(|o| !o.addr.connected()) {
             // It handed over and ended; ownership came back: start afresh.
             if let Some(owned) = self.owned.remove(&name)

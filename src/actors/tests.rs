@@ -74,6 +74,7 @@ fn rig_on(coord: Arc<dyn Coordinator>) -> Rig {
         sessions,
         unregister_backlog: Default::default(),
         run_log: store.clone(),
+        known_jobs: Default::default(),
     };
     Rig {
         ctx,

@@ -30,8 +30,11 @@ fn main() -> ExitCode {
         spawn_retention(run_log.clone(), retention(&config), RETENTION_EVERY);
         let state = http::AppState::new(coord.clone(), run_log.clone())
             .with_config(&config)
-            .with_webroot(&config.webroot);
-        let sweeper = MissedSweeper::for_manager(coord, run_log, state.jobs.clone(), &config);
+            .with_webroot(&config.webroot)
+            .with_notifier(&format!("manager@{}", config.listen));
+        let notifier = state.notifier.clone().map(actix::Addr::recipient);
+        let sweeper =
+            MissedSweeper::for_manager(coord, run_log, state.jobs.clone(), &config, notifier);
         if config.auth_required && !state.security.tokens.has_admin_token() {
             tracing::info!(
                 "no adminToken configured: create tokens with `distcron token create --store etcd`"

@@ -165,6 +165,8 @@ fn standalone() -> ExitCode {
         spawn_retention(run_log.clone(), retention(&config), RETENTION_EVERY);
         let mut settings = WorkerSettings::from_config(&config);
         settings.fence_program = std::env::current_exe().ok();
+        // Live output is served from this process's own runs.
+        settings.live_listen = None;
         let worker = worker::start(
             coord.clone(),
             run_log.clone(),
@@ -172,10 +174,14 @@ fn standalone() -> ExitCode {
             Arc::new(SystemClock),
         )?;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let state = http::AppState::new(coord.clone(), run_log.clone())
+        let mut state = http::AppState::new(coord.clone(), run_log.clone())
             .with_config(&config)
-            .with_webroot(&config.webroot);
-        let sweeper = MissedSweeper::for_manager(coord, run_log, state.jobs.clone(), &config);
+            .with_webroot(&config.webroot)
+            .with_notifier("standalone");
+        state.local_runs = Some(worker.context().running.clone());
+        let notifier = state.notifier.clone().map(actix::Addr::recipient);
+        let sweeper =
+            MissedSweeper::for_manager(coord, run_log, state.jobs.clone(), &config, notifier);
         let server = http::serve(state, listener, tls, async move {
             let _ = stop_rx.await;
         });

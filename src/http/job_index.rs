@@ -127,6 +127,18 @@ impl JobIndex {
         Some(jobs.values().filter(|j| j.enabled).cloned().collect())
     }
 
+    /// One job by name (`None` also until the index has been listed once).
+    pub fn get(&self, name: &str) -> Option<Job> {
+        let jobs = self.jobs.read().unwrap_or_else(|e| e.into_inner());
+        jobs.get(name).cloned()
+    }
+
+    /// Lookups for a notifier.
+    pub fn lookup(self: &Arc<JobIndex>) -> crate::notify::notifier::JobsSeen {
+        let index = self.clone();
+        Arc::new(move |name| index.get(name))
+    }
+
     /// This manager saved `job`: show it at once.
     pub fn saved(&self, job: &Job) {
         self.write().insert(job.name.clone(), job.clone());

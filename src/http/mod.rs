@@ -11,6 +11,7 @@ pub mod error;
 pub mod guard;
 pub mod job_index;
 mod routes;
+pub mod tail;
 pub mod webroot;
 
 use std::net::TcpListener;
@@ -57,6 +58,13 @@ pub struct AppState {
     pub max_jobs: usize,
     /// The longest misfire window the cluster's tick claims can guard.
     pub max_misfire_window: std::time::Duration,
+    /// Notification targets and rules (`notify`), to check jobs' rules.
+    pub notify: Arc<crate::notify::NotifyConfig>,
+    /// This process's notifier (`POST /notify/test`); `None` without one.
+    pub notifier: Option<actix::Addr<crate::notify::notifier::Notifier>>,
+    /// Runs in progress in this process (standalone), followed directly
+    /// by `GET /run/tail`; others are followed through their worker.
+    pub local_runs: Option<crate::runner::RunningRuns>,
 }
 
 /// HTTP requests served, by (route pattern, status), for `/metrics`.
@@ -91,6 +99,9 @@ impl AppState {
             security: Arc::default(),
             max_jobs: crate::job::DEFAULT_MAX_JOBS,
             max_misfire_window: crate::coord::claims::ClaimPolicy::default().max_misfire_window(),
+            notify: Default::default(),
+            notifier: None,
+            local_runs: None,
         }
     }
 
@@ -103,6 +114,27 @@ impl AppState {
             ..Default::default()
         }
         .max_misfire_window();
+        self.notify = Arc::new(config.notify.clone());
+        self
+    }
+
+    /// Start this process's notifier (when targets are configured), for
+    /// `POST /notify/test` and the records this process writes. Must be
+    /// called inside an actix system.
+    pub fn with_notifier(mut self, sender: &str) -> AppState {
+        use actix::Actor;
+        if self.notify.targets.is_empty() {
+            return self;
+        }
+        let notifier = crate::notify::notifier::Notifier::new(
+            (*self.notify).clone(),
+            self.run_log.clone(),
+            Some(self.coord.clone()),
+            self.jobs.lookup(),
+            Arc::new(crate::clock::SystemClock),
+            sender,
+        );
+        self.notifier = Some(notifier.start());
         self
     }
 

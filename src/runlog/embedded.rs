@@ -17,12 +17,17 @@ use redb::{
 
 use super::{Result, Retention, RunLog, RunLogError, RunQuery, RunRecord, RunStatus};
 use crate::audit::{AuditQuery, AuditRecord, AuditStore};
+use crate::notify::store::{Notice, NoticeStore};
 
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("runs");
 const BY_JOB: TableDefinition<(&str, i64, &str), ()> = TableDefinition::new("runs_by_job");
 const BY_TIME: TableDefinition<(i64, &str), &str> = TableDefinition::new("runs_by_time");
 /// The audit log, by (time, id).
 const AUDIT: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("audit");
+/// Notices by id (`<run id>/<event>`), and throttle counters: id -> (count,
+/// expires ms).
+const NOTICES: TableDefinition<&str, &[u8]> = TableDefinition::new("notices");
+const COUNTERS: TableDefinition<&str, (u64, i64)> = TableDefinition::new("notify_counters");
 
 /// Larger than any run id (ids are ASCII), to bound index ranges.
 const MAX_ID: &str = "\u{10FFFF}";
@@ -51,6 +56,8 @@ impl EmbeddedRunLog {
         write.open_table(BY_JOB).map_err(storage)?;
         write.open_table(BY_TIME).map_err(storage)?;
         write.open_table(AUDIT).map_err(storage)?;
+        write.open_table(NOTICES).map_err(storage)?;
+        write.open_table(COUNTERS).map_err(storage)?;
         write.commit().map_err(storage)?;
         Ok(EmbeddedRunLog { db: Arc::new(db) })
     }
@@ -334,6 +341,7 @@ impl RunLog for EmbeddedRunLog {
     }
 
     async fn apply_retention(&self, retention: Retention, now_ms: i64) -> Result<u64> {
+        self.expire_notices(retention, now_ms).await?;
         self.blocking(move |db| {
             // Collect what goes in a read transaction, then remove it in one
             // write transaction.
@@ -378,6 +386,117 @@ impl RunLog for EmbeddedRunLog {
             }
             write.commit().map_err(storage)?;
             Ok(removed)
+        })
+        .await
+    }
+}
+
+impl EmbeddedRunLog {
+    /// Counters past their expiry, and notices older than the runs' age
+    /// limit, go.
+    async fn expire_notices(&self, retention: Retention, now_ms: i64) -> Result<()> {
+        self.blocking(move |db| {
+            let write = db.begin_write().map_err(storage)?;
+            {
+                let mut counters = write.open_table(COUNTERS).map_err(storage)?;
+                counters
+                    .retain(|_, (_, expires)| expires >= now_ms)
+                    .map_err(storage)?;
+                if let Some(cutoff) = retention.cutoff_ms(now_ms) {
+                    let mut notices = write.open_table(NOTICES).map_err(storage)?;
+                    notices
+                        .retain(|_, bytes| {
+                            serde_json::from_slice::<Notice>(bytes).is_ok_and(|n| n.at >= cutoff)
+                        })
+                        .map_err(storage)?;
+                }
+            }
+            write.commit().map_err(storage)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl NoticeStore for EmbeddedRunLog {
+    async fn claim_notice(&self, notice: &Notice) -> Result<bool> {
+        let notice = notice.clone();
+        self.blocking(move |db| {
+            let write = db.begin_write().map_err(storage)?;
+            let claimed = {
+                let mut notices = write.open_table(NOTICES).map_err(storage)?;
+                if notices.get(notice.id.as_str()).map_err(storage)?.is_some() {
+                    false
+                } else {
+                    let bytes = serde_json::to_vec(&notice).map_err(storage)?;
+                    notices
+                        .insert(notice.id.as_str(), bytes.as_slice())
+                        .map_err(storage)?;
+                    true
+                }
+            };
+            write.commit().map_err(storage)?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn update_notice(&self, notice: &Notice) -> Result<()> {
+        let notice = notice.clone();
+        self.blocking(move |db| {
+            let write = db.begin_write().map_err(storage)?;
+            {
+                let mut notices = write.open_table(NOTICES).map_err(storage)?;
+                let bytes = serde_json::to_vec(&notice).map_err(storage)?;
+                notices
+                    .insert(notice.id.as_str(), bytes.as_slice())
+                    .map_err(storage)?;
+            }
+            write.commit().map_err(storage)
+        })
+        .await
+    }
+
+    async fn notices_of(&self, run_id: &str) -> Result<Vec<Notice>> {
+        let run_id = run_id.to_string();
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(storage)?;
+            let notices = read.open_table(NOTICES).map_err(storage)?;
+            // Ids begin with the run id and a slash ('0' follows '/').
+            let (from, to) = (format!("{run_id}/"), format!("{run_id}0"));
+            let mut found = Vec::new();
+            for entry in notices.range(from.as_str()..to.as_str()).map_err(storage)? {
+                let (_, bytes) = entry.map_err(storage)?;
+                let notice: Notice = serde_json::from_slice(bytes.value()).map_err(storage)?;
+                if notice.run_id == run_id {
+                    found.push(notice);
+                }
+            }
+            found.sort_by(|a, b| (a.at, &a.id).cmp(&(b.at, &b.id)));
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn bump_counter(&self, id: &str, by: u64, expires_ms: i64) -> Result<u64> {
+        let id = id.to_string();
+        self.blocking(move |db| {
+            let write = db.begin_write().map_err(storage)?;
+            let n = {
+                let mut counters = write.open_table(COUNTERS).map_err(storage)?;
+                let (n, expires) = counters
+                    .get(id.as_str())
+                    .map_err(storage)?
+                    .map(|v| v.value())
+                    .unwrap_or((0, expires_ms));
+                let n = n + by;
+                counters
+                    .insert(id.as_str(), (n, expires.max(expires_ms)))
+                    .map_err(storage)?;
+                n
+            };
+            write.commit().map_err(storage)?;
+            Ok(n)
         })
         .await
     }

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 
+use crate::notify::store::{Notice, NoticeStore};
+
 use super::{Result, Retention, RunLog, RunLogError, RunQuery, RunRecord, RunStatus};
 
 #[derive(Default)]
@@ -21,6 +23,8 @@ pub struct FakeRunLog {
     refuse: Mutex<Vec<String>>,
     /// Records with more output than this are refused (a document limit).
     max_output: AtomicUsize,
+    notices: Mutex<std::collections::BTreeMap<String, Notice>>,
+    counters: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 impl FakeRunLog {
@@ -51,8 +55,57 @@ impl FakeRunLog {
         self.records.lock().unwrap().clone()
     }
 
+    fn check_up(&self) -> Result<()> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(RunLogError::Unavailable("fake store is down".into()));
+        }
+        Ok(())
+    }
+
+    pub fn notices(&self) -> Vec<Notice> {
+        self.notices.lock().unwrap().values().cloned().collect()
+    }
+
     pub fn batches(&self) -> Vec<usize> {
         self.batches.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl NoticeStore for FakeRunLog {
+    async fn claim_notice(&self, notice: &Notice) -> Result<bool> {
+        self.check_up()?;
+        let mut notices = self.notices.lock().unwrap();
+        if notices.contains_key(&notice.id) {
+            return Ok(false);
+        }
+        notices.insert(notice.id.clone(), notice.clone());
+        Ok(true)
+    }
+
+    async fn update_notice(&self, notice: &Notice) -> Result<()> {
+        self.check_up()?;
+        let mut notices = self.notices.lock().unwrap();
+        notices.insert(notice.id.clone(), notice.clone());
+        Ok(())
+    }
+
+    async fn notices_of(&self, run_id: &str) -> Result<Vec<Notice>> {
+        self.check_up()?;
+        let notices = self.notices.lock().unwrap();
+        Ok(notices
+            .values()
+            .filter(|n| n.run_id == run_id)
+            .cloned()
+            .collect())
+    }
+
+    async fn bump_counter(&self, id: &str, by: u64, _expires_ms: i64) -> Result<u64> {
+        self.check_up()?;
+        let mut counters = self.counters.lock().unwrap();
+        let n = counters.entry(id.to_string()).or_default();
+        *n += by;
+        Ok(*n)
     }
 }
 

@@ -211,7 +211,9 @@ pub fn supersedes(new: RunStatus, stored: RunStatus) -> bool {
 
 /// Every run log also keeps the audit log, beside the runs.
 #[async_trait]
-pub trait RunLog: crate::audit::AuditStore + Send + Sync + 'static {
+pub trait RunLog:
+    crate::audit::AuditStore + crate::notify::store::NoticeStore + Send + Sync + 'static
+{
     /// Store a batch. A record whose `run_id` is already stored is skipped,
     /// so retrying a batch never duplicates anything, unless it
     /// [`supersedes`] the stored one (`started` after `pending`, a result

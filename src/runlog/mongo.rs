@@ -22,13 +22,19 @@ use mongodb::bson::{Document, doc};
 use mongodb::error::ErrorKind;
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Refusal, Result, Retention, RunLog, RunLogError, RunQuery, RunRecord, RunStatus};
 use crate::audit::{AuditQuery, AuditRecord, AuditStore};
+use crate::notify::store::{Notice, NoticeStore};
 
 /// The audit log's collection, in the run log's database.
 pub const AUDIT_COLLECTION: &str = "audit";
+
+/// Notices of notifications (one per run and event) and their throttle
+/// counters, collections beside the runs.
+pub const NOTICES_COLLECTION: &str = "notices";
+pub const COUNTERS_COLLECTION: &str = "notify_counters";
 
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
@@ -68,6 +74,8 @@ pub struct MongoRunLog {
     runs: Collection<RunRecord>,
     /// The audit log, a collection beside the runs (`audit`).
     audit: Collection<StoredAudit>,
+    notices: Collection<StoredNotice>,
+    counters: Collection<Document>,
     /// Set once the indexes exist; inserts wait for them, because the
     /// unique `run_id` index is what makes inserts idempotent.
     indexes_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -117,6 +125,8 @@ impl MongoRunLog {
         let log = MongoRunLog {
             runs,
             audit,
+            notices: database.collection(NOTICES_COLLECTION),
+            counters: database.collection(COUNTERS_COLLECTION),
             indexes_ready: Default::default(),
             write_concern: mongodb::bson::to_document(&concern).unwrap_or_default(),
             write_timeout: options.write_timeout,
@@ -162,6 +172,13 @@ impl MongoRunLog {
         ];
         self.audit
             .create_indexes(audit_indexes)
+            .await
+            .map_err(unavailable)?;
+        self.notices
+            .create_indexes([
+                IndexModel::builder().keys(doc! { "runId": 1 }).build(),
+                IndexModel::builder().keys(doc! { "at": 1 }).build(),
+            ])
             .await
             .map_err(unavailable)?;
         self.indexes_ready.store(true, Ordering::Release);
@@ -506,7 +523,17 @@ impl RunLog for MongoRunLog {
 
     async fn apply_retention(&self, retention: Retention, now_ms: i64) -> Result<u64> {
         let mut removed = 0;
+        // Throttle counters outlive their window by a day; notices go with
+        // the runs' age limit.
+        self.counters
+            .delete_many(doc! { "expires": { "$lt": now_ms } })
+            .await
+            .map_err(unavailable)?;
         if let Some(cutoff) = retention.cutoff_ms(now_ms) {
+            self.notices
+                .delete_many(doc! { "at": { "$lt": cutoff } })
+                .await
+                .map_err(unavailable)?;
             removed += self
                 .runs
                 .delete_many(doc! { "startTime": { "$lt": cutoff } })
@@ -549,6 +576,87 @@ impl RunLog for MongoRunLog {
             }
         }
         Ok(removed)
+    }
+}
+
+/// A notice as stored: its id is the document's `_id`, which every MongoDB
+/// keeps unique, so the first insert claims it.
+#[derive(Serialize, Deserialize)]
+struct StoredNotice {
+    #[serde(rename = "_id")]
+    key: String,
+    #[serde(flatten)]
+    notice: Notice,
+}
+
+#[async_trait]
+impl NoticeStore for MongoRunLog {
+    async fn claim_notice(&self, notice: &Notice) -> Result<bool> {
+        let stored = StoredNotice {
+            key: notice.id.clone(),
+            notice: notice.clone(),
+        };
+        match self.notices.insert_one(&stored).await {
+            Ok(_) => Ok(true),
+            Err(e) => match e.kind.as_ref() {
+                ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w))
+                    if w.code == DUPLICATE_KEY =>
+                {
+                    Ok(false)
+                }
+                _ => Err(unavailable(e)),
+            },
+        }
+    }
+
+    async fn update_notice(&self, notice: &Notice) -> Result<()> {
+        let stored = StoredNotice {
+            key: notice.id.clone(),
+            notice: notice.clone(),
+        };
+        self.notices
+            .replace_one(doc! { "_id": &notice.id }, &stored)
+            .await
+            .map(drop)
+            .map_err(unavailable)
+    }
+
+    async fn notices_of(&self, run_id: &str) -> Result<Vec<Notice>> {
+        let stored: Vec<StoredNotice> = self
+            .notices
+            .find(doc! { "runId": run_id })
+            .sort(doc! { "at": 1, "_id": 1 })
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)?;
+        Ok(stored.into_iter().map(|s| s.notice).collect())
+    }
+
+    async fn bump_counter(&self, id: &str, by: u64, expires_ms: i64) -> Result<u64> {
+        let counter = self
+            .counters
+            .find_one_and_update(
+                doc! { "_id": id },
+                doc! { "$inc": { "n": by as i64 }, "$max": { "expires": expires_ms } },
+            )
+            .upsert(true)
+            .return_document(mongodb::options::ReturnDocument::After)
+            .await
+            .map_err(unavailable)?
+            .ok_or_else(|| RunLogError::Storage(format!("counter {id} missing after upsert")))?;
+        let n = match counter.get("n") {
+            Some(mongodb::bson::Bson::Int64(n)) => *n,
+            Some(mongodb::bson::Bson::Int32(n)) => i64::from(*n),
+            Some(mongodb::bson::Bson::Double(n)) => *n as i64,
+            other => {
+                return Err(RunLogError::Storage(format!(
+                    "counter {id} holds {other:?}, not a number"
+                )));
+            }
+        };
+        Ok(n.max(0) as u64)
     }
 }
 

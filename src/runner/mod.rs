@@ -8,6 +8,7 @@
 //! group are ended the same way, and every one is reaped.
 
 pub mod fence;
+pub mod live;
 pub mod process;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 use crate::clock::SharedClock;
 use crate::job::Job;
 use crate::runlog::{RunRecord, RunStatus};
+pub use live::LiveOutput;
 
 /// Everything that identifies one run.
 #[derive(Debug, Clone)]
@@ -115,20 +117,32 @@ pub fn build_command(spec: &RunSpec, inherited: &[(String, String)]) -> Result<C
 /// Job name -> run id -> the run's kill switch (`Some(reason)` ends it).
 type RunsByJob = HashMap<String, HashMap<String, watch::Sender<Option<String>>>>;
 
-/// Runs in progress on this worker, by job, with a way to kill each.
+/// Runs in progress on this worker, by job, with a way to kill each, and
+/// their output so far, by run id, for followers.
 #[derive(Clone, Default)]
 pub struct RunningRuns {
     inner: Arc<Mutex<RunsByJob>>,
+    live: Arc<Mutex<HashMap<String, Arc<LiveOutput>>>>,
 }
 
 impl RunningRuns {
-    fn register(&self, job: &str, run_id: &str) -> watch::Receiver<Option<String>> {
+    fn register(
+        &self,
+        job: &str,
+        run_id: &str,
+        output_cap: usize,
+    ) -> (watch::Receiver<Option<String>>, Arc<LiveOutput>) {
         let (tx, rx) = watch::channel(None);
         self.lock()
             .entry(job.to_string())
             .or_default()
             .insert(run_id.to_string(), tx);
-        rx
+        let output = Arc::new(LiveOutput::new(run_id, output_cap));
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(run_id.to_string(), output.clone());
+        (rx, output)
     }
 
     fn unregister(&self, job: &str, run_id: &str) {
@@ -139,6 +153,24 @@ impl RunningRuns {
                 runs.remove(job);
             }
         }
+    }
+
+    /// Its output stops being offered to new followers (those following
+    /// keep their handle until they have read it all).
+    fn unpublish(&self, run_id: &str) {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(run_id);
+    }
+
+    /// The output of run `run_id`, while it runs here.
+    pub fn follow(&self, run_id: &str) -> Option<Arc<LiveOutput>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(run_id)
+            .cloned()
     }
 
     /// Ask every run of `job` to end; returns how many were asked.
@@ -208,16 +240,18 @@ pub async fn run(
         err: String::new(),
         requested_by: spec.requested_by.clone(),
     };
-    let mut kill_rx = running.register(&spec.job.name, &spec.run_id);
+    let (mut kill_rx, output) = running.register(&spec.job.name, &spec.run_id, limits.output_cap);
     let spawned = build_command(&spec, &limits.inherited_env)
         .and_then(|mut c| c.spawn().map_err(|e| format!("cannot start sh: {e}")));
     let mut child = match spawned {
         Ok(child) => child,
         Err(error) => {
             running.unregister(&spec.job.name, &spec.run_id);
+            running.unpublish(&spec.run_id);
             tracing::warn!(job = %spec.job.name, run_id = %spec.run_id, %error, "run could not start");
             record.err = error;
             record.end_time = clock.now_ms();
+            output.finish(&record);
             return record;
         }
     };
@@ -228,7 +262,6 @@ pub async fn run(
     }
     on_start(Started { pgid });
 
-    let output = Arc::new(Mutex::new(Capture::new(limits.output_cap)));
     let readers = [
         child
             .stdout
@@ -284,11 +317,7 @@ pub async fn run(
     running.unregister(&spec.job.name, &spec.run_id);
 
     record.end_time = clock.now_ms();
-    let capture = std::mem::replace(
-        &mut *output.lock().unwrap_or_else(|e| e.into_inner()),
-        Capture::new(0),
-    );
-    (record.output, record.truncated) = capture.finish();
+    (record.output, record.truncated) = output.text();
     match status {
         Ok(status) => {
             use std::os::unix::process::ExitStatusExt;
@@ -305,51 +334,17 @@ pub async fn run(
     if let Some((_, reason)) = ended_by {
         record.err = reason;
     }
+    output.finish(&record);
+    running.unpublish(&spec.run_id);
     record
 }
 
-/// Output kept up to a cap; the rest is read and counted but dropped.
-struct Capture {
-    bytes: Vec<u8>,
-    cap: usize,
-    truncated: bool,
-}
-
-impl Capture {
-    fn new(cap: usize) -> Capture {
-        Capture {
-            bytes: Vec::new(),
-            cap,
-            truncated: false,
-        }
-    }
-
-    fn push(&mut self, chunk: &[u8]) {
-        let room = self.cap.saturating_sub(self.bytes.len());
-        if chunk.len() > room {
-            self.truncated = true;
-        }
-        self.bytes
-            .extend_from_slice(&chunk[..chunk.len().min(room)]);
-    }
-
-    fn finish(self) -> (String, bool) {
-        let mut text = String::from_utf8_lossy(&self.bytes).into_owned();
-        // Lossy decoding can grow the text past the cap; cut it back.
-        let cut = crate::runlog::cap_output(&mut text, self.cap);
-        (text, self.truncated || cut)
-    }
-}
-
-async fn capture(mut stream: impl AsyncRead + Unpin, into: Arc<Mutex<Capture>>) {
+async fn capture(mut stream: impl AsyncRead + Unpin, into: Arc<LiveOutput>) {
     let mut buf = [0u8; 8192];
     loop {
         match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,
-            Ok(n) => into
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(&buf[..n]),
+            Ok(n) => into.push(&buf[..n]),
         }
     }
 }

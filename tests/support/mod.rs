@@ -33,6 +33,55 @@ pub trait OwnedServer {
     }
 }
 
+/// A distcron process a test started; killed and reaped when dropped.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start a distcron binary with the test admin token and `env`, and no
+/// config file.
+pub fn spawn_distcron(binary: &str, env: &[(&str, String)]) -> Process {
+    let mut command = std::process::Command::new(binary);
+    command
+        .env_remove("DISTCRON_CONFIG")
+        .env("DISTCRON_ADMIN_TOKEN", ADMIN_TOKEN)
+        .stdin(std::process::Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    Process(
+        command
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {binary}: {e}")),
+    )
+}
+
+/// Start `n` managers with `common` settings on free loopback ports:
+/// their processes and base URLs.
+pub fn start_managers(n: usize, common: &[(&str, String)]) -> (Vec<Process>, Vec<String>) {
+    let (mut processes, mut bases) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut env = common.to_vec();
+        env.push(("DISTCRON_LISTEN", listen.clone()));
+        processes.push(spawn_distcron(env!("CARGO_BIN_EXE_distcron-manager"), &env));
+        bases.push(format!("http://{listen}"));
+    }
+    (processes, bases)
+}
+
+/// Start a worker with id `id` and `common` settings.
+pub fn start_worker(id: &str, common: &[(&str, String)]) -> Process {
+    let mut env = common.to_vec();
+    env.push(("DISTCRON_WORKER_ID", id.to_string()));
+    spawn_distcron(env!("CARGO_BIN_EXE_distcron-worker"), &env)
+}
+
 /// The endpoint of a real service from the environment (`ETCD_ENDPOINTS`,
 /// `MONGODB_URI`). A test that needs one fails without it, naming the
 /// command that provides it: it never passes without running.

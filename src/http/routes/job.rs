@@ -105,6 +105,15 @@ pub async fn save(
     note(&req, |n| n.job = Some(job.name.clone()));
     job.validate((state.clock)())?;
     check_misfire_window(&state, &job)?;
+    if let Some(rules) = &job.notify {
+        state
+            .notify
+            .check_rules(rules)
+            .map_err(|message| crate::job::JobError {
+                field: "notify",
+                message,
+            })?;
+    }
     let who = principal(&req);
     check_group(&who, &job)?;
     let previous = match load_job(&state, &job.name).await {

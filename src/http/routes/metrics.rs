@@ -11,6 +11,7 @@ use actix_web::{HttpResponse, web};
 use crate::actors::log_batcher::LATENESS_BUCKETS_MS;
 use crate::http::{ApiError, AppState};
 use crate::keyspace::WorkerInfo;
+use crate::notify::notifier::{GetNotifyCounters, NotifyCounters};
 
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (kvs, _) = state.coord.list("workers/").await?;
@@ -18,11 +19,65 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         .iter()
         .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
         .collect();
+    // Notifications are sent by workers and by managers (their sweep's
+    // `missed` and `lost` records, and tests).
+    let mut senders: Vec<(String, NotifyCounters)> = workers
+        .iter()
+        .map(|w| (w.id.clone(), w.notify.clone()))
+        .collect();
+    if let Some(notifier) = &state.notifier
+        && let Ok(counters) = notifier.send(GetNotifyCounters).await
+    {
+        senders.push(("this-manager".into(), counters));
+    }
     let mut out = String::new();
     render(&mut out, &workers, &state.requests.snapshot());
+    render_notifications(&mut out, &senders);
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out))
+}
+
+fn render_notifications(out: &mut String, senders: &[(String, NotifyCounters)]) {
+    family(
+        out,
+        "distcron_notifications_total",
+        "counter",
+        "Notification deliveries by outcome (one per target), and events another process had already claimed (duplicate) or that could not be claimed (dropped), by sending process.",
+    );
+    for (sender, c) in senders {
+        for (outcome, n) in [
+            ("delivered", c.delivered),
+            ("failed", c.failed),
+            ("throttled", c.throttled),
+            ("duplicate", c.duplicates),
+            ("dropped", c.dropped),
+        ] {
+            let _ = writeln!(
+                out,
+                "distcron_notifications_total{{sender=\"{sender}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+    }
+    type Count = fn(&NotifyCounters) -> u64;
+    let per_sender: [(&str, &str, Count); 2] = [
+        (
+            "distcron_notification_attempts_total",
+            "Delivery attempts (retries included).",
+            |c| c.attempts,
+        ),
+        (
+            "distcron_notification_summaries_total",
+            "Throttle summaries sent.",
+            |c| c.summaries,
+        ),
+    ];
+    for (name, help, count) in per_sender {
+        family(out, name, "counter", help);
+        for (sender, c) in senders {
+            let _ = writeln!(out, "{name}{{sender=\"{sender}\"}} {}", count(c));
+        }
+    }
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

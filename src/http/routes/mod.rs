@@ -6,6 +6,7 @@ mod console;
 mod health;
 mod job;
 mod metrics;
+mod notify;
 mod openapi;
 mod schedule;
 mod worker;
@@ -39,6 +40,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/job/table", web::get().to(console::table))
         .route("/overview", web::get().to(console::overview))
         .route("/run/get", web::get().to(job::run_get))
+        .route("/run/tail", web::get().to(notify::tail))
+        .route("/run/notices", web::get().to(notify::notices))
+        .route("/notify/targets", web::get().to(notify::targets))
+        .route("/notify/test", web::post().to(notify::test))
         .route("/worker/list", web::get().to(worker::list))
         .route("/worker/info", web::get().to(worker::info))
         .route("/schedule/preview", web::get().to(schedule::preview));

@@ -42,9 +42,15 @@ pub async fn info(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
     let details: Vec<WorkerDetail> = workers(&state)
         .await?
         .into_iter()
-        .map(|info| WorkerDetail {
-            stale: now - info.heartbeat > late,
-            info,
+        .map(|mut info| {
+            // The live-output secret is for managers only.
+            if let Some(live) = info.live.as_mut() {
+                live.token.clear();
+            }
+            WorkerDetail {
+                stale: now - info.heartbeat > late,
+                info,
+            }
         })
         .collect();
     Ok(ok(details))
