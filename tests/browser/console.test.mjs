@@ -110,6 +110,92 @@ async function saveJobs(base, token, jobs, inFlight = 16) {
   await Promise.all(Array.from({ length: inFlight }, lane));
 }
 
+// Percentile of sorted `values` (nearest rank).
+function percentile(values, p) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))];
+}
+
+// Run a job that prints a timestamped line every 100 ms through the API at
+// `apiBase`, open its run in the console `page` (signed in on its own
+// manager) while it runs, and check the viewer shows output before the run
+// ends, then the final status and stored output. Returns, per line, the
+// time from the line being printed to it being shown (ms).
+async function followLive(page, apiBase, token, label) {
+  const name = `live-${label}`;
+  const headers = { 'content-type': 'application/json', authorization: `Bearer ${token}` };
+  await saveJobs(apiBase, token, [{
+    name,
+    command: 'for i in $(seq 1 40); do echo "line $i $(date +%s%3N)"; sleep 0.1; done; sleep 1; echo all-done',
+    cronExpr: '0 0 1 1 *',
+  }]);
+  const ran = await fetch(`${apiBase}/job/run`, { method: 'POST', headers, body: JSON.stringify({ name }) });
+  assert.equal(ran.status, 200, `running ${name}: ${await ran.text()}`);
+  const runId = await eventually(`the ${label} run to start`, async () => {
+    const log = await (await fetch(`${apiBase}/job/log?name=${name}&limit=1`, { headers })).json();
+    return log.data[0] && log.data[0].run_id;
+  });
+  await page.evaluate(() => {
+    window.liveSeen = {};
+    const out = document.getElementById('run-output');
+    new MutationObserver(() => {
+      for (const m of out.textContent.matchAll(/line (\d+) (\d+)/g)) {
+        if (!(m[1] in window.liveSeen)) window.liveSeen[m[1]] = { printed: Number(m[2]), shown: Date.now() };
+      }
+    }).observe(out, { childList: true, subtree: true, characterData: true });
+  });
+  // The link a notification carries opens the run.
+  await page.evaluate((id) => { location.hash = '#/run/' + encodeURIComponent(id); }, runId);
+  await page.locator('#run-output', { hasText: 'line 1 ' }).waitFor();
+  const early = await page.locator('#run-output').innerText();
+  assert.ok(!early.includes('all-done'), `${label}: output shown before the run ended`);
+  assert.ok(await page.locator('#run-live').isVisible(), `${label}: the viewer says it is live`);
+  await page.locator('#run-facts .badge', { hasText: 'succeeded' }).waitFor({ timeout: 30_000 });
+  await page.locator('#run-output', { hasText: 'all-done' }).waitFor();
+  assert.ok(await page.locator('#run-live').isHidden(), `${label}: live ends with the run`);
+  const seen = await page.evaluate(() => Object.values(window.liveSeen));
+  assert.equal(seen.length, 40, `${label}: every line was shown`);
+  // Lines printed before the viewer was following arrive as a backlog:
+  // the latency counts the lines printed after the first one was shown.
+  const following = Math.min(...seen.map((l) => l.shown));
+  const latencies = seen.filter((l) => l.printed >= following).map((l) => l.shown - l.printed);
+  assert.ok(latencies.length >= 20, `${label}: most lines printed while followed (${latencies.length})`);
+  await page.keyboard.press('Escape');
+  await page.locator('#run-viewer').waitFor({ state: 'hidden' });
+  return latencies;
+}
+
+// One worker and two managers on the test command's etcd and MongoDB-wire
+// server (ETCD_ENDPOINTS, MONGODB_URI), under a fresh prefix and database.
+async function startCluster(token, dataDir) {
+  const etcd = process.env.ETCD_ENDPOINTS;
+  const mongo = process.env.MONGODB_URI;
+  if (!etcd || !mongo) throw new Error('ETCD_ENDPOINTS and MONGODB_URI are not set: run through scripts/test.sh');
+  const stamp = `${Date.now()}`;
+  const env = {
+    ...process.env,
+    DISTCRON_ETCD_ENDPOINTS: etcd, DISTCRON_ETCD_PREFIX: `/browser-${stamp}/`,
+    DISTCRON_MONGODB_URI: mongo, DISTCRON_MONGODB_DATABASE: `browser_${stamp}`,
+    DISTCRON_ADMIN_TOKEN: token, DISTCRON_DATA_DIR: dataDir, DISTCRON_LOG_LEVEL: 'warn',
+    DISTCRON_BATCH_DELAY_MS: '200', DISTCRON_WEBROOT: join(ROOT, 'webroot'),
+  };
+  delete env.DISTCRON_CONFIG;
+  const bin = (name) => join(dirname(BIN), name);
+  const children = [];
+  const bases = [];
+  for (let i = 0; i < 2; i++) {
+    const port = await freePort();
+    children.push(spawn(bin('distcron-manager'), [], { env: { ...env, DISTCRON_LISTEN: `127.0.0.1:${port}` }, stdio: ['ignore', 'inherit', 'inherit'] }));
+    bases.push(`http://127.0.0.1:${port}`);
+  }
+  children.push(spawn(bin('distcron-worker'), [], { env: { ...env, DISTCRON_WORKER_ID: 'browser-w1' }, stdio: ['ignore', 'inherit', 'inherit'] }));
+  const headers = { authorization: `Bearer ${token}` };
+  for (const base of bases) await eventually(`manager ${base}`, async () => (await fetch(`${base}/readyz`)).ok);
+  await eventually('the worker to register', async () =>
+    (await (await fetch(`${bases[1]}/worker/info`, { headers })).json()).data.length === 1);
+  return { children, bases };
+}
+
 async function main() {
   mkdirSync(ARTIFACTS, { recursive: true });
   const dataDir = mkdtempSync(join(tmpdir(), 'distcron-browser-'));
@@ -277,6 +363,31 @@ async function main() {
       'the console did not render inside a frame');
     await attackPage.close();
 
+    // Live output in standalone (the run is in this process).
+    const liveStandalone = await followLive(page, base, token, 'standalone');
+
+    // Live output through a second manager: the run is started through
+    // manager A; the console of manager B follows it from the worker.
+    const clusterToken = 'browser-admin-' + Date.now().toString(16).padStart(16, '0');
+    const clusterDir = mkdtempSync(join(tmpdir(), 'distcron-browser-cluster-'));
+    const cluster = await startCluster(clusterToken, clusterDir);
+    let liveCluster;
+    try {
+      const pageB = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+      pageB.on('pageerror', (e) => pageErrors.push(e.message));
+      await pageB.goto(cluster.bases[1] + '/');
+      await pageB.locator('#signin-form').waitFor();
+      await pageB.fill('#signin-token', clusterToken);
+      await pageB.click('#signin-submit');
+      await pageB.locator('#nav-views').waitFor();
+      liveCluster = await followLive(pageB, cluster.bases[0], clusterToken, 'cluster');
+      await pageB.close();
+    } finally {
+      for (const c of cluster.children) await stop(c);
+      rmSync(clusterDir, { recursive: true, force: true });
+    }
+    const liveFigures = (seen) => ({ lines: seen.length, p50: percentile(seen, 50), p99: percentile(seen, 99), max: Math.max(...seen) });
+
     // Sign out: back to the sign-in form, and the session no longer works.
     await page.click('#sign-out');
     await page.locator('#signin-form').waitFor();
@@ -286,10 +397,16 @@ async function main() {
     assert.deepEqual(dialogs, [], 'no script ran from user or job text');
     assert.deepEqual(pageErrors, [], 'no script errors');
     const firstPageMs = Math.round(Math.min(...timings));
-    const report = { jobs: MANY_JOBS + 1, firstPageRenderedMs: timings.map(Math.round), saveSeconds };
+    const report = {
+      jobs: MANY_JOBS + 1, firstPageRenderedMs: timings.map(Math.round), saveSeconds,
+      liveOutputMs: { standalone: liveFigures(liveStandalone), throughSecondManager: liveFigures(liveCluster) },
+    };
     writeFileSync(join(ARTIFACTS, 'report.json'), JSON.stringify(report, null, 2) + '\n');
     console.log(`console: first jobs page rendered in ${firstPageMs} ms with ${MANY_JOBS + 1} jobs ` +
       `(runs: ${report.firstPageRenderedMs.join(', ')} ms); ${MANY_JOBS} jobs saved in ${saveSeconds.toFixed(1)} s`);
+    for (const [where, f] of Object.entries(report.liveOutputMs)) {
+      console.log(`console: live output (${where}): printed to shown p50 ${f.p50} ms, p99 ${f.p99} ms, max ${f.max} ms over ${f.lines} lines`);
+    }
     console.log('console: browser test passed; screenshots in target/browser/');
   } finally {
     await browser.close();

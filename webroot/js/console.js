@@ -186,8 +186,15 @@ $(function () {
     if (!signedIn) return;
     const hash = location.hash || '#/jobs';
     const runs = hash.match(/^#\/jobs\/([^/]+)\/runs$/);
+    const run = hash.match(/^#\/run\/(.+)$/);
     if (runs) {
       openRuns(decodeURIComponent(runs[1]));
+    } else if (run) {
+      // A link from a notification: the run over the jobs page.
+      showView('jobs', loadJobs, 10000);
+      openRun(decodeURIComponent(run[1]));
+    } else if (hash === '#/notify') {
+      showView('notify', loadTargets, 30000);
     } else if (hash === '#/running') {
       showView('running', loadRunning, 2000);
     } else if (hash === '#/workers') {
@@ -530,10 +537,14 @@ $(function () {
   const runModal = bootstrap.Modal.getOrCreateInstance('#run-viewer');
   let viewing = null;
   let viewTimer = null;
+  // The live stream being read (an AbortController), while a run is followed.
+  let following = null;
 
   function fact(label, value) {
     return $('<dt class="col-sm-2">').text(label).add($('<dd class="col-sm-10 mb-1">').append(value));
   }
+
+  const FINAL = ['succeeded', 'failed', 'timed_out', 'killed', 'lost', 'skipped', 'missed'];
 
   function openRun(runId) {
     viewing = runId;
@@ -544,37 +555,153 @@ $(function () {
     loadRun(runId);
   }
 
-  // A run in progress has no record yet: poll until it ends.
+  function showFacts(r) {
+    $('#run-facts').empty().append(
+      fact('Job', $('<span class="font-monospace">').text(r.jobName)),
+      fact('Status', badge(r.status)),
+      fact('Command', $('<code>').text(r.command)),
+      fact('Worker', $('<span>').text(r.worker)),
+      fact('Planned', time(r.planTime)),
+      fact('Started', time(r.startTime)),
+      fact('Duration', $('<span>').text(duration(Math.max(0, r.endTime - r.startTime)))),
+      fact('Exit', $('<span>').text(r.exitCode !== undefined ? r.exitCode : (r.signal ? 'signal ' + r.signal : '–'))));
+    if (r.requestedBy) $('#run-facts').append(fact('Requested by', $('<span>').text(r.requestedBy)));
+    if (r.err) $('#run-facts').append(fact('Error', $('<span class="text-danger">').text(r.err)));
+  }
+
+  // The run's record; while it is in progress, its output live, then the
+  // stored record once it ends (the record is the source of truth).
   function loadRun(runId) {
     clearTimeout(viewTimer);
     api('GET', '/run/get', { id: runId }).then(function (r) {
       if (viewing !== runId) return;
-      $('#run-facts').empty().append(
-        fact('Job', $('<span class="font-monospace">').text(r.jobName)),
-        fact('Status', badge(r.status)),
-        fact('Command', $('<code>').text(r.command)),
-        fact('Worker', $('<span>').text(r.worker)),
-        fact('Planned', time(r.planTime)),
-        fact('Started', time(r.startTime)),
-        fact('Duration', $('<span>').text(duration(Math.max(0, r.endTime - r.startTime)))),
-        fact('Exit', $('<span>').text(r.exitCode !== undefined ? r.exitCode : (r.signal ? 'signal ' + r.signal : '–'))));
-      if (r.requestedBy) $('#run-facts').append(fact('Requested by', $('<span>').text(r.requestedBy)));
-      if (r.err) $('#run-facts').append(fact('Error', $('<span class="text-danger">').text(r.err)));
-      $('#run-output').text(r.output + (r.truncated ? '\n[output truncated]' : ''));
+      showFacts(r);
+      if (FINAL.indexOf(r.status) >= 0) {
+        stopFollowing();
+        $('#run-output').text(r.output + (r.truncated ? '\n[output truncated]' : ''));
+        loadNotices(runId);
+      } else if (!following) {
+        follow(runId);
+      } else {
+        // The stream ended; the final record is on its way.
+        viewTimer = setTimeout(function () { loadRun(runId); }, 500);
+      }
     }).catch(function (e) {
       if (viewing !== runId) return;
-      if (e.status === 404) {
+      if (e.status === 404 && !following) {
+        // Not recorded yet (just started): follow it live all the same.
         $('#run-facts').empty().append(fact('Status', badge('running')));
-        $('#run-output').text('Still running: the output appears here when the run ends.');
-        viewTimer = setTimeout(function () { loadRun(runId); }, 1000);
+        follow(runId);
+      } else if (e.status === 404) {
+        viewTimer = setTimeout(function () { loadRun(runId); }, 500);
       } else {
         $('#run-output').text('Could not load the run: ' + e.message);
       }
     });
   }
+
+  // Follow `GET /run/tail` (server-sent events through fetch, which sends
+  // the session cookie): `output` events append, `end` closes the stream.
+  function follow(runId) {
+    stopFollowing();
+    const controller = new AbortController();
+    following = controller;
+    let started = false;
+    $('#run-live').prop('hidden', false);
+    fetch('/run/tail?id=' + encodeURIComponent(runId), {
+      credentials: 'same-origin', signal: controller.signal, headers: { Accept: 'text/event-stream' },
+    }).then(function (response) {
+      if (!response.ok) throw new Error(response.status + ' ' + response.statusText);
+      const reader = response.body.getReader();
+      const decoder = new TextDecoder();
+      let buffer = '';
+      function read() {
+        return reader.read().then(function (chunk) {
+          if (chunk.done) return;
+          buffer += decoder.decode(chunk.value, { stream: true });
+          let cut;
+          while ((cut = buffer.indexOf('\n\n')) >= 0) {
+            const block = buffer.slice(0, cut);
+            buffer = buffer.slice(cut + 2);
+            let name = 'message';
+            let data = '';
+            block.split('\n').forEach(function (line) {
+              if (line.indexOf('event: ') === 0) name = line.slice(7);
+              else if (line.indexOf('data: ') === 0) data += line.slice(6);
+            });
+            if (name === 'output' && viewing === runId) {
+              if (!started) { $('#run-output').text(''); started = true; }
+              const out = document.getElementById('run-output');
+              out.appendChild(document.createTextNode(JSON.parse(data).text));
+              out.scrollTop = out.scrollHeight;
+            }
+          }
+          return read();
+        });
+      }
+      if (viewing === runId) $('#run-output').text('Waiting for output…');
+      return read();
+    }).catch(function (e) {
+      if (e.name !== 'AbortError' && viewing === runId) toast('Live output: ' + e.message, 'error');
+    }).finally(function () {
+      if (following !== controller) return;
+      $('#run-live').prop('hidden', true);
+      if (viewing === runId) viewTimer = setTimeout(function () { loadRun(runId); }, 200);
+    });
+  }
+
+  function stopFollowing() {
+    if (following) following.abort();
+    following = null;
+    $('#run-live').prop('hidden', true);
+  }
+
+  // Who was told of this run, and how it went.
+  function loadNotices(runId) {
+    api('GET', '/run/notices', { id: runId }).then(function (notices) {
+      if (viewing !== runId || !notices.length) return;
+      const $list = $('<ul class="list-unstyled mb-0">').append(notices.map(function (n) {
+        return $('<li>').text(n.event + ': ' + n.deliveries.map(function (d) {
+          return d.target + ' ' + d.outcome + (d.attempts > 1 ? ' after ' + d.attempts + ' attempts' : '') +
+            (d.error ? ' (' + d.error + ')' : '');
+        }).join('; '));
+      }));
+      $('#run-facts').append(fact('Notified', $list));
+    }).catch(function () { /* notices are a detail; the run shows without them */ });
+  }
+
   $('#run-viewer').on('hidden.bs.modal', function () {
     viewing = null;
     clearTimeout(viewTimer);
+    stopFollowing();
+  });
+
+  // --- Notification targets ----------------------------------------------------
+
+  function loadTargets() {
+    return api('GET', '/notify/targets').then(function (targets) {
+      const $body = $('#notify-table tbody');
+      const last = {};
+      $body.find('tr').each(function () { last[$(this).data('target')] = $(this).find('[data-last]').clone(); });
+      $body.empty().append(targets.map(function (t) {
+        return $('<tr>').attr('data-target', t.name).append(
+          cell($('<span class="font-monospace">').text(t.name)), textCell(t.kind), textCell(t.host),
+          $('<td>').append(last[t.name] || $('<span data-last>').text('–')),
+          $('<td class="text-end">').append($('<button class="btn btn-sm btn-outline-primary" data-action="test">')
+            .text('Send test').data('target', t.name)));
+      }));
+      $('#notify-empty').prop('hidden', targets.length > 0);
+    }).catch(function (e) { toast('Notifications: ' + e.message, 'error'); });
+  }
+
+  $('#notify-table').on('click', 'button[data-action="test"]', function () {
+    const target = $(this).data('target');
+    const $last = $(this).closest('tr').find('[data-last]');
+    busy(this, api('POST', '/notify/test', { target: target }).then(function (d) {
+      const text = d.outcome + (d.attempts > 1 ? ' after ' + d.attempts + ' attempts' : '') + (d.error ? ': ' + d.error : '');
+      $last.text(text).toggleClass('text-danger', d.outcome !== 'delivered');
+      toast('Test to ' + target + ': ' + text, d.outcome === 'delivered' ? 'success' : 'error');
+    }).catch(function (e) { toast('Test to ' + target + ': ' + e.message, 'error'); }));
   });
 
   // --- Running now --------------------------------------------------------------
