@@ -346,6 +346,37 @@ async fn notifications_reach_email_and_web_hooks_once_and_live_output_streams_th
             .any(|(_, l)| l.contains(r#""status":"succeeded""#)),
         "{lines:?}"
     );
+    // Once ended, a tail streams the stored record, through either manager;
+    // a run nobody knows is 404.
+    let ended = eventually(
+        "the live run's final record",
+        Duration::from_secs(20),
+        || {
+            let (a, id) = (a.clone(), live_id.clone());
+            async move {
+                let stored = Command::new("curl")
+                    .args(["-sf", "--max-time", "10", "-H"])
+                    .arg(format!("Authorization: Bearer {}", support::ADMIN_TOKEN))
+                    .arg(format!("{a}/run/tail?id={id}"))
+                    .output()
+                    .ok()?;
+                let text = String::from_utf8_lossy(&stored.stdout).to_string();
+                text.contains("event: end").then_some(text)
+            }
+        },
+    )
+    .await;
+    assert!(
+        ended.contains("first line") && ended.contains("second line"),
+        "{ended}"
+    );
+    let unknown = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {}", support::ADMIN_TOKEN))
+        .arg(format!("{b}/run/tail?id=nobody-knows-this-run"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&unknown.stdout), "404");
 
     // The failing run and the job that recovers.
     assert!(post_name(&a, "/job/run", "notify-fail").is_some());

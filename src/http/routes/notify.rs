@@ -141,19 +141,29 @@ pub async fn tail(
             "run {id} not found: no record, and no worker runs it"
         )));
     };
-    // Recorded as in progress, but not running anywhere: it ended and its
-    // final record is on its way from the worker's journal.
+    // Recorded, but not running on its worker: it ended and its final
+    // record is on its way from the worker's journal, or it is a retry
+    // waiting for its backoff. Wait for either.
+    let endpoint = workers
+        .iter()
+        .find(|w| w.id == record.worker)
+        .and_then(|w| w.live.as_ref());
     let deadline = tokio::time::Instant::now() + RECORD_PATIENCE;
     loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
         if let Some(now) = state.run_log.get(id).await?
             && tail::is_final(now.status)
         {
             return Ok(tail::event_stream_response(tail::stored(&now)));
         }
+        if let Some(endpoint) = endpoint
+            && let Some(stream) = tail::from_worker(endpoint, id).await
+        {
+            return Ok(stream);
+        }
         if tokio::time::Instant::now() >= deadline {
             return Err(ApiError::Unavailable(format!(
-                "run {id} is recorded as {}, but no live worker runs it and no final record has come in",
+                "run {id} is recorded as {}, but its worker does not run it and no final record has come in; try again",
                 record.status.as_str()
             )));
         }
