@@ -16,7 +16,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 
-use crate::runlog::{RunRecord, RunStatus};
+use crate::runlog::RunRecord;
 use crate::runner::RunningRuns;
 use crate::runner::live::{LiveEnd, LiveOutput, decode_chunk, sse_event};
 
@@ -121,11 +121,6 @@ where
         // nginx: pass each event on as it comes.
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(stream)
-}
-
-/// Whether a record's status is final (the run will write nothing more).
-pub fn is_final(status: RunStatus) -> bool {
-    !matches!(status, RunStatus::Pending | RunStatus::Started)
 }
 
 /// A worker's live-output server; dropping it does not stop it: call

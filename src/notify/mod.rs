@@ -214,21 +214,23 @@ impl NotifyConfig {
 
     /// Every rule names a target defined here.
     pub fn check_rules(&self, rules: &[Rule]) -> Result<(), String> {
-        for rule in rules {
-            if !self.targets.contains_key(&rule.target) {
-                let known: Vec<&str> = self.targets.keys().map(String::as_str).collect();
-                return Err(format!(
-                    "no target named '{}' (targets defined in the notify configuration: {})",
-                    rule.target,
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ));
-            }
+        match rules.iter().find(|r| !self.targets.contains_key(&r.target)) {
+            Some(rule) => Err(self.unknown_target(&rule.target)),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// What to say of a target name this configuration does not define.
+    pub fn unknown_target(&self, name: &str) -> String {
+        let known: Vec<&str> = self.targets.keys().map(String::as_str).collect();
+        format!(
+            "no target named '{name}' (targets defined in the notify configuration: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        )
     }
 
     /// The rules that apply to `job`: its own when it sets them (an empty
@@ -447,6 +449,16 @@ fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// " (signal 9)", " (exit code 3)", or nothing (a success's exit code 0
+/// says nothing).
+fn how_it_ended(exit_code: Option<i32>, signal: Option<i32>, succeeded: bool) -> String {
+    match (exit_code, signal) {
+        (_, Some(signal)) => format!(" (signal {signal})"),
+        (Some(code), None) if !succeeded => format!(" (exit code {code})"),
+        _ => String::new(),
+    }
+}
+
 /// The link to a run in the console.
 pub fn run_url(console_url: &str, run_id: &str) -> Option<String> {
     if console_url.is_empty() {
@@ -459,13 +471,11 @@ pub fn run_url(console_url: &str, run_id: &str) -> Option<String> {
 /// The message for `event` of `record`.
 pub fn message_for(record: &RunRecord, event: Event, console_url: &str, now_ms: i64) -> Message {
     let ran = !matches!(record.status, RunStatus::Missed | RunStatus::Pending);
-    let how = match (record.exit_code, record.signal) {
-        (_, Some(signal)) => format!(" (signal {signal})"),
-        (Some(code), None) if record.status != RunStatus::Succeeded => {
-            format!(" (exit code {code})")
-        }
-        _ => String::new(),
-    };
+    let how = how_it_ended(
+        record.exit_code,
+        record.signal,
+        record.status == RunStatus::Succeeded,
+    );
     let verb = match event {
         Event::Failed => "failed",
         Event::TimedOut => "timed out",
@@ -512,47 +522,47 @@ pub fn message_for(record: &RunRecord, event: Event, console_url: &str, now_ms: 
 
 /// The summary of a throttle window that held `held_back` notifications.
 pub fn summary_for(job: &str, held_back: u64, window: (i64, i64), now_ms: i64) -> Message {
+    let text = format!(
+        "distcron: job {job}: {held_back} more notification(s) held back by its throttle between {} and {}",
+        rfc3339(window.0),
+        rfc3339(window.1)
+    );
     Message {
-        event: "throttled".into(),
-        job: job.to_string(),
-        run_id: None,
-        status: None,
-        exit_code: None,
-        signal: None,
-        planned_time: None,
         start_time: Some(rfc3339(window.0)),
         end_time: Some(rfc3339(window.1)),
-        duration_ms: None,
-        worker: None,
-        output: None,
-        error: String::new(),
-        url: None,
         held_back: Some(held_back),
-        text: format!(
-            "distcron: job {job}: {held_back} more notification(s) held back by its throttle between {} and {}",
-            rfc3339(window.0),
-            rfc3339(window.1)
-        ),
-        sent_at: rfc3339(now_ms),
+        ..Message::bare("throttled", job, text, now_ms)
     }
 }
 
 /// A test notification (`POST /notify/test`).
 pub fn test_message(target: &str, asked_by: &str, now_ms: i64) -> Message {
-    Message {
-        text: format!("distcron: test notification to target {target}, asked by {asked_by}"),
-        ..summary_for("", 0, (now_ms, now_ms), now_ms)
-    }
-    .into_test()
+    let text = format!("distcron: test notification to target {target}, asked by {asked_by}");
+    Message::bare("test", "", text, now_ms)
 }
 
 impl Message {
-    fn into_test(mut self) -> Message {
-        self.event = "test".into();
-        self.held_back = None;
-        self.start_time = None;
-        self.end_time = None;
-        self
+    /// A message about no run: its event, job and text only.
+    fn bare(event: &str, job: &str, text: String, now_ms: i64) -> Message {
+        Message {
+            event: event.to_string(),
+            job: job.to_string(),
+            run_id: None,
+            status: None,
+            exit_code: None,
+            signal: None,
+            planned_time: None,
+            start_time: None,
+            end_time: None,
+            duration_ms: None,
+            worker: None,
+            output: None,
+            error: String::new(),
+            url: None,
+            held_back: None,
+            text,
+            sent_at: rfc3339(now_ms),
+        }
     }
 
     /// The email subject line.
@@ -560,14 +570,9 @@ impl Message {
         match (self.event.as_str(), &self.status) {
             ("test", _) => "[distcron] test notification".to_string(),
             ("throttled", _) => format!("[distcron] {}: notifications held back", self.job),
-            (event, _) => {
-                let how = match (self.exit_code, self.signal) {
-                    (_, Some(s)) => format!(" (signal {s})"),
-                    (Some(c), None) if event != "succeeded" && event != "recovered" => {
-                        format!(" (exit code {c})")
-                    }
-                    _ => String::new(),
-                };
+            (event, status) => {
+                let succeeded = status.as_deref() == Some(RunStatus::Succeeded.as_str());
+                let how = how_it_ended(self.exit_code, self.signal, succeeded);
                 format!("[distcron] {} {}{how}", self.job, event.replace('_', " "))
             }
         }

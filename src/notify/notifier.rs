@@ -87,9 +87,10 @@ pub struct NotifyCounters {
 #[rtype(result = "()")]
 pub struct Observed(pub Vec<RunRecord>);
 
-/// Send a test notification to one target now; answers with its outcome.
+/// Send a test notification to one target now; answers with its outcome
+/// (a target this process does not define is a failed delivery).
 #[derive(Message)]
-#[rtype(result = "Result<Delivery, String>")]
+#[rtype(result = "Delivery")]
 pub struct SendTest {
     pub target: String,
     pub asked_by: String,
@@ -183,26 +184,16 @@ impl Handler<Observed> for Notifier {
 }
 
 impl Handler<SendTest> for Notifier {
-    type Result = ResponseActFuture<Self, Result<Delivery, String>>;
+    type Result = ResponseActFuture<Self, Delivery>;
 
     fn handle(&mut self, request: SendTest, _: &mut Context<Self>) -> Self::Result {
         let work = self.work.clone();
         Box::pin(
             async move {
-                if !work.config.targets.contains_key(&request.target) {
-                    return Err(work
-                        .config
-                        .check_rules(&[super::Rule {
-                            target: request.target.clone(),
-                            on: vec![],
-                        }])
-                        .err()
-                        .unwrap_or_default());
-                }
                 let now = work.clock.now_ms();
                 let message = test_message(&request.target, &request.asked_by, now);
                 let id = format!("test/{}/{now}", request.target);
-                Ok(work.deliver(&request.target, &message, &id).await)
+                work.deliver(&request.target, &message, &id).await
             }
             .into_actor(self),
         )
@@ -295,12 +286,7 @@ impl Work {
         };
         runs.iter()
             .filter(|r| r.run_id != record.run_id && r.start_time <= record.start_time)
-            .find(|r| {
-                !matches!(
-                    r.status,
-                    RunStatus::Pending | RunStatus::Started | RunStatus::Skipped
-                )
-            })
+            .find(|r| r.status.is_final() && r.status != RunStatus::Skipped)
             .is_some_and(|previous| is_recovery(previous.status))
     }
 
@@ -453,15 +439,15 @@ impl Work {
         let now = self.clock.now_ms();
         let id = format!("{}/throttled/{}", job.name, window.0);
         let rules = self.config.rules_for(job);
-        let mut notice = Notice {
-            id: id.clone(),
-            run_id: id,
-            job_name: job.name.clone(),
-            event: "throttled".into(),
-            at: now,
-            sender: self.sender.clone(),
-            deliveries: Notice::claimed("", "", "", &all_targets(rules), "", 0).deliveries,
-        };
+        let mut notice = Notice::pending(
+            &id,
+            &id,
+            &job.name,
+            "throttled",
+            &all_targets(rules),
+            &self.sender,
+            now,
+        );
         if !self.claim(&notice).await {
             return;
         }

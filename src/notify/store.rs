@@ -70,7 +70,7 @@ impl Notice {
         format!("{run_id}/{event}")
     }
 
-    /// A notice with every target pending.
+    /// The notice of `event` of a run, with every target pending.
     pub fn claimed(
         run_id: &str,
         job_name: &str,
@@ -79,8 +79,22 @@ impl Notice {
         sender: &str,
         now_ms: i64,
     ) -> Notice {
+        let id = Notice::id_for(run_id, event);
+        Notice::pending(&id, run_id, job_name, event, targets, sender, now_ms)
+    }
+
+    /// A notice under `id`, with every target pending.
+    pub fn pending(
+        id: &str,
+        run_id: &str,
+        job_name: &str,
+        event: &str,
+        targets: &[String],
+        sender: &str,
+        now_ms: i64,
+    ) -> Notice {
         Notice {
-            id: Notice::id_for(run_id, event),
+            id: id.to_string(),
             run_id: run_id.to_string(),
             job_name: job_name.to_string(),
             event: event.to_string(),

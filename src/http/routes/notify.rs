@@ -75,14 +75,7 @@ pub async fn test(
     let known = state.notify.targets.contains_key(&request.target);
     let (Some(notifier), true) = (&state.notifier, known) else {
         return Err(ApiError::NotFound(
-            state
-                .notify
-                .check_rules(&[crate::notify::Rule {
-                    target: request.target,
-                    on: vec![],
-                }])
-                .err()
-                .unwrap_or_else(|| "the notifier is not running".into()),
+            state.notify.unknown_target(&request.target),
         ));
     };
     let who = principal(&req);
@@ -92,8 +85,7 @@ pub async fn test(
             asked_by: who.name,
         })
         .await
-        .map_err(|e| ApiError::Unavailable(format!("notifier: {e}")))?
-        .map_err(ApiError::BadRequest)?;
+        .map_err(|e| ApiError::Unavailable(format!("notifier: {e}")))?;
     Ok(ok(delivery))
 }
 
@@ -123,7 +115,7 @@ pub async fn tail(
         return Ok(tail::event_stream_response(tail::follow(live)));
     }
     let record = state.run_log.get(id).await?;
-    if let Some(record) = record.as_ref().filter(|r| tail::is_final(r.status)) {
+    if let Some(record) = record.as_ref().filter(|r| r.status.is_final()) {
         return Ok(tail::event_stream_response(tail::stored(record)));
     }
     let workers = super::worker::workers(&state).await?;
@@ -152,7 +144,7 @@ pub async fn tail(
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         if let Some(now) = state.run_log.get(id).await?
-            && tail::is_final(now.status)
+            && now.status.is_final()
         {
             return Ok(tail::event_stream_response(tail::stored(&now)));
         }
