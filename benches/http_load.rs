@@ -31,6 +31,8 @@ fn record(i: usize) -> RunRecord {
     let job = i % JOBS;
     let start = 1_700_000_000_000 + (i / JOBS) as i64 * 60_000 + job as i64;
     RunRecord {
+        params: Default::default(),
+        triggered_by: None,
         run_id: format!("job-{job:05}-{start}"),
         job_name: format!("job-{job:05}"),
         command: "true".into(),

@@ -20,6 +20,8 @@ const RECORDS: usize = 20_000;
 
 fn record(engine: &str, i: usize) -> RunRecord {
     RunRecord {
+        params: Default::default(),
+        triggered_by: None,
         run_id: format!("{engine}-{i:07}"),
         job_name: format!("job-{}", i % 10_000),
         command: "true".into(),

@@ -88,7 +88,33 @@ pub struct Job {
     /// configured default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_throttle: Option<crate::notify::Throttle>,
+    /// Jobs started when a run of this one succeeds (a chain); each such
+    /// run records this run as its `triggeredBy`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_success: Vec<String>,
+    /// Jobs started when a run of this one fails (or times out) after its
+    /// last retry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<String>,
+    /// Most runs of this job at once on a worker: 1 under `overlap: forbid`
+    /// and `replace` (the policy itself keeps it so), unlimited under
+    /// `allow` when absent. A start over it waits in the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+    /// Seconds a start may wait for a free slot (this job's
+    /// `maxConcurrent`, the worker's `maxConcurrentRuns`) before it is
+    /// recorded `skipped`; [`DEFAULT_QUEUE_TIMEOUT_SECS`] when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_timeout: Option<u64>,
 }
+
+/// How long a start waits for a free slot when the job does not say.
+pub const DEFAULT_QUEUE_TIMEOUT_SECS: u64 = 60;
+/// The longest `queueTimeout`: an hour; a start later than that is better
+/// recorded as skipped and seen.
+pub const MAX_QUEUE_TIMEOUT_SECS: u64 = 3_600;
+/// Most jobs one chain list may name.
+pub const MAX_CHAIN_TARGETS: usize = 32;
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
@@ -205,7 +231,27 @@ impl Job {
             updated_at: None,
             notify: None,
             notify_throttle: None,
+            on_success: Vec::new(),
+            on_failure: Vec::new(),
+            max_concurrent: None,
+            queue_timeout: None,
         }
+    }
+
+    /// The jobs a run that ended with `status` starts; none for a status
+    /// that is not a final success or failure.
+    pub fn chained_after(&self, status: crate::runlog::RunStatus) -> &[String] {
+        use crate::runlog::RunStatus;
+        match status {
+            RunStatus::Succeeded => &self.on_success,
+            RunStatus::Failed | RunStatus::TimedOut => &self.on_failure,
+            _ => &[],
+        }
+    }
+
+    /// How long a start waits for a free slot.
+    pub fn queue_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.queue_timeout.unwrap_or(DEFAULT_QUEUE_TIMEOUT_SECS))
     }
 
     /// The job's misfire policy and window, `default_window` standing in
@@ -267,29 +313,7 @@ impl Job {
                 format!("must be at most {MAX_TIMEOUT_SECS} seconds (a year)"),
             ));
         }
-        if let Some(key) = self
-            .env
-            .keys()
-            .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
-        {
-            return Err(JobError::new(
-                "env",
-                format!("{key:?} is not a valid variable name"),
-            ));
-        }
-        if let Some(key) = self.env.iter().find(|(_, v)| nul_in(v)).map(|(k, _)| k) {
-            return Err(JobError::new(
-                "env",
-                format!("the value of {key:?} contains a NUL character"),
-            ));
-        }
-        let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len()).sum();
-        if env_bytes > MAX_ENV_BYTES {
-            return Err(JobError::new(
-                "env",
-                format!("is {env_bytes} bytes, more than the limit of {MAX_ENV_BYTES}"),
-            ));
-        }
+        validate_env(&self.env).map_err(|m| JobError::new("env", m))?;
         if self.cron_expr.len() > MAX_CRON_EXPR_LEN {
             return Err(JobError::new(
                 "cronExpr",
@@ -325,6 +349,36 @@ impl Job {
         if let Some(throttle) = &self.notify_throttle {
             crate::notify::check_throttle(throttle)
                 .map_err(|m| JobError::new("notifyThrottle", m))?;
+        }
+        for (field, names) in [
+            ("onSuccess", &self.on_success),
+            ("onFailure", &self.on_failure),
+        ] {
+            validate_chain_list(names).map_err(|m| JobError::new(field, m))?;
+        }
+        match self.max_concurrent {
+            Some(0) => {
+                return Err(JobError::new(
+                    "maxConcurrent",
+                    "must be at least 1 (leave it out for the policy's default)",
+                ));
+            }
+            Some(n) if n > 1 && self.overlap != Overlap::Allow => {
+                return Err(JobError::new(
+                    "maxConcurrent",
+                    "more than 1 needs overlap: allow (forbid and replace run one at a time)",
+                ));
+            }
+            _ => {}
+        }
+        if self
+            .queue_timeout
+            .is_some_and(|t| t > MAX_QUEUE_TIMEOUT_SECS)
+        {
+            return Err(JobError::new(
+                "queueTimeout",
+                format!("must be at most {MAX_QUEUE_TIMEOUT_SECS} seconds (an hour)"),
+            ));
         }
         if self.updated_at.is_some_and(|t| t < 0) {
             return Err(JobError::new("updatedAt", "must not be negative"));
@@ -373,6 +427,41 @@ impl Job {
         }
         Ok(schedule)
     }
+}
+
+/// Check an `env` map: valid names, no NUL, within [`MAX_ENV_BYTES`]. The
+/// same rules hold for a run's parameters (`POST /job/run`).
+pub fn validate_env(env: &BTreeMap<String, String>) -> Result<(), String> {
+    if let Some(key) = env
+        .keys()
+        .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+    {
+        return Err(format!("{key:?} is not a valid variable name"));
+    }
+    if let Some(key) = env.iter().find(|(_, v)| v.contains('\0')).map(|(k, _)| k) {
+        return Err(format!("the value of {key:?} contains a NUL character"));
+    }
+    let bytes: usize = env.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > MAX_ENV_BYTES {
+        return Err(format!(
+            "is {bytes} bytes, more than the limit of {MAX_ENV_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+/// An `onSuccess` / `onFailure` list: valid job names, each once.
+fn validate_chain_list(names: &[String]) -> Result<(), String> {
+    if names.len() > MAX_CHAIN_TARGETS {
+        return Err(format!("names more than {MAX_CHAIN_TARGETS} jobs"));
+    }
+    for (i, name) in names.iter().enumerate() {
+        validate_name(name).map_err(|e| format!("'{name}': {}", e.message))?;
+        if names[..i].contains(name) {
+            return Err(format!("names '{name}' twice"));
+        }
+    }
+    Ok(())
 }
 
 /// The default of `maxJobs`.

@@ -80,12 +80,18 @@ pub struct RunningEntry {
 
 /// The value of a `run/<job>` key (`POST /job/run`): the instant to run
 /// and who asked. Older managers wrote the instant alone, as a number.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunRequest {
     pub plan_time: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// `env` overrides for this run (its parameters).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// The run whose end asks for this one (a chain, `run/<job>/<parent>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<String>,
 }
 
 impl RunRequest {
@@ -96,7 +102,7 @@ impl RunRequest {
         let plan_time = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
         Some(RunRequest {
             plan_time,
-            requested_by: None,
+            ..RunRequest::default()
         })
     }
 }
@@ -115,26 +121,36 @@ mod tests {
 
     #[test]
     fn a_run_request_reads_json_and_the_older_bare_number() {
-        let table: [(&[u8], Option<RunRequest>); 5] = [
+        let table: [(&[u8], Option<RunRequest>); 6] = [
             (
                 br#"{"planTime":5,"requestedBy":"ana (user:ana)"}"#,
                 Some(RunRequest {
                     plan_time: 5,
                     requested_by: Some("ana (user:ana)".into()),
+                    ..RunRequest::default()
+                }),
+            ),
+            (
+                br#"{"planTime":6,"params":{"DAY":"mon"},"triggeredBy":"a-1-w"}"#,
+                Some(RunRequest {
+                    plan_time: 6,
+                    params: [("DAY".to_string(), "mon".to_string())].into(),
+                    triggered_by: Some("a-1-w".into()),
+                    ..RunRequest::default()
                 }),
             ),
             (
                 br#"{"planTime":7}"#,
                 Some(RunRequest {
                     plan_time: 7,
-                    requested_by: None,
+                    ..RunRequest::default()
                 }),
             ),
             (
                 b"1700000000000",
                 Some(RunRequest {
                     plan_time: 1_700_000_000_000,
-                    requested_by: None,
+                    ..RunRequest::default()
                 }),
             ),
             (b"soon", None),

@@ -8,6 +8,8 @@
 //!
 //! - [`schedule`]: cron expressions and the pure next-fire computation.
 //! - [`job`]: the job definition and its validation.
+//! - [`chain`]: job chains (`onSuccess`, `onFailure`): the graph checks and
+//!   the keys that start each chained run once.
 //! - [`config`]: layered configuration (file, `DISTCRON_*`, flags).
 //! - [`coord`]: the coordinator trait (jobs, workers, tick claims, leases,
 //!   watches) with its etcd and embedded engines, and the one
@@ -32,6 +34,7 @@
 pub mod actors;
 pub mod audit;
 pub mod auth;
+pub mod chain;
 pub mod cli;
 pub mod clock;
 pub mod config;

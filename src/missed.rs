@@ -150,6 +150,8 @@ pub fn record_for(checked: &Checked, job: &Job, group_alive: bool, now_ms: i64) 
         (RunStatus::Lost, checked.holder.clone(), why)
     };
     RunRecord {
+        params: Default::default(),
+        triggered_by: None,
         run_id: checked.run_id(),
         job_name: job.name.clone(),
         command: job.command.clone(),

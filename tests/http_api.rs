@@ -82,6 +82,8 @@ fn urlencode(s: &str) -> String {
 
 fn run(id: &str, job: &str, start: i64) -> RunRecord {
     RunRecord {
+        params: Default::default(),
+        triggered_by: None,
         run_id: id.into(),
         job_name: job.into(),
         command: "echo hello".into(),

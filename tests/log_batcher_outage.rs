@@ -21,6 +21,8 @@ const JOBS: usize = 30;
 
 fn record(i: usize) -> RunRecord {
     RunRecord {
+        params: Default::default(),
+        triggered_by: None,
         run_id: format!("outage-{i:05}"),
         job_name: format!("job-{}", i % JOBS),
         command: "true".into(),

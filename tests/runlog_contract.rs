@@ -43,6 +43,8 @@ async fn mongo() -> Option<Backend> {
 
 fn run(id: &str, job: &str, start: i64, status: RunStatus) -> RunRecord {
     RunRecord {
+        params: Default::default(),
+        triggered_by: None,
         run_id: id.into(),
         job_name: job.into(),
         command: "echo hi".into(),

@@ -143,10 +143,7 @@ impl Handler<DelayFire> for JobActor {
             return;
         }
         self.counters.ticks += 1;
-        let claim = ClaimTick {
-            job: self.job.name.clone(),
-            tick_ms,
-        };
+        let claim = ClaimTick::of(&self.job.name, tick_ms);
         let lock = self.ctx.lock.clone();
         self.in_flight += 1;
         ctx.spawn(lock.send(claim).into_actor(self).map(move |result, act, ctx| {
@@ -169,7 +166,7 @@ impl Handler<DelayFire> for JobActor {
             act.delay_run_in_flight = true;
             act.armed_for = None;
             act.counters.runs_started += 1;
-            let spec = act.first_attempt(tick_ms, act.ctx.clock.now_ms(), None);
+            let spec = act.first_attempt(tick_ms, act.ctx.clock.now_ms(), Default::default());
             let (worker_ctx, addr) = (act.ctx.clone(), ctx.address());
             // Outside the actor: the run and its end state outlive it when
             // ownership moves.

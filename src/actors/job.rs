@@ -95,13 +95,32 @@ pub struct StopJob;
 #[rtype(result = "()")]
 pub struct HandOver(pub bool);
 
-/// Run the job now for the requested instant (`POST /job/run`). Claimed
-/// like any tick, so a request seen twice still runs once.
+/// Run the job now for the requested instant (`POST /job/run`, or a
+/// chain). Claimed like any tick, so a request seen twice still runs once.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RunNow {
     pub tick_ms: i64,
+    pub origin: RunOrigin,
+}
+
+/// Where a run outside the schedule comes from: who asked and with which
+/// parameters, or which run's end started it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOrigin {
     pub requested_by: Option<String>,
+    pub params: std::collections::BTreeMap<String, String>,
+    pub triggered_by: Option<String>,
+}
+
+impl From<RunRequest> for RunOrigin {
+    fn from(request: RunRequest) -> RunOrigin {
+        RunOrigin {
+            requested_by: request.requested_by,
+            params: request.params,
+            triggered_by: request.triggered_by,
+        }
+    }
 }
 
 /// The timer for `tick_ms` fired (`claim_lead` before the tick).
@@ -118,7 +137,7 @@ struct StartTick {
     tick_ms: i64,
     schedule_time: i64,
     ticket: Ticket,
-    requested_by: Option<String>,
+    origin: RunOrigin,
 }
 
 impl JobActor {
@@ -199,16 +218,26 @@ impl JobActor {
         &self,
         tick_ms: i64,
         schedule_time: i64,
-        requested_by: Option<String>,
+        origin: RunOrigin,
     ) -> RunSpec {
+        let mut job = self.job.clone();
+        job.env
+            .extend(origin.params.iter().map(|(k, v)| (k.clone(), v.clone())));
+        // A chained run is named after its parent run, whose tick it shares.
+        let run_id = match &origin.triggered_by {
+            Some(parent) => format!("{}-after-{parent}", self.job.name),
+            None => run_id(&self.job.name, tick_ms, &self.ctx.worker_id),
+        };
         RunSpec {
-            job: self.job.clone(),
-            run_id: run_id(&self.job.name, tick_ms, &self.ctx.worker_id),
+            job,
+            run_id,
             worker: self.ctx.worker_id.clone(),
             plan_time: tick_ms,
             schedule_time,
             attempt: 0,
-            requested_by,
+            requested_by: origin.requested_by,
+            params: origin.params,
+            triggered_by: origin.triggered_by,
         }
     }
 }
@@ -242,6 +271,8 @@ fn unstarted(spec: &RunSpec, now: i64, status: RunStatus, why: &str) -> RunRecor
         truncated: false,
         err: why.into(),
         requested_by: spec.requested_by.clone(),
+        params: spec.params.clone(),
+        triggered_by: spec.triggered_by.clone(),
     }
 }
 
@@ -323,8 +354,7 @@ pub async fn run_claimed_tick(ctx: WorkerContext, mut spec: RunSpec, ticket: Tic
         let Some(status) = run_attempt(&ctx, spec.clone(), &token).await else {
             return;
         };
-        let failed = matches!(status, RunStatus::Failed | RunStatus::TimedOut);
-        if !failed || spec.attempt >= spec.job.retries {
+        if !status.is_retried() || is_last_attempt(&spec.job, spec.attempt) {
             return;
         }
         let pause = Duration::from_secs(
@@ -407,6 +437,7 @@ async fn run_attempt(
             coord.put(&key, value, Some(lease)).await.map(|_| true)
         })
     };
+    let (spec_job, attempt) = (spec.job.clone(), spec.attempt);
     let record = runner::run(
         spec,
         ctx.limits.clone(),
@@ -417,6 +448,15 @@ async fn run_attempt(
     .await;
     tracing::debug!(job = %record.job_name, run_id = %record.run_id, status = record.status.as_str(), "run ended");
     let status = record.status;
+    let mut record = record;
+    let last_attempt = !status.is_retried() || is_last_attempt(&spec_job, attempt);
+    if last_attempt && !spec_job.chained_after(status).is_empty() {
+        // Before the record leaves: a record in the run log means its
+        // chained runs were asked for.
+        if let Err(failed) = start_chained(ctx, &spec_job, &record.run_id, status).await {
+            record.err = join_reason(&record.err, &failed);
+        }
+    }
     ctx.batcher.do_send(Record(record));
     let _ = ended.send(());
     // Unregister only after the registration landed, or a run ending just
@@ -435,6 +475,82 @@ async fn run_attempt(
     Some(status)
 }
 
+/// Whether attempt `attempt` (0 for the first) is the job's last.
+fn is_last_attempt(job: &Job, attempt: u32) -> bool {
+    attempt >= job.retries
+}
+
+fn join_reason(err: &str, more: &str) -> String {
+    if err.is_empty() {
+        more.to_string()
+    } else {
+        format!("{err}; {more}")
+    }
+}
+
+/// How long a chain's run request stays in `run/`: long enough for a new
+/// owner of the child to see it at its first listing, shorter than claim
+/// retention, so seeing it again finds the claim and runs nothing twice.
+const CHAIN_REQUEST_TTL: Duration = Duration::from_secs(60);
+/// How long asking for a chained run keeps trying through etcd errors.
+const CHAIN_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Ask for the runs `job`'s run `run_id`, ended with `status`, starts:
+/// `run/<child>/<run_id>`, claimed by the child's owner under a key of
+/// this run, so each child runs once. `Err` names the children not asked.
+async fn start_chained(
+    ctx: &WorkerContext,
+    job: &Job,
+    run_id: &str,
+    status: RunStatus,
+) -> Result<(), String> {
+    let children = job.chained_after(status);
+    let request = RunRequest {
+        plan_time: ctx.clock.now_ms(),
+        triggered_by: Some(run_id.to_string()),
+        ..RunRequest::default()
+    };
+    let value = serde_json::to_vec(&request).unwrap_or_default();
+    let give_up = tokio::time::Instant::now() + CHAIN_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    let mut pending: Vec<&String> = children.iter().collect();
+    let mut last_error = String::new();
+    while !pending.is_empty() {
+        let asked = async {
+            let lease = ctx.coord.grant(CHAIN_REQUEST_TTL).await?;
+            while let Some(child) = pending.first() {
+                let key = crate::chain::request_key(child, run_id);
+                ctx.coord.put(&key, value.clone(), Some(lease)).await?;
+                tracing::info!(job = %job.name, %run_id, child = %child, "chained run requested");
+                pending.remove(0);
+            }
+            Ok::<(), crate::coord::CoordError>(())
+        };
+        match asked.await {
+            Ok(()) => break,
+            Err(error) if tokio::time::Instant::now() < give_up => {
+                tracing::warn!(job = %job.name, %run_id, %error, "cannot ask for the chained runs yet; retrying");
+                last_error = error.to_string();
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(error) => {
+                last_error = error.to_string();
+                break;
+            }
+        }
+    }
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = pending.iter().map(|s| s.as_str()).collect();
+    tracing::error!(job = %job.name, %run_id, error = %last_error, children = ?names, "chained runs not started");
+    Err(format!(
+        "chain: could not start {} ({last_error})",
+        names.join(", ")
+    ))
+}
+
 impl Actor for JobActor {
     type Context = Context<Self>;
 
@@ -447,15 +563,11 @@ impl Actor for JobActor {
 
 impl JobActor {
     /// Claim `tick_ms` and, if won, run it under the overlap policy.
-    fn claim_and_run(
-        &mut self,
-        tick_ms: i64,
-        requested_by: Option<String>,
-        ctx: &mut Context<Self>,
-    ) {
+    fn claim_and_run(&mut self, tick_ms: i64, origin: RunOrigin, ctx: &mut Context<Self>) {
         let claim = ClaimTick {
             job: self.job.name.clone(),
             tick_ms,
+            after: origin.triggered_by.clone(),
         };
         self.in_flight += 1;
         ctx.spawn(
@@ -479,7 +591,7 @@ impl JobActor {
                                 tick_ms,
                                 schedule_time,
                                 ticket,
-                                requested_by,
+                                origin,
                             };
                             if wait.is_zero() {
                                 ctx.notify(start);
@@ -524,7 +636,7 @@ impl Handler<Fire> for JobActor {
         self.counters.ticks += 1;
         // Re-arm first: whatever happens to this tick, the next one fires.
         self.arm(tick_ms, ctx);
-        self.claim_and_run(tick_ms, None, ctx);
+        self.claim_and_run(tick_ms, RunOrigin::default(), ctx);
     }
 }
 
@@ -545,9 +657,9 @@ impl JobActor {
             tick_ms,
             schedule_time,
             ticket,
-            requested_by,
+            origin,
         } = start;
-        let spec = self.first_attempt(tick_ms, schedule_time, requested_by);
+        let spec = self.first_attempt(tick_ms, schedule_time, origin);
         match self.ctx.overlap_decision(&self.job) {
             OverlapDecision::Start => self.start_run(spec, ticket),
             OverlapDecision::Skip => self.skip(spec, ticket),
@@ -574,12 +686,15 @@ impl Handler<RunNow> for JobActor {
     type Result = ();
 
     fn handle(&mut self, request: RunNow, ctx: &mut Context<Self>) {
-        let RunNow {
-            tick_ms,
-            requested_by,
-        } = request;
-        tracing::info!(job = %self.job.name, tick = tick_ms, requested_by = requested_by.as_deref().unwrap_or(""), "run requested");
-        self.claim_and_run(tick_ms, requested_by, ctx);
+        let RunNow { tick_ms, origin } = request;
+        tracing::info!(
+            job = %self.job.name,
+            tick = tick_ms,
+            requested_by = origin.requested_by.as_deref().unwrap_or(""),
+            triggered_by = origin.triggered_by.as_deref().unwrap_or(""),
+            "run requested"
+        );
+        self.claim_and_run(tick_ms, origin, ctx);
     }
 }
 

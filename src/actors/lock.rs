@@ -156,6 +156,26 @@ pub enum ClaimOutcome {
 pub struct ClaimTick {
     pub job: String,
     pub tick_ms: i64,
+    /// A chained run's parent run: the claim is keyed by it, not the tick.
+    pub after: Option<String>,
+}
+
+impl ClaimTick {
+    /// A scheduled (or requested) tick of `job`.
+    pub fn of(job: &str, tick_ms: i64) -> ClaimTick {
+        ClaimTick {
+            job: job.to_string(),
+            tick_ms,
+            after: None,
+        }
+    }
+
+    fn key(&self) -> String {
+        match &self.after {
+            Some(parent) => crate::chain::claim_key(&self.job, parent),
+            None => crate::coord::claims::tick_key(&self.job, self.tick_ms),
+        }
+    }
 }
 
 /// The current session's lease and a token, if the session is alive.
@@ -348,7 +368,7 @@ impl Handler<ClaimTick> for LockActor {
         let addr = ctx.address();
         Box::pin(async move {
             let result = claims
-                .claim(&claim.job, claim.tick_ms, &worker, now, lease)
+                .claim_key(claim.key(), claim.tick_ms, &worker, now, lease)
                 .await;
             let outcome = match result {
                 Ok(TickClaim::Won(won)) => ClaimOutcome::Won(Ticket {

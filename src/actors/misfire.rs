@@ -131,10 +131,7 @@ impl JobActor {
             async move {
                 let (mut won, mut failed) = (Vec::new(), false);
                 for tick_ms in late {
-                    let claim = ClaimTick {
-                        job: name.clone(),
-                        tick_ms,
-                    };
+                    let claim = ClaimTick::of(&name, tick_ms);
                     match lock.send(claim).await {
                         Ok(Ok(ClaimOutcome::Won(ticket))) => won.push((tick_ms, ticket)),
                         Ok(Ok(ClaimOutcome::Lost { .. })) => {}
@@ -166,6 +163,8 @@ impl JobActor {
 async fn run_late(ctx: WorkerContext, job: Job, won: Vec<(i64, Ticket)>) {
     for (tick_ms, ticket) in won {
         let spec = RunSpec {
+            params: Default::default(),
+            triggered_by: None,
             run_id: run_id(&job.name, tick_ms, &ctx.worker_id),
             worker: ctx.worker_id.clone(),
             plan_time: tick_ms,

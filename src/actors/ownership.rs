@@ -36,7 +36,7 @@ pub const LOST_MATCH_WINDOW_MS: i64 = 60_000;
 pub enum Action {
     /// Own this job (start its actor, or update it: the definition changed,
     /// or it came back during a hand-off).
-    Own(Job),
+    Own(Box<Job>),
     /// Ownership moved to another live worker: hand the job over.
     HandOver(String),
     /// Stop the job now (deleted, paused, moved to another group).
@@ -195,7 +195,7 @@ impl Ownership {
                 Some(job) => {
                     if self.owned.get(&name) != Some(job) {
                         self.owned.insert(name.clone(), job.clone());
-                        actions.push(Action::Own(job.clone()));
+                        actions.push(Action::Own(Box::new(job.clone())));
                     }
                 }
                 None => {
@@ -296,7 +296,9 @@ impl Ownership {
                 // A request listed at a resync may already have run: the
                 // tick claim makes running it again a no-op.
                 (keyspace::RUN_REQUESTS, WatchEvent::Put(kv)) => {
-                    let job = keyspace::name_in(&kv.key, keyspace::RUN_REQUESTS);
+                    // `run/<job>`, or `run/<job>/<parent run>` for a chain.
+                    let rest = keyspace::name_in(&kv.key, keyspace::RUN_REQUESTS);
+                    let job = rest.split('/').next().unwrap_or(rest);
                     if !self.owned.contains_key(job) {
                         continue;
                     }

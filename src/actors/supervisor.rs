@@ -105,14 +105,14 @@ impl JobSupervisor {
             chrono::DateTime::from_timestamp_millis(self.ctx.clock.now_ms()).unwrap_or_default();
         for action in actions {
             match action {
-                Action::Own(job) => self.keep(job, now, ctx),
+                Action::Own(job) => self.keep(*job, now, ctx),
                 Action::HandOver(name) => self.leave(&name, ctx, HANDOVER),
                 Action::Stop(name) => self.leave(&name, ctx, Duration::ZERO),
                 Action::RunNow(name, request) => {
                     if let Some(owned) = self.owned.get(&name) {
                         owned.addr.do_send(RunNow {
                             tick_ms: request.plan_time,
-                            requested_by: request.requested_by,
+                            origin: request.into(),
                         });
                     }
                 }
@@ -319,13 +319,15 @@ impl JobSupervisor {
         // The re-run gets a claim of its own, so only one worker runs it.
         self.counters.lost_runs_rerun += 1;
         let ctx = self.ctx.clone();
-        let claim = ClaimTick {
-            job: format!("{}.rerun-of-{}", job.name, entry.run_id),
-            tick_ms: entry.plan_time,
-        };
+        let claim = ClaimTick::of(
+            &format!("{}.rerun-of-{}", job.name, entry.run_id),
+            entry.plan_time,
+        );
         actix::spawn(async move {
             if let Ok(Ok(ClaimOutcome::Won(ticket))) = ctx.lock.send(claim).await {
                 let spec = RunSpec {
+                    params: Default::default(),
+                    triggered_by: None,
                     run_id: format!("{}-rerun", entry.run_id),
                     worker: ctx.worker_id.clone(),
                     plan_time: entry.plan_time,
@@ -446,6 +448,8 @@ const CLOSE_RETRY: Duration = Duration::from_secs(5);
 
 fn lost_record(entry: &RunningEntry, now: i64, err: String) -> RunRecord {
     RunRecord {
+        params: Default::default(),
+        triggered_by: None,
         run_id: entry.run_id.clone(),
         job_name: entry.job_name.clone(),
         command: entry.command.clone(),

@@ -299,10 +299,7 @@ async fn a_tick_is_claimed_once_across_workers() {
     )
     .start();
     pass(Duration::from_millis(100)).await;
-    let claim = || ClaimTick {
-        job: "j".into(),
-        tick_ms: START_MS + 1000,
-    };
+    let claim = || ClaimTick::of("j", START_MS + 1000);
     let first = rig.ctx.lock.send(claim()).await.unwrap().unwrap();
     let second = other.send(claim()).await.unwrap().unwrap();
     assert!(matches!(first, ClaimOutcome::Won(_)));
@@ -327,10 +324,7 @@ async fn every_token_dies_when_the_lease_is_lost_and_no_claim_is_made() {
     let ClaimOutcome::Won(claimed) = rig
         .ctx
         .lock
-        .send(ClaimTick {
-            job: "j".into(),
-            tick_ms: START_MS,
-        })
+        .send(ClaimTick::of("j", START_MS))
         .await
         .unwrap()
         .unwrap()
@@ -411,14 +405,21 @@ async fn losing_the_session_kills_the_runs_in_progress() {
 async fn a_failed_run_is_retried_with_backoff_each_attempt_recorded() {
     tokio::time::pause();
     let rig = rig();
-    let mut job = Job::new("flaky", "exit 3", "@yearly");
+    let mut job = Job::new("flaky", "echo \"day=$DAY\"; exit 3", "@yearly");
+    job.env.insert("DAY".into(), "sunday".into());
     job.retries = 2;
     job.retry_backoff = 2;
     let actor = job_actor(&rig, job);
+    let params: std::collections::BTreeMap<String, String> =
+        [("DAY".to_string(), "monday".to_string())].into();
     actor
         .send(super::job::RunNow {
             tick_ms: START_MS,
-            requested_by: Some("ana (user:ana)".into()),
+            origin: super::job::RunOrigin {
+                requested_by: Some("ana (user:ana)".into()),
+                params: params.clone(),
+                triggered_by: None,
+            },
         })
         .await
         .unwrap();
@@ -443,6 +444,11 @@ async fn a_failed_run_is_retried_with_backoff_each_attempt_recorded() {
         runs.iter()
             .all(|r| r.requested_by.as_deref() == Some("ana (user:ana)")),
         "every attempt of a requested run says who asked"
+    );
+    assert!(
+        runs.iter()
+            .all(|r| r.params == params && r.output == "day=monday\n"),
+        "every attempt runs with the parameters and records them: {runs:?}"
     );
     let gaps: Vec<i64> = runs
         .windows(2)
@@ -610,4 +616,78 @@ async fn a_handing_over_actor_stops_once_the_new_owner_is_seen_claiming() {
     pass_settled(&rig, Duration::from_secs(10)).await;
     assert!(!actor.connected(), "the new owner won tick 20: handed over");
     assert_eq!(ticks_run(&rig), [10]);
+}
+
+#[actix_rt::test]
+async fn a_run_asks_for_its_chain_before_its_record_leaves() {
+    tokio::time::pause();
+    let rig = rig();
+    let mut ok = Job::new("extract", "true", "@yearly");
+    ok.on_success = vec!["load".into()];
+    ok.on_failure = vec!["alert".into()];
+    let mut failing = Job::new("flaky", "exit 1", "@yearly");
+    failing.on_failure = vec!["alert".into()];
+    failing.retries = 1;
+    failing.retry_backoff = 1;
+    for job in [ok, failing] {
+        let actor = job_actor(&rig, job);
+        actor
+            .send(super::job::RunNow {
+                tick_ms: START_MS,
+                origin: Default::default(),
+            })
+            .await
+            .unwrap();
+    }
+    pass_settled(&rig, Duration::from_secs(5)).await;
+    let (kvs, _) = rig.coord.list(crate::keyspace::RUN_REQUESTS).await.unwrap();
+    let asked: Vec<(String, Option<String>)> = kvs
+        .iter()
+        .map(|kv| {
+            let request = crate::keyspace::RunRequest::parse(&kv.value).unwrap();
+            (kv.key.clone(), request.triggered_by)
+        })
+        .collect();
+    let extract = format!("extract-{START_MS}-w1");
+    let flaky_last = format!("flaky-{START_MS}-w1-retry1");
+    assert_eq!(
+        asked,
+        [
+            (format!("run/alert/{flaky_last}"), Some(flaky_last.clone())),
+            (format!("run/load/{extract}"), Some(extract.clone())),
+        ],
+        "success starts onSuccess; only the last failed attempt starts onFailure"
+    );
+}
+
+#[actix_rt::test]
+async fn a_chained_run_seen_twice_runs_once_and_names_its_parent() {
+    tokio::time::pause();
+    let rig = rig();
+    let actor = job_actor(&rig, Job::new("load", "true", "@yearly"));
+    let origin = super::job::RunOrigin {
+        triggered_by: Some("extract-5-w9".into()),
+        ..Default::default()
+    };
+    for tick_ms in [START_MS, START_MS + 700] {
+        actor
+            .send(super::job::RunNow {
+                tick_ms,
+                origin: origin.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    pass_settled(&rig, Duration::from_secs(3)).await;
+    let runs = records(&rig);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].run_id, "load-after-extract-5-w9");
+    assert_eq!(runs[0].triggered_by.as_deref(), Some("extract-5-w9"));
+    assert!(
+        rig.coord
+            .get(&crate::chain::claim_key("load", "extract-5-w9"))
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

@@ -161,7 +161,20 @@ impl TickClaims {
         now_ms: i64,
         session: LeaseId,
     ) -> Result<TickClaim> {
-        let key = tick_key(job, tick_ms);
+        self.claim_key(tick_key(job, tick_ms), tick_ms, holder, now_ms, session)
+            .await
+    }
+
+    /// Claim under any key (a chained run's is keyed by its parent run);
+    /// `tick_ms` places the claim in its lease bucket.
+    pub async fn claim_key(
+        &self,
+        key: String,
+        tick_ms: i64,
+        holder: &str,
+        now_ms: i64,
+        session: LeaseId,
+    ) -> Result<TickClaim> {
         let value = format!("{holder} {}", crate::auth::random_hex(8)).into_bytes();
         let patience = Duration::from_millis((tick_ms - now_ms).max(0) as u64).max(RETRY_AT_LEAST);
         let won = |value: Vec<u8>| {

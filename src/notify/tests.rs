@@ -150,6 +150,8 @@ fn the_output_tail_is_cut_at_a_character() {
 
 fn failed_record() -> RunRecord {
     RunRecord {
+        params: Default::default(),
+        triggered_by: None,
         run_id: "backup-1767225600000-w1".into(),
         job_name: "backup".into(),
         command: "false".into(),

@@ -16,6 +16,8 @@ pub mod mongo;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Where a run is: waiting or running (`pending`, `started`), or how it
@@ -71,6 +73,12 @@ impl RunStatus {
     /// `pending` and `started` are not final.
     pub fn is_final(self) -> bool {
         !matches!(self, RunStatus::Pending | RunStatus::Started)
+    }
+
+    /// A run that ended this way is tried again while the job has retries
+    /// left (and starts its `onFailure` chain after the last).
+    pub fn is_retried(self) -> bool {
+        matches!(self, RunStatus::Failed | RunStatus::TimedOut)
     }
 
     /// How far along a record is: a stored record is replaced only by one
@@ -134,6 +142,12 @@ pub struct RunRecord {
     /// id; absent for runs of the schedule.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<String>,
+    /// The run's parameters: the `env` overrides it was asked with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    /// The run whose end started this one (a job chain).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<String>,
 }
 
 /// Which runs of a job to page through.
@@ -332,6 +346,8 @@ mod tests {
     #[test]
     fn records_use_the_old_systems_names() {
         let record = RunRecord {
+            params: Default::default(),
+            triggered_by: None,
             run_id: "r1".into(),
             job_name: "j".into(),
             command: "true".into(),

@@ -184,6 +184,8 @@ mod tests {
         assert_eq!(live.read(50, 1), b"");
         assert_eq!(live.text(), ("hello wo".to_string(), true));
         let record = RunRecord {
+            params: Default::default(),
+            triggered_by: None,
             run_id: "r".into(),
             job_name: "j".into(),
             command: "c".into(),

@@ -39,6 +39,11 @@ pub struct RunSpec {
     pub attempt: u32,
     /// Who asked for the run, when a person did (`POST /job/run`).
     pub requested_by: Option<String>,
+    /// `env` overrides the run was asked with; already merged into
+    /// `job.env`, kept here for the record.
+    pub params: std::collections::BTreeMap<String, String>,
+    /// The run whose end started this one (a job chain).
+    pub triggered_by: Option<String>,
 }
 
 /// Limits that apply to every run of a worker.
@@ -239,6 +244,8 @@ pub async fn run(
         truncated: false,
         err: String::new(),
         requested_by: spec.requested_by.clone(),
+        params: spec.params.clone(),
+        triggered_by: spec.triggered_by.clone(),
     };
     let (mut kill_rx, output) = running.register(&spec.job.name, &spec.run_id, limits.output_cap);
     let spawned = build_command(&spec, &limits.inherited_env)

@@ -8,6 +8,8 @@ use crate::clock::SystemClock;
 
 fn spec(command: &str) -> RunSpec {
     RunSpec {
+        params: Default::default(),
+        triggered_by: None,
         job: Job::new("job1", command, "@hourly"),
         run_id: "run-1".into(),
         worker: "w1".into(),

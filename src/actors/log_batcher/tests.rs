@@ -12,6 +12,8 @@ use crate::runlog::{RunRecord, RunStatus};
 
 fn record(i: usize) -> RunRecord {
     RunRecord {
+        params: Default::default(),
+        triggered_by: None,
         run_id: format!("run-{i:06}"),
         job_name: format!("job-{}", i % 7),
         command: "true".into(),

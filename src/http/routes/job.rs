@@ -4,6 +4,7 @@
 //! Name-only requests take the old form (`name=...`), a JSON body
 //! (`{"name": ...}`), or a query string.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -64,6 +65,51 @@ pub(super) fn shown(job: Job, principal: &Principal) -> Job {
     job
 }
 
+/// What a viewer sees of a run: its parameter values as `***`.
+pub(super) fn shown_run(run: RunRecord, principal: &Principal) -> RunRecord {
+    if principal.role > Role::Viewer || run.params.is_empty() {
+        return run;
+    }
+    let mut run = run;
+    for value in run.params.values_mut() {
+        *value = "***".into();
+    }
+    run
+}
+
+/// Every job definition: from the index once it is ready, else etcd.
+pub(super) async fn all_jobs(state: &AppState) -> Result<Vec<Job>, ApiError> {
+    if let Some(jobs) = state.jobs.page(None, 0, usize::MAX) {
+        return Ok(jobs);
+    }
+    let (kvs, _) = state.coord.list(keyspace::JOBS).await?;
+    Ok(kvs
+        .iter()
+        .filter_map(|kv| serde_json::from_slice::<Job>(&kv.value).ok())
+        .collect())
+}
+
+/// A saved job's chains must name jobs that exist, that the principal may
+/// act on, and must not loop back to it.
+async fn check_chains(state: &AppState, who: &Principal, job: &Job) -> Result<(), ApiError> {
+    if job.on_success.is_empty() && job.on_failure.is_empty() {
+        return Ok(());
+    }
+    let mut jobs = all_jobs(state).await?;
+    jobs.retain(|j| j.name != job.name);
+    let known = |name: &str| name == job.name || jobs.iter().any(|j| j.name == name);
+    crate::chain::check_targets(job, &known)?;
+    for child in job.on_success.iter().chain(&job.on_failure) {
+        if let Some(child) = jobs.iter().find(|j| &j.name == child) {
+            check_group(who, child)?;
+        }
+    }
+    let mut all: Vec<&Job> = jobs.iter().collect();
+    all.push(job);
+    crate::chain::check_cycles(&all, [job.name.as_str()])?;
+    Ok(())
+}
+
 /// Load a job a request names and check the principal may act on it.
 async fn load_job_for(state: &AppState, req: &HttpRequest, name: &str) -> Result<Job, ApiError> {
     note(req, |n| n.job = Some(name.to_string()));
@@ -116,6 +162,7 @@ pub async fn save(
     }
     let who = principal(&req);
     check_group(&who, &job)?;
+    check_chains(&state, &who, &job).await?;
     let previous = match load_job(&state, &job.name).await {
         Ok(previous) => Some(previous),
         Err(ApiError::NotFound(_)) => None,
@@ -239,26 +286,72 @@ struct RunRequested {
     plan_time: i64,
 }
 
-/// `POST /job/run`: run the job now, once, on the worker that owns it. The
-/// request is a tick at this instant, claimed like any other, so it runs
-/// once even if several workers see it.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunForm {
+    name: String,
+    /// `env` overrides for this run only (its parameters).
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+/// The job and parameters of a run request: a JSON body may carry `env`;
+/// the old form and the query string name the job only.
+async fn run_form_of(req: &HttpRequest, payload: web::Payload) -> Result<RunForm, ApiError> {
+    let body = body::read(payload).await?;
+    let form: RunForm = if body.is_empty() {
+        let NameForm { name } = body::parse_query(req)?;
+        RunForm {
+            name,
+            env: BTreeMap::new(),
+        }
+    } else if body::is_json(req) {
+        body::parse(req, &body)?
+    } else {
+        let NameForm { name } = body::parse(req, &body)?;
+        RunForm {
+            name,
+            env: BTreeMap::new(),
+        }
+    };
+    validate_name(&form.name)?;
+    Ok(form)
+}
+
+/// `POST /job/run`: run the job now, once, on the worker that owns it,
+/// with `env` overrides if given. The request is a tick at this instant,
+/// claimed like any other, so it runs once even if several workers see it.
 pub async fn run_now(
     state: web::Data<AppState>,
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    let name = name_of(&req, payload).await?;
-    load_job_for(&state, &req, &name).await?;
+    let RunForm { name, env } = run_form_of(&req, payload).await?;
+    let job = load_job_for(&state, &req, &name).await?;
+    // Parameters follow the job's own `env` rules, merged.
+    let mut merged = job.env.clone();
+    merged.extend(env.clone());
+    crate::job::validate_env(&merged).map_err(|message| crate::job::JobError {
+        field: "env",
+        message,
+    })?;
     let plan_time = (state.clock)().timestamp_millis();
     let asker = principal(&req);
-    let request = RunRequest {
-        plan_time,
-        requested_by: Some(format!("{} ({})", asker.name, asker.id)),
-    };
+    let params: Vec<&String> = env.keys().collect();
     note(&req, |n| {
         n.changes
             .insert("planTime".into(), serde_json::json!(plan_time));
+        if !params.is_empty() {
+            // Names only: values may be secrets.
+            n.changes.insert("params".into(), serde_json::json!(params));
+        }
     });
+    let request = RunRequest {
+        plan_time,
+        requested_by: Some(format!("{} ({})", asker.name, asker.id)),
+        params: env,
+        triggered_by: None,
+    };
     let lease = state.coord.grant(KILL_REQUEST_TTL).await?;
     state
         .coord
@@ -368,6 +461,7 @@ pub struct LogQuery {
 /// `GET /job/log?name=&skip=&limit=&status=`: a job's runs, newest first.
 pub async fn log(
     state: web::Data<AppState>,
+    req: HttpRequest,
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let query = query.into_inner();
@@ -390,7 +484,8 @@ pub async fn log(
             ))
         })?),
     };
-    let runs = state
+    let who = principal(&req);
+    let runs: Vec<RunRecord> = state
         .run_log
         .page(&RunQuery {
             job_name: name,
@@ -398,7 +493,10 @@ pub async fn log(
             skip,
             limit,
         })
-        .await?;
+        .await?
+        .into_iter()
+        .map(|r| shown_run(r, &who))
+        .collect();
     Ok(ok(runs))
 }
 
@@ -413,6 +511,10 @@ struct JobDetail {
     schedule_note: Option<String>,
     last_run: Option<RunRecord>,
     running: Vec<RunningEntry>,
+    /// The jobs whose runs start this one (chains), and when.
+    upstream: Vec<crate::chain::Link>,
+    /// The jobs this one's runs start.
+    downstream: Vec<crate::chain::Link>,
 }
 
 /// `GET /job/get?name=`: definition, next fire times, last run, runs in
@@ -445,20 +547,26 @@ pub async fn get(
         .await?
         .into_iter()
         .next();
+    let who = principal(&req);
+    let last_run = last_run.map(|r| shown_run(r, &who));
     let (kvs, _) = state
         .coord
         .list(&keyspace::running_prefix(&job.name))
         .await?;
+    let upstream = crate::chain::upstream(all_jobs(&state).await?.iter(), &job.name);
+    let downstream = crate::chain::downstream(&job);
     let running = kvs
         .iter()
         .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
         .collect();
     Ok(ok(JobDetail {
-        job: shown(job, &principal(&req)),
+        job: shown(job, &who),
         next,
         schedule_note,
         last_run,
         running,
+        upstream,
+        downstream,
     }))
 }
 
@@ -494,6 +602,7 @@ pub struct RunQueryById {
 /// `GET /run/get?id=`: one run with its full output.
 pub async fn run_get(
     state: web::Data<AppState>,
+    req: HttpRequest,
     query: web::Query<RunQueryById>,
 ) -> Result<HttpResponse, ApiError> {
     let run = state
@@ -501,5 +610,5 @@ pub async fn run_get(
         .get(&query.id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("run {} not found", query.id)))?;
-    Ok(ok(run))
+    Ok(ok(shown_run(run, &principal(&req))))
 }

@@ -8,6 +8,8 @@ use crate::runlog::RunStatus;
 
 fn record(i: usize) -> RunRecord {
     RunRecord {
+        params: Default::default(),
+        triggered_by: None,
         run_id: format!("r{i:05}"),
         job_name: "j".into(),
         command: "true".into(),
