@@ -70,6 +70,9 @@ pub struct Config {
     pub stop_grace_secs: u64,
     /// Output kept per run (stdout and stderr together).
     pub output_cap_bytes: u64,
+    /// Most runs a worker has going at once; a start over it waits in line
+    /// (the job's `queueTimeout`), then is recorded `skipped`.
+    pub max_concurrent_runs: u64,
     /// Run records per write to the run log.
     pub batch_size: u64,
     /// Longest wait before a partial batch is written.
@@ -163,6 +166,7 @@ impl Default for Config {
             kill_grace_ms: 5_000,
             stop_grace_secs: 30,
             output_cap_bytes: crate::runlog::DEFAULT_OUTPUT_CAP as u64,
+            max_concurrent_runs: crate::runner::slots::DEFAULT_MAX_CONCURRENT_RUNS as u64,
             batch_size: 100,
             batch_delay_ms: 1_000,
             journal_dir: String::new(),
@@ -471,6 +475,7 @@ fn validate(config: &Config) -> Result<(), (&'static str, String)> {
         ("batchSize", config.batch_size, 1),
         ("batchDelayMs", config.batch_delay_ms, 1),
         ("outputCapBytes", config.output_cap_bytes, 1),
+        ("maxConcurrentRuns", config.max_concurrent_runs, 1),
         ("journalMaxBytes", config.journal_max_bytes, 1 << 20),
         (
             "mongodbWriteTimeoutMs",

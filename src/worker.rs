@@ -69,6 +69,9 @@ impl WorkerSettings {
                 )),
                 output_cap: config.output_cap_bytes as usize,
                 kill_grace: Duration::from_millis(config.kill_grace_ms),
+                slots: crate::runner::slots::RunSlots::new(
+                    config.max_concurrent_runs.min(1 << 20) as usize
+                ),
                 ..RunLimits::default()
             },
             batcher,

@@ -405,6 +405,21 @@ async fn run_attempt(
         ctx.batcher.do_send(Record(record));
         return None;
     }
+    // Wait in line for a slot (maxConcurrentRuns, maxConcurrent); the wait
+    // shows as lateness, and past queueTimeout the run is skipped.
+    let patience = spec.job.queue_timeout();
+    let queued_at = ctx.clock.now_ms();
+    let slot = match ctx.limits.slots.acquire(&spec.job, patience).await {
+        Ok(slot) => slot,
+        Err(full) => {
+            let why = full.reason(patience);
+            tracing::warn!(job = %spec.job.name, run_id = %spec.run_id, %why, "no run slot");
+            let mut record = unstarted(&spec, ctx.clock.now_ms(), RunStatus::Skipped, &why);
+            record.start_time = queued_at;
+            ctx.batcher.do_send(Record(record));
+            return Some(RunStatus::Skipped);
+        }
+    };
     let key = running_key(&spec.job.name, &spec.run_id);
     let entry = RunningEntry {
         run_id: spec.run_id.clone(),
@@ -446,6 +461,7 @@ async fn run_attempt(
         |_| {},
     )
     .await;
+    drop(slot);
     tracing::debug!(job = %record.job_name, run_id = %record.run_id, status = record.status.as_str(), "run ended");
     let status = record.status;
     let mut record = record;

@@ -10,6 +10,7 @@
 pub mod fence;
 pub mod live;
 pub mod process;
+pub mod slots;
 
 use std::collections::HashMap;
 use std::process::Stdio;
@@ -60,6 +61,8 @@ pub struct RunLimits {
     pub output_linger: Duration,
     /// The worker's fence, told of every run's process group.
     pub fence: Option<fence::Fence>,
+    /// How many runs may go at once (`maxConcurrentRuns`, `maxConcurrent`).
+    pub slots: slots::RunSlots,
 }
 
 impl Default for RunLimits {
@@ -70,6 +73,7 @@ impl Default for RunLimits {
             kill_grace: Duration::from_secs(5),
             output_linger: Duration::from_millis(200),
             fence: None,
+            slots: slots::RunSlots::default(),
         }
     }
 }
