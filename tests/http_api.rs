@@ -473,7 +473,7 @@ async fn openapi_describes_every_route() {
         checked += 1;
     }
     assert_eq!(
-        checked, 31,
+        checked, 35,
         "the route table changed: update openapi.json and this count"
     );
     let job_fields: Vec<&String> = doc["components"]["schemas"]["Job"]["properties"]
@@ -794,4 +794,187 @@ async fn fixed_delay_jobs_explain_their_next_time_and_leave_no_state_when_delete
         .unwrap();
     assert_eq!(api.form("/job/delete", "name=chain").await.0, 200);
     assert!(api.state.coord.get("delay/chain").await.unwrap().is_none());
+}
+
+// --- Chains, parameters, import and export -----------------------------------
+
+impl Api {
+    async fn json(&self, uri: &str, body: Value) -> (u16, Value) {
+        self.call(test::TestRequest::post().uri(uri).set_json(body))
+            .await
+    }
+}
+
+fn chained(name: &str, on_success: &[&str], on_failure: &[&str]) -> Value {
+    json!({"name": name, "command": "true", "cronExpr": "@daily",
+           "onSuccess": on_success, "onFailure": on_failure})
+}
+
+#[actix_rt::test]
+async fn a_chain_that_would_loop_or_names_a_missing_job_is_refused() {
+    let api = api();
+    let (status, body) = api.save(chained("extract", &["load"], &[])).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["msg"],
+        "onSuccess: job 'load' does not exist (save it first)"
+    );
+    assert_eq!(api.save(chained("report", &[], &[])).await.0, 200);
+    assert_eq!(api.save(chained("load", &["report"], &[])).await.0, 200);
+    assert_eq!(api.save(chained("extract", &["load"], &[])).await.0, 200);
+    // report -> extract would close extract -> load -> report -> extract.
+    let (status, body) = api.save(chained("report", &[], &["extract"])).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["msg"],
+        "onFailure: would create a cycle: report -> extract -> load -> report (a chain must not lead back to a job in it)"
+    );
+    let (_, body) = api.get("/job/get?name=report").await;
+    assert_eq!(body["data"]["job"].get("onFailure"), None, "nothing stored");
+    assert_eq!(
+        body["data"]["upstream"],
+        json!([{"job": "load", "on": "success"}])
+    );
+    let (_, body) = api.get("/job/get?name=load").await;
+    assert_eq!(
+        body["data"]["downstream"],
+        json!([{"job": "report", "on": "success"}])
+    );
+}
+
+#[actix_rt::test]
+async fn run_with_parameters_leaves_them_in_the_request_and_checks_them() {
+    let api = api();
+    api.save(job1()).await;
+    let (status, body) = api
+        .json(
+            "/job/run",
+            json!({"name": "job1", "env": {"DAY": "monday"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let kv = api
+        .state
+        .coord
+        .get(&distcron::keyspace::run_request_key("job1"))
+        .await
+        .unwrap()
+        .unwrap();
+    let request = distcron::keyspace::RunRequest::parse(&kv.value).unwrap();
+    assert_eq!(request.params["DAY"], "monday");
+    assert!(request.requested_by.is_some());
+    let (status, body) = api
+        .json("/job/run", json!({"name": "job1", "env": {"A=B": "x"}}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(body["msg"], "env: \"A=B\" is not a valid variable name");
+    let big = "x".repeat(70 * 1024);
+    let (status, body) = api
+        .json("/job/run", json!({"name": "job1", "env": {"BIG": big}}))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["msg"].as_str().unwrap().starts_with("env: is "),
+        "{body}"
+    );
+}
+
+#[actix_rt::test]
+async fn export_then_import_on_an_empty_cluster_gives_the_same_jobs() {
+    let from = api();
+    from.save(chained("report", &[], &[])).await;
+    from.save(chained("load", &["report"], &["report"])).await;
+    let mut with_env = job1();
+    with_env["env"] = json!({"TOKEN": "s3cret"});
+    with_env["overlap"] = json!("allow");
+    with_env["maxConcurrent"] = json!(3);
+    from.save(with_env).await;
+    let (status, exported) = from.get("/job/export").await;
+    assert_eq!(status, 200);
+    let document = exported["data"].clone();
+    assert_eq!(document["version"], 1);
+    assert_eq!(document["jobs"].as_array().unwrap().len(), 3);
+    assert_eq!(document["jobs"][0]["env"]["TOKEN"], "s3cret");
+
+    let to = api();
+    let (status, plan) = to.json("/job/import?dryRun=true", document.clone()).await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(
+        plan["data"],
+        json!({"dryRun": true, "created": ["job1", "load", "report"], "changed": [], "deleted": [], "unchanged": 0})
+    );
+    let (_, list) = to.get("/job/list").await;
+    assert_eq!(list["data"], json!([]), "a dry run changes nothing");
+
+    let (status, plan) = to.json("/job/import", document.clone()).await;
+    assert_eq!(status, 200, "{plan}");
+    assert_eq!(plan["data"]["created"].as_array().unwrap().len(), 3);
+    let (_, again) = to.get("/job/export").await;
+    assert_eq!(again["data"]["jobs"], document["jobs"], "the same jobs");
+    // Applying it again changes nothing.
+    let (_, plan) = to.json("/job/import", document).await;
+    assert_eq!(plan["data"]["unchanged"], 3);
+}
+
+#[actix_rt::test]
+async fn an_invalid_import_changes_nothing_and_names_the_job_and_field() {
+    let api = api();
+    api.save(job1()).await;
+    api.save(chained("keep", &[], &[])).await;
+    let good = json!({"name": "job1", "command": "echo changed", "cronExpr": "@hourly"});
+    let cases = [
+        (
+            json!({"version": 1, "jobs": [good, {"name": "bad", "command": "x", "cronExpr": "0 0 30 2 *"}]}),
+            "jobs[1] (bad): cronExpr: the expression never fires (no calendar date matches it)",
+        ),
+        (
+            json!({"version": 1, "jobs": [good, {"name": "bad", "command": "x", "cronExpr": "@daily", "retries": "many"}]}),
+            "jobs[1] (bad): job: invalid type: string \"many\", expected u32",
+        ),
+        (
+            json!({"version": 1, "jobs": [good, good]}),
+            "jobs[1] (job1): name: appears twice in the document",
+        ),
+        (
+            json!({"version": 1, "jobs": [good, chained("new", &["ghost"], &[])]}),
+            "jobs[1] (new): onSuccess: job 'ghost' does not exist (save it first)",
+        ),
+        (
+            json!({"version": 1, "jobs": [chained("a", &["b"], &[]), chained("b", &["a"], &[])]}),
+            "onSuccess: would create a cycle: a -> b -> a (a chain must not lead back to a job in it)",
+        ),
+        (
+            json!({"version": 2, "jobs": []}),
+            "version: 2 is not a version this manager reads (it reads 1)",
+        ),
+    ];
+    for (document, message) in cases {
+        let (status, body) = api.json("/job/import?prune=true", document).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["msg"], message);
+    }
+    let (_, list) = api.get("/job/list").await;
+    let names: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["job1", "keep"]);
+    assert_eq!(list["data"][0]["command"], "echo hello", "nothing changed");
+    // A valid import with prune deletes what the document lacks.
+    let (status, plan) = api
+        .json(
+            "/job/import?prune=true",
+            json!({"version": 1, "jobs": [good]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            plan["data"]["changed"].clone(),
+            plan["data"]["deleted"].clone()
+        ),
+        (json!(["job1"]), json!(["keep"]))
+    );
 }

@@ -168,7 +168,7 @@ fn request_for(method: &str, path: &str, api: &Api) -> test::TestRequest {
             .set_payload(body.to_string())
     };
     match (method, path) {
-        ("get", "/job/log" | "/job/get") => {
+        ("get", "/job/log" | "/job/get" | "/job/history") => {
             test::TestRequest::get().uri(&format!("{path}?name=job1"))
         }
         ("get", "/run/get" | "/run/tail" | "/run/notices") => {
@@ -182,6 +182,9 @@ fn request_for(method: &str, path: &str, api: &Api) -> test::TestRequest {
         ("post", "/job/save") => {
             json_body(json!({"name": "job1", "command": "echo changed", "cronExpr": "0 0 * * *"}))
         }
+        ("post", "/job/import") => json_body(json!({"version": 1, "jobs": [
+            {"name": "job1", "command": "echo changed", "cronExpr": "0 0 * * *"}
+        ]})),
         ("post", "/auth/login") => json_body(json!({"token": ADMIN})),
         ("post", "/notify/test") => json_body(json!({"target": "nope"})),
         ("post", "/auth/tokens") => json_body(json!({"name": "made", "role": "viewer"})),
@@ -200,6 +203,8 @@ fn least_role(method: &str, path: &str) -> Option<Role> {
             Some(Role::Operator)
         }
         ("post", "/auth/logout") => Some(Role::Viewer),
+        // An export holds env values.
+        ("get", "/job/export") => Some(Role::Operator),
         ("post", _) | ("get", "/audit" | "/auth/tokens") => Some(Role::Admin),
         ("get", _) => Some(Role::Viewer),
         other => panic!("{other:?} is not in this test's table"),
@@ -259,7 +264,7 @@ async fn role_matrix_over_every_route_and_nothing_stored_when_refused() {
             }
         }
     }
-    assert_eq!(cases, 31 * EVERYONE.len(), "every route of openapi.json");
+    assert_eq!(cases, 35 * EVERYONE.len(), "every route of openapi.json");
 }
 
 #[actix_rt::test]

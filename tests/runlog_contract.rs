@@ -320,6 +320,55 @@ macro_rules! contract_suite {
             }
 
             #[tokio::test]
+            async fn history_and_runs_per_minute_come_aggregated_from_the_store() {
+                let Some(b) = super::$engine().await else {
+                    return;
+                };
+                let minute = 1_800_000_000_000_i64 - 1_800_000_000_000_i64 % 60_000;
+                let statuses = [
+                    RunStatus::Succeeded,
+                    RunStatus::Failed,
+                    RunStatus::TimedOut,
+                    RunStatus::Succeeded,
+                    RunStatus::Skipped,
+                ];
+                let mut batch: Vec<RunRecord> = statuses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| run(&format!("h{i}"), "charted", minute + i as i64 * 20_000, *s))
+                    .collect();
+                batch.push(run("other", "elsewhere", minute - 120_000, RunStatus::Lost));
+                b.log.insert_batch(&batch).await.unwrap();
+                let history = b.log.history("charted", 3).await.unwrap();
+                let got: Vec<(&str, RunStatus, i64)> = history
+                    .iter()
+                    .map(|h| (h.run_id.as_str(), h.status, h.end_time - h.start_time))
+                    .collect();
+                assert_eq!(
+                    got,
+                    [
+                        ("h4", RunStatus::Skipped, 10),
+                        ("h3", RunStatus::Succeeded, 10),
+                        ("h2", RunStatus::TimedOut, 10)
+                    ]
+                );
+                assert!(b.log.history("nothing", 3).await.unwrap().is_empty());
+                // h0..h2 in the first minute, h3 and h4 in the next; the
+                // lost run two minutes before is outside `since`.
+                let counts = b.log.per_minute(minute - 60_000).await.unwrap();
+                let got: Vec<(i64, u64, u64)> = counts
+                    .iter()
+                    .map(|c| (c.minute - minute, c.runs, c.failures))
+                    .collect();
+                assert_eq!(got, [(0, 3, 2), (60_000, 2, 0)]);
+                let all = b.log.per_minute(0).await.unwrap();
+                assert_eq!(
+                    (all[0].minute - minute, all[0].runs, all[0].failures),
+                    (-120_000, 1, 1)
+                );
+            }
+
+            #[tokio::test]
             async fn runs_starting_together_page_in_a_stable_order() {
                 let Some(b) = super::$engine().await else {
                     return;

@@ -73,6 +73,11 @@ pub const ROUTES: &[RouteRule] = &[
     rule("GET", "/job/log", VIEWER, None),
     rule("GET", "/job/get", VIEWER, None),
     rule("GET", "/job/running", VIEWER, None),
+    rule("GET", "/job/history", VIEWER, None),
+    rule("GET", "/stats/minutes", VIEWER, None),
+    // An export holds env values, which only operators and admins see.
+    rule("GET", "/job/export", OPERATOR, None),
+    rule("POST", "/job/import", ADMIN, Some("job.import")),
     rule("GET", "/job/table", VIEWER, None),
     rule("GET", "/overview", VIEWER, None),
     rule("GET", "/run/get", VIEWER, None),

@@ -9,14 +9,20 @@ use serde::de::DeserializeOwned;
 use super::{ApiError, MAX_BODY_BYTES};
 
 /// The whole body, or 413 once it passes [`MAX_BODY_BYTES`].
-pub async fn read(mut payload: web::Payload) -> Result<web::BytesMut, ApiError> {
+pub async fn read(payload: web::Payload) -> Result<web::BytesMut, ApiError> {
+    read_at_most(payload, MAX_BODY_BYTES).await
+}
+
+/// The whole body, or 413 once it passes `limit` bytes.
+pub async fn read_at_most(
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError::BadRequest(format!("request body: {e}")))?;
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(ApiError::PayloadTooLarge {
-                limit: MAX_BODY_BYTES,
-            });
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
         }
         body.extend_from_slice(&chunk);
     }

@@ -335,6 +335,45 @@ impl RunLog for EmbeddedRunLog {
         .await
     }
 
+    async fn history(&self, job_name: &str, limit: u64) -> Result<Vec<super::RunSummary>> {
+        let job = job_name.to_string();
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(storage)?;
+            let runs = read.open_table(RUNS).map_err(storage)?;
+            let by_job = read.open_table(BY_JOB).map_err(storage)?;
+            let range = by_job
+                .range((job.as_str(), i64::MIN, "")..=(job.as_str(), i64::MAX, MAX_ID))
+                .map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in range.rev().take(limit as usize) {
+                let (key, _) = entry.map_err(storage)?;
+                if let Some(bytes) = runs.get(key.value().2).map_err(storage)? {
+                    out.push(super::RunSummary::of(&decode(bytes.value())?));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn per_minute(&self, since_ms: i64) -> Result<Vec<super::MinuteCount>> {
+        self.blocking(move |db| {
+            let read = db.begin_read().map_err(storage)?;
+            let runs = read.open_table(RUNS).map_err(storage)?;
+            let by_time = read.open_table(BY_TIME).map_err(storage)?;
+            let mut seen = Vec::new();
+            for entry in by_time.range((since_ms, "")..).map_err(storage)? {
+                let (key, _) = entry.map_err(storage)?;
+                let (start, run_id) = key.value();
+                if let Some(bytes) = runs.get(run_id).map_err(storage)? {
+                    seen.push((start, decode(bytes.value())?.status));
+                }
+            }
+            Ok(super::per_minute(seen))
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<()> {
         self.blocking(|db| db.begin_read().map(drop).map_err(storage))
             .await

@@ -208,6 +208,24 @@ impl RunLog for FakeRunLog {
         Ok(matching.count() as u64)
     }
 
+    async fn history(&self, job_name: &str, limit: u64) -> Result<Vec<super::RunSummary>> {
+        let mut runs = self.records();
+        runs.retain(|r| r.job_name == job_name);
+        runs.sort_by(|a, b| (b.start_time, &b.run_id).cmp(&(a.start_time, &a.run_id)));
+        runs.truncate(limit as usize);
+        Ok(runs.iter().map(super::RunSummary::of).collect())
+    }
+
+    async fn per_minute(&self, since_ms: i64) -> Result<Vec<super::MinuteCount>> {
+        let records = self.records.lock().unwrap();
+        Ok(super::per_minute(
+            records
+                .iter()
+                .filter(|r| r.start_time >= since_ms)
+                .map(|r| (r.start_time, r.status)),
+        ))
+    }
+
     async fn ping(&self) -> Result<()> {
         Ok(())
     }

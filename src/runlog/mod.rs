@@ -150,6 +150,63 @@ pub struct RunRecord {
     pub triggered_by: Option<String>,
 }
 
+/// What a history chart needs of one run: no output, no command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    #[serde(rename = "run_id")]
+    pub run_id: String,
+    pub status: RunStatus,
+    pub start_time: i64,
+    pub end_time: i64,
+}
+
+impl RunSummary {
+    pub fn of(record: &RunRecord) -> RunSummary {
+        RunSummary {
+            run_id: record.run_id.clone(),
+            status: record.status,
+            start_time: record.start_time,
+            end_time: record.end_time,
+        }
+    }
+}
+
+/// Runs that started in one minute, and how many of them failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MinuteCount {
+    /// The minute's first instant, epoch ms.
+    pub minute: i64,
+    pub runs: u64,
+    pub failures: u64,
+}
+
+/// The statuses charts and the overview count as failures (a kill is an
+/// operator's act, not a failure of the job).
+pub const FAILURES: [RunStatus; 3] = [RunStatus::Failed, RunStatus::TimedOut, RunStatus::Lost];
+
+/// The minute an instant falls in (its first ms).
+pub fn minute_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(60_000)
+}
+
+/// Count runs per minute (pure; the embedded store and the fake use it).
+pub fn per_minute(runs: impl IntoIterator<Item = (i64, RunStatus)>) -> Vec<MinuteCount> {
+    let mut minutes: std::collections::BTreeMap<i64, MinuteCount> = Default::default();
+    for (start, status) in runs {
+        let minute = minute_of(start);
+        let count = minutes.entry(minute).or_insert(MinuteCount {
+            minute,
+            runs: 0,
+            failures: 0,
+        });
+        count.runs += 1;
+        count.failures += u64::from(FAILURES.contains(&status));
+    }
+    minutes.into_values().collect()
+}
+
 /// Which runs of a job to page through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunQuery {
@@ -258,6 +315,13 @@ pub trait RunLog:
     /// How many runs started at or after `since_ms` with one of `statuses`
     /// (any status when empty): the console's overview counts.
     async fn count_since(&self, since_ms: i64, statuses: &[RunStatus]) -> Result<u64>;
+
+    /// A job's newest `limit` runs, newest first, without their output.
+    async fn history(&self, job_name: &str, limit: u64) -> Result<Vec<RunSummary>>;
+
+    /// Runs that started from `since_ms` on, counted per minute (oldest
+    /// first; minutes without runs left out), aggregated by the store.
+    async fn per_minute(&self, since_ms: i64) -> Result<Vec<MinuteCount>>;
 
     /// A cheap round trip that proves the store answers (for `/readyz`).
     async fn ping(&self) -> Result<()>;

@@ -511,6 +511,49 @@ impl RunLog for MongoRunLog {
         self.runs.count_documents(filter).await.map_err(unavailable)
     }
 
+    async fn history(&self, job_name: &str, limit: u64) -> Result<Vec<super::RunSummary>> {
+        let summaries = self.runs.clone_with_type::<super::RunSummary>();
+        summaries
+            .find(doc! { "jobName": job_name })
+            .projection(doc! { "_id": 0, "run_id": 1, "status": 1, "startTime": 1, "endTime": 1 })
+            .sort(newest_first())
+            .limit(as_i64(limit))
+            .await
+            .map_err(unavailable)?
+            .try_collect()
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn per_minute(&self, since_ms: i64) -> Result<Vec<super::MinuteCount>> {
+        let failures: Vec<&str> = super::FAILURES.iter().map(|s| s.as_str()).collect();
+        let pipeline = [
+            doc! { "$match": { "startTime": { "$gte": since_ms } } },
+            doc! { "$group": {
+                "_id": { "$subtract": ["$startTime", { "$mod": ["$startTime", 60_000_i64] }] },
+                "runs": { "$sum": 1_i64 },
+                "failures": { "$sum": { "$cond": [{ "$in": ["$status", failures] }, 1_i64, 0_i64] } },
+            } },
+            doc! { "$sort": { "_id": 1 } },
+        ];
+        let mut cursor = self.runs.aggregate(pipeline).await.map_err(unavailable)?;
+        let mut out = Vec::new();
+        while let Some(row) = cursor.try_next().await.map_err(unavailable)? {
+            let number = |key: &str| match row.get(key) {
+                Some(mongodb::bson::Bson::Int64(n)) => *n,
+                Some(mongodb::bson::Bson::Int32(n)) => i64::from(*n),
+                Some(mongodb::bson::Bson::Double(n)) => *n as i64,
+                _ => 0,
+            };
+            out.push(super::MinuteCount {
+                minute: number("_id"),
+                runs: number("runs").max(0) as u64,
+                failures: number("failures").max(0) as u64,
+            });
+        }
+        Ok(out)
+    }
+
     async fn ping(&self) -> Result<()> {
         self.runs
             .client()

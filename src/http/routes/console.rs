@@ -17,14 +17,11 @@ use crate::http::job_index::page_jobs;
 use crate::http::{ApiError, AppState};
 use crate::job::Job;
 use crate::keyspace::RunningEntry;
-use crate::runlog::{RunQuery, RunRecord, RunStatus};
+use crate::runlog::{FAILURES, RunQuery, RunRecord, RunStatus};
 
 /// The most rows `/job/table` returns at once.
 const TABLE_MAX_LIMIT: usize = 200;
 const TABLE_DEFAULT_LIMIT: usize = 50;
-
-/// The statuses the overview counts as failures.
-const FAILURES: [RunStatus; 3] = [RunStatus::Failed, RunStatus::TimedOut, RunStatus::Lost];
 
 /// A run, without its output: what a table row shows.
 #[derive(Serialize)]

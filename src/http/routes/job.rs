@@ -119,7 +119,7 @@ async fn load_job_for(state: &AppState, req: &HttpRequest, name: &str) -> Result
 }
 
 /// Store a job, stamped with the time of this save.
-async fn store_job(state: &AppState, job: &mut Job) -> Result<(), ApiError> {
+pub(super) async fn store_job(state: &AppState, job: &mut Job) -> Result<(), ApiError> {
     job.updated_at = Some((state.clock)().timestamp_millis());
     let value = serde_json::to_vec(job).map_err(|e| ApiError::Internal(e.to_string()))?;
     state.coord.put(&job_key(&job.name), value, None).await?;
@@ -183,7 +183,7 @@ pub async fn save(
 
 /// Refuse a misfire window longer than the cluster keeps tick claims: a
 /// tick found free in it could be one that already ran.
-fn check_misfire_window(state: &AppState, job: &Job) -> Result<(), ApiError> {
+pub(super) fn check_misfire_window(state: &AppState, job: &Job) -> Result<(), ApiError> {
     let (_, window) = job.misfire_rule(std::time::Duration::ZERO);
     if window > state.max_misfire_window {
         let field = if job.misfire_window_secs.is_some() {

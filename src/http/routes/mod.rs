@@ -9,6 +9,8 @@ mod metrics;
 mod notify;
 mod openapi;
 mod schedule;
+mod stats;
+mod transfer;
 mod worker;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -37,6 +39,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/job/log", web::get().to(job::log))
         .route("/job/get", web::get().to(job::get))
         .route("/job/running", web::get().to(job::running))
+        .route("/job/history", web::get().to(stats::history))
+        .route("/stats/minutes", web::get().to(stats::minutes))
+        .route("/job/export", web::get().to(transfer::export))
+        .route("/job/import", web::post().to(transfer::import))
         .route("/job/table", web::get().to(console::table))
         .route("/overview", web::get().to(console::overview))
         .route("/run/get", web::get().to(job::run_get))
