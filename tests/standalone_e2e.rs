@@ -4,56 +4,16 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::{curl, eventually, free_port, post_name, save_job, wait_http_ok};
-
-struct Standalone {
-    child: Child,
-    base: String,
-    listen: String,
-    dir: std::sync::Arc<tempfile::TempDir>,
-}
-
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::{Standalone, curl, eventually, post_name, save_job};
 
 async fn start() -> Standalone {
-    let listen = format!("127.0.0.1:{}", free_port());
-    start_in(std::sync::Arc::new(tempfile::tempdir().unwrap()), listen).await
+    Standalone::start(&[]).await
 }
 
-/// A standalone on `listen` over the data in `dir` (a restart when reused).
 async fn start_in(dir: std::sync::Arc<tempfile::TempDir>, listen: String) -> Standalone {
-    let child = Command::new(env!("CARGO_BIN_EXE_distcron"))
-        .args([
-            "standalone",
-            "--listen",
-            &listen,
-            "--log-level",
-            "warn",
-            "--kill-grace-ms",
-            "500",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .env("DISTCRON_ADMIN_TOKEN", support::ADMIN_TOKEN)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start distcron standalone");
-    let base = format!("http://{listen}");
-    wait_http_ok(&format!("{base}/healthz")).await;
-    Standalone {
-        child,
-        base,
-        listen,
-        dir,
-    }
+    Standalone::start_in(dir, listen, &[]).await
 }
 
 fn now_ms() -> i64 {

@@ -13,6 +13,10 @@ use distcron::runlog::{RETENTION_EVERY, spawn_retention};
 use distcron::{http, logging, signals};
 
 fn main() -> ExitCode {
+    distcron::cli::server_command_line(
+        "distcron-manager",
+        "The manager: the HTTP API, the console, and the sweep that records missed ticks",
+    );
     let config = load_or_exit(Role::Manager, "distcron-manager", 1);
     logging::init(&config.log_level, &config.log_format);
     let result = actix_rt::System::new().block_on(async move {

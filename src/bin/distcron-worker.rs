@@ -14,6 +14,10 @@ use distcron::{logging, signals};
 
 fn main() -> ExitCode {
     distcron::runner::fence::serve_if_asked();
+    distcron::cli::server_command_line(
+        "distcron-worker",
+        "A worker: claims its jobs' ticks and runs them",
+    );
     let config = load_or_exit(Role::Worker, "distcron-worker", 1);
     logging::init(&config.log_level, &config.log_format);
     let result = actix_rt::System::new().block_on(async move {

@@ -1,10 +1,13 @@
-//! `distcron`: the whole scheduler in one process (`distcron standalone`)
-//! and small tools (`distcron schedule EXPR` prints next fire times).
+//! `distcron`: the whole scheduler in one process (`distcron standalone`),
+//! small tools (`schedule`, `token`, `user`) and the API client (`job`,
+//! `runs`, `logs`, `export`, `import`, `workers`); see `distcron --help`.
 
 use std::net::TcpListener;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use clap::Parser;
+use distcron::cli::{Cli, Command};
 use distcron::clock::SystemClock;
 use distcron::config::{Role, data_path, load_or_exit, retention};
 use distcron::coord::embedded::EmbeddedCoordinator;
@@ -14,56 +17,45 @@ use distcron::runlog::{RETENTION_EVERY, spawn_retention};
 use distcron::worker::{self, WorkerSettings};
 use distcron::{cli, http, logging, signals};
 
-const USAGE: &str = "usage: distcron <command>
-
-commands:
-  standalone [--key value ...]   run the scheduler on one machine (console on --listen)
-  schedule '<expr>' [--after <RFC 3339>] [--count N] [--tz <zone>]
-                                 print the next fire times of a cron expression
-  token create|list|revoke ...   manage API tokens (distcron token --help)
-  user add NAME --role R         add a console user (password from stdin)";
-
 fn main() -> ExitCode {
     distcron::runner::fence::serve_if_asked();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("schedule") => match cli::schedule_command(&args[1..], chrono::Utc::now()) {
-            Ok(lines) => {
-                for line in lines {
-                    println!("{line}");
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("distcron schedule: {}", e.message);
-                ExitCode::from(e.code as u8)
-            }
-        },
-        Some("standalone") => standalone(),
-        Some("token" | "user") if args.iter().any(|a| a == "--help" || a == "-h") => {
-            println!("{}", cli::auth::TOKEN_USAGE);
-            ExitCode::SUCCESS
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version print and succeed; bad usage exits 2.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() {
+                cli::EXIT_USAGE as u8
+            } else {
+                0
+            });
         }
-        Some("token") => print_outcome(
-            "distcron token",
-            block_on(cli::auth::token_command(&args[1..], now_ms())),
+    };
+    match cli.command {
+        Command::Standalone { .. } => standalone(),
+        Command::Schedule(args) => print_outcome(
+            "distcron schedule",
+            cli::schedule_command(&args, chrono::Utc::now()),
         ),
-        Some("user") => print_outcome(
+        Command::Token { command } => print_outcome(
+            "distcron token",
+            block_on(cli::auth::token_command(&command.argv(), now_ms())),
+        ),
+        Command::User { command } => print_outcome(
             "distcron user",
             block_on(cli::auth::user_command(
-                &args[1..],
+                &command.argv(),
                 || std::io::read_to_string(std::io::stdin()),
                 now_ms(),
             )),
         ),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
-            ExitCode::SUCCESS
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            ExitCode::from(cli::EXIT_USAGE as u8)
-        }
+        client => match block_on(cli::run_client(client)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("distcron: {}", e.message);
+                ExitCode::from(e.code as u8)
+            }
+        },
     }
 }
 

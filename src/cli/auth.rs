@@ -21,6 +21,64 @@ pub const TOKEN_USAGE: &str = "usage:
 each takes --store embedded|etcd (default embedded) and configuration flags (--config FILE,
 --data-dir DIR, --etcd-endpoints ...); user add reads the password from stdin without --password-file";
 
+/// `distcron token ...`: each verb takes its options and configuration
+/// flags as they come (parsed below, so the documented flags stay as they
+/// are); `--help` on each shows them.
+#[derive(clap::Subcommand, Debug)]
+#[command(after_help = TOKEN_USAGE)]
+pub enum TokenCommand {
+    /// Create a token: --role admin|operator|viewer --name NAME [--group G] [--expires 30d]; printed once.
+    #[command(after_help = TOKEN_USAGE)]
+    Create(Raw),
+    /// List tokens (never their secrets).
+    #[command(after_help = TOKEN_USAGE)]
+    List(Raw),
+    /// Revoke a token by ID.
+    #[command(after_help = TOKEN_USAGE)]
+    Revoke(Raw),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum UserCommand {
+    /// Add a console user: NAME --role R [--group G] [--password-file F] (else the password from stdin).
+    #[command(after_help = TOKEN_USAGE)]
+    Add(Raw),
+}
+
+/// A verb's words and flags, as given.
+#[derive(clap::Args, Debug)]
+pub struct Raw {
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<String>,
+}
+
+impl TokenCommand {
+    /// The verb and its arguments, as [`token_command`] reads them.
+    pub fn argv(&self) -> Vec<String> {
+        let (verb, raw) = match self {
+            TokenCommand::Create(raw) => ("create", raw),
+            TokenCommand::List(raw) => ("list", raw),
+            TokenCommand::Revoke(raw) => ("revoke", raw),
+        };
+        std::iter::once(verb.to_string())
+            .chain(raw.args.iter().cloned())
+            .collect()
+    }
+}
+
+impl UserCommand {
+    pub fn argv(&self) -> Vec<String> {
+        let UserCommand::Add(raw) = self;
+        std::iter::once("add".to_string())
+            .chain(raw.args.iter().cloned())
+            .collect()
+    }
+}
+
 fn usage(message: impl Into<String>) -> CliError {
     CliError {
         code: EXIT_USAGE,

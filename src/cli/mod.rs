@@ -1,9 +1,14 @@
-//! Small command-line tools of the `distcron` binary, as library functions
-//! so they are tested without spawning processes.
+//! The `distcron` command line (clap): the scheduler (`standalone`), local
+//! tools (`schedule`, `token`, `user`) and the API client (`job`, `runs`,
+//! `logs`, `export`, `import`, `workers`), as library functions so they are
+//! tested without spawning processes.
 
 pub mod auth;
+pub mod client;
+pub mod commands;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use clap::{Args, Parser, Subcommand};
 
 use crate::schedule::{Schedule, parse_time_zone};
 
@@ -25,63 +30,58 @@ fn usage(message: impl Into<String>) -> CliError {
     }
 }
 
-pub const SCHEDULE_USAGE: &str = "usage: distcron schedule '<expr>' [--after <RFC 3339>] [--count N] [--tz <zone>] [--name <job>]";
+/// `distcron schedule '<expr>'`: the next fire times of an expression.
+#[derive(Args, Debug)]
+pub struct ScheduleArgs {
+    /// The cron expression, quoted as one argument.
+    #[arg(required = true, num_args = 1..)]
+    pub expr: Vec<String>,
+    /// List fire times after this RFC 3339 instant (default: now).
+    #[arg(long)]
+    pub after: Option<String>,
+    /// How many fire times, 1 to 10000.
+    #[arg(long, default_value = "5")]
+    pub count: String,
+    /// The IANA time zone the expression reads wall-clock times in.
+    #[arg(long, default_value = "UTC")]
+    pub tz: String,
+    /// Resolve `H` as it is for the job of this name.
+    #[arg(long)]
+    pub name: Option<String>,
+}
 
-/// `distcron schedule '<expr>' [--after T] [--count N] [--tz ZONE] [--name JOB]`:
-/// the next N fire instants, one RFC 3339 UTC timestamp per line. `--name`
-/// resolves `H` as it is for that job.
-pub fn schedule_command(args: &[String], now: DateTime<Utc>) -> Result<Vec<String>, CliError> {
-    let mut expr = None;
-    let (mut after, mut count, mut zone) = (now, 5usize, "UTC".to_string());
-    let mut name: Option<String> = None;
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| iter.next().cloned())
-                .ok_or_else(|| usage(format!("{flag} needs a value; {SCHEDULE_USAGE}")))
-        };
-        match flag {
-            "--after" => {
-                let text = value()?;
-                after = DateTime::parse_from_rfc3339(&text)
-                    .map_err(|e| usage(format!("--after: '{text}' is not an RFC 3339 time: {e}")))?
-                    .with_timezone(&Utc);
-            }
-            "--count" => {
-                let text = value()?;
-                count = text
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=10_000).contains(n))
-                    .ok_or_else(|| {
-                        usage(format!("--count: '{text}' is not a number from 1 to 10000"))
-                    })?;
-            }
-            "--tz" => zone = value()?,
-            "--name" => name = Some(value()?),
-            "-h" | "--help" => return Err(usage(SCHEDULE_USAGE)),
-            other if other.starts_with("--") => {
-                return Err(usage(format!("unknown option {other}; {SCHEDULE_USAGE}")));
-            }
-            _ if expr.is_none() => expr = Some(arg.clone()),
-            _ => {
-                return Err(usage(format!(
-                    "unexpected argument '{arg}'; quote the expression. {SCHEDULE_USAGE}"
-                )));
-            }
+/// The next fire instants, one RFC 3339 UTC timestamp per line.
+pub fn schedule_command(args: &ScheduleArgs, now: DateTime<Utc>) -> Result<Vec<String>, CliError> {
+    let expr = match args.expr.as_slice() {
+        [expr] => expr,
+        [_, extra, ..] => {
+            return Err(usage(format!(
+                "unexpected argument '{extra}'; quote the expression"
+            )));
         }
-    }
-    let expr = expr.ok_or_else(|| usage(SCHEDULE_USAGE))?;
-    let tz = parse_time_zone(&zone).map_err(|e| usage(format!("--tz: {e}")))?;
-    let schedule = match &name {
-        Some(name) => Schedule::parse_for_job(&expr, tz, name),
-        None => Schedule::parse(&expr, tz),
+        [] => return Err(usage("the expression is required")),
+    };
+    let after = match &args.after {
+        Some(text) => DateTime::parse_from_rfc3339(text)
+            .map_err(|e| usage(format!("--after: '{text}' is not an RFC 3339 time: {e}")))?
+            .with_timezone(&Utc),
+        None => now,
+    };
+    let count: usize = args
+        .count
+        .parse()
+        .ok()
+        .filter(|n| (1..=10_000).contains(n))
+        .ok_or_else(|| {
+            usage(format!(
+                "--count: '{}' is not a number from 1 to 10000",
+                args.count
+            ))
+        })?;
+    let tz = parse_time_zone(&args.tz).map_err(|e| usage(format!("--tz: {e}")))?;
+    let schedule = match &args.name {
+        Some(name) => Schedule::parse_for_job(expr, tz, name),
+        None => Schedule::parse(expr, tz),
     }
     .map_err(|e| usage(format!("cronExpr: {e}")))?;
     if let Some(note) = schedule.explain() {
@@ -94,12 +94,181 @@ pub fn schedule_command(args: &[String], now: DateTime<Utc>) -> Result<Vec<Strin
         .collect())
 }
 
+/// How configuration reaches a server (for `--help`).
+const CONFIG_HELP: &str = "Configuration keys are flags in kebab case (--listen 127.0.0.1:8070, --data-dir DIR, --config FILE, --print-config), DISTCRON_* variables, or a file; see docs/configuration.md.";
+
+/// The command line of `distcron-manager` and `distcron-worker`: `--help`
+/// and `--version` from clap (printed, then exit), every other flag left
+/// to the configuration loader.
+pub fn server_command_line(name: &'static str, about: &'static str) {
+    clap::Command::new(name)
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(about)
+        .after_help(CONFIG_HELP)
+        .arg(
+            clap::Arg::new("config")
+                .num_args(0..)
+                .trailing_var_arg(true)
+                .allow_hyphen_values(true)
+                .value_name("--KEY VALUE"),
+        )
+        .get_matches();
+}
+
+/// Every `distcron` command.
+#[derive(Parser, Debug)]
+#[command(
+    name = "distcron",
+    version,
+    about = "A distributed cron: every scheduled tick runs exactly once",
+    after_help = "Exit codes of the client commands: 0 done, 1 refused by the server, 2 bad usage, 3 not found, 4 no or bad credentials, 5 server unreachable (docs/cli.md)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the whole scheduler on one machine (console and API on --listen).
+    #[command(after_help = CONFIG_HELP)]
+    Standalone {
+        /// Configuration flags, passed to the configuration loader.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "--KEY VALUE"
+        )]
+        config: Vec<String>,
+    },
+    /// Print the next fire times of a cron expression.
+    Schedule(ScheduleArgs),
+    /// Manage API tokens in the coordinator (a stopped standalone's, or etcd).
+    Token {
+        #[command(subcommand)]
+        command: auth::TokenCommand,
+    },
+    /// Manage console users.
+    User {
+        #[command(subcommand)]
+        command: auth::UserCommand,
+    },
+    /// List, show, save, delete, run, pause, resume and kill jobs.
+    Job {
+        #[command(flatten)]
+        connection: commands::Connection,
+        #[command(subcommand)]
+        command: commands::JobCommand,
+    },
+    /// A job's runs, newest first.
+    Runs {
+        #[command(flatten)]
+        connection: commands::Connection,
+        job: String,
+        /// Only runs that ended so (succeeded, failed, timed_out, killed, lost, skipped).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u64,
+    },
+    /// A run's output; --follow prints it live while the run goes on.
+    Logs {
+        #[command(flatten)]
+        connection: commands::Connection,
+        run: String,
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Every job as one JSON document on stdout.
+    Export {
+        #[command(flatten)]
+        connection: commands::Connection,
+    },
+    /// Apply an export document: checked whole, then all or nothing.
+    Import {
+        #[command(flatten)]
+        connection: commands::Connection,
+        /// The document (`-` for stdin).
+        file: String,
+        /// Show what would be created, changed and deleted; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete the jobs the document does not hold.
+        #[arg(long)]
+        prune: bool,
+    },
+    /// The live workers and their load.
+    Workers {
+        #[command(flatten)]
+        connection: commands::Connection,
+    },
+}
+
+/// Run a client command: its output printed, or the error.
+pub async fn run_client(command: Command) -> Result<(), CliError> {
+    let (connection, output) = match command {
+        Command::Job {
+            connection,
+            command,
+        } => {
+            let client = connection.client()?;
+            (connection.clone(), commands::job(&client, command).await?)
+        }
+        Command::Runs {
+            connection,
+            job,
+            status,
+            limit,
+        } => {
+            let client = connection.client()?;
+            let out = commands::runs(&client, &job, status.as_deref(), limit).await?;
+            (connection, out)
+        }
+        Command::Logs {
+            connection,
+            run,
+            follow,
+        } => {
+            let client = connection.client()?;
+            if follow {
+                return commands::follow(&client, &run, connection.json).await;
+            }
+            (connection.clone(), commands::logs(&client, &run).await?)
+        }
+        Command::Export { connection } => {
+            let client = connection.client()?;
+            (connection.clone(), commands::export(&client).await?)
+        }
+        Command::Import {
+            connection,
+            file,
+            dry_run,
+            prune,
+        } => {
+            let client = connection.client()?;
+            let out = commands::import(&client, &file, dry_run, prune).await?;
+            (connection, out)
+        }
+        Command::Workers { connection } => {
+            let client = connection.client()?;
+            (connection.clone(), commands::workers(&client).await?)
+        }
+        other => return Err(usage(format!("{other:?} is not a client command"))),
+    };
+    output.print(connection.json);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn run(args: &[&str]) -> Result<Vec<String>, CliError> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let argv = ["distcron", "schedule"].iter().chain(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| usage(e.to_string()))?;
+        let Command::Schedule(args) = cli.command else {
+            panic!("not a schedule command");
+        };
         schedule_command(&args, DateTime::from_timestamp(0, 0).unwrap())
     }
 
@@ -208,6 +377,6 @@ mod tests {
                 .message
                 .contains("quote the expression")
         );
-        assert!(run(&[]).unwrap_err().message.starts_with("usage:"));
+        assert!(run(&[]).unwrap_err().message.contains("required"));
     }
 }

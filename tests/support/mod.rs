@@ -138,6 +138,57 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port on 127.0.0.1")
 }
 
+/// `distcron standalone` on a fresh port and data directory, started with
+/// the test admin token; killed and reaped when dropped.
+pub struct Standalone {
+    pub child: Child,
+    pub base: String,
+    pub listen: String,
+    pub dir: std::sync::Arc<tempfile::TempDir>,
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Standalone {
+    /// A new standalone with `extra` configuration flags.
+    pub async fn start(extra: &[&str]) -> Standalone {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+        Standalone::start_in(dir, listen, extra).await
+    }
+
+    /// A standalone on `listen` over the data in `dir` (a restart when reused).
+    pub async fn start_in(
+        dir: std::sync::Arc<tempfile::TempDir>,
+        listen: String,
+        extra: &[&str],
+    ) -> Standalone {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_distcron"))
+            .args(["standalone", "--listen", &listen, "--log-level", "warn"])
+            .args(["--kill-grace-ms", "500"])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(extra)
+            .env("DISTCRON_ADMIN_TOKEN", ADMIN_TOKEN)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start distcron standalone");
+        let base = format!("http://{listen}");
+        wait_http_ok(&format!("{base}/healthz")).await;
+        Standalone {
+            child,
+            base,
+            listen,
+            dir,
+        }
+    }
+}
+
 /// The admin token the end-to-end tests start every manager and standalone
 /// with (`DISTCRON_ADMIN_TOKEN`), and that [`curl`] sends.
 pub const ADMIN_TOKEN: &str = "e2e-admin-token-0123456789";
