@@ -33,10 +33,10 @@ install -m 0644 config/systemd/*.service "$stage/lib/systemd/system/"
 for role in manager worker standalone; do
   install -m 0640 "config/deb/$role.json" "$stage/etc/distcron/$role.json"
 done
-# The console: its own files and the two npm packages it serves.
+# The console: its own files and the npm packages it serves.
 install -d -m 0755 "$stage/usr/share/distcron/webroot/node_modules"
-cp -r webroot/index.html webroot/css webroot/js "$stage/usr/share/distcron/webroot/"
-for pkg in jquery bootstrap; do
+cp -r webroot/index.html webroot/favicon.svg webroot/css webroot/js "$stage/usr/share/distcron/webroot/"
+for pkg in jquery bootstrap chart.js; do
   install -d -m 0755 "$stage/usr/share/distcron/webroot/node_modules/$pkg"
   cp -r "webroot/node_modules/$pkg/dist" "webroot/node_modules/$pkg/package.json" \
     "$stage/usr/share/distcron/webroot/node_modules/$pkg/"

@@ -740,6 +740,8 @@ async fn the_console_is_served_from_the_webroot_and_nothing_else_is() {
         "node_modules/bootstrap/dist/css/bootstrap.min.css",
         "/* bs */",
     );
+    write("node_modules/chart.js/dist/chart.umd.min.js", "// charts");
+    write("favicon.svg", "<svg/>");
     write("package.json", "{}");
     let app = test::init_service(http::app(api.state.clone())).await;
     for (uri, status) in [
@@ -748,6 +750,8 @@ async fn the_console_is_served_from_the_webroot_and_nothing_else_is() {
         ("/css/console.css", 200),
         ("/vendor/jquery/jquery.min.js", 200),
         ("/vendor/bootstrap/css/bootstrap.min.css", 200),
+        ("/vendor/chart.js/chart.umd.min.js", 200),
+        ("/favicon.svg", 200),
         ("/package.json", 404),
         ("/node_modules/jquery/dist/jquery.min.js", 404),
         ("/js/../package.json", 404),

@@ -213,6 +213,11 @@ async function main() {
     page.on('dialog', (d) => { dialogs.push(d.message()); d.dismiss(); });
     const pageErrors = [];
     page.on('pageerror', (e) => pageErrors.push(e.message));
+    // A static file the console asks for and does not get (the favicon was one).
+    const missingFiles = [];
+    page.on('response', (r) => {
+      if (r.status() === 404 && /\.(svg|ico|png|js|css|map)$/.test(new URL(r.url()).pathname)) missingFiles.push(r.url());
+    });
     const shot = (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true, animations: 'disabled' });
     const row = (name) => page.locator(`#jobs-table tbody tr[data-job="${name}"]`);
     const toastSays = (text) => page.locator('#toasts .toast-body', { hasText: text }).first().waitFor();
@@ -309,6 +314,57 @@ async function main() {
     await toastSays('Resumed hello');
     await row('hello').locator('.badge', { hasText: 'enabled' }).waitFor();
 
+    // Charts, chains and a run with parameters (issue L). A job whose
+    // runs are known: two succeed, one fails (FAIL=1, given through the
+    // "Run…" form for one and the API for the others).
+    const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+    const post = (path, body) => fetch(base + path, { method: 'POST', headers, body: JSON.stringify(body) });
+    const finalRuns = async (name) => ((await (await fetch(`${base}/job/log?name=${name}&limit=100`, { headers })).json()).data || [])
+      .filter((r) => r.status !== 'started' && r.status !== 'pending');
+    assert.equal((await post('/job/save', { name: 'chart-child', command: 'true', cronExpr: '@yearly' })).status, 200);
+    assert.equal((await post('/job/save', { name: 'charted', command: 'sleep 0.$(date +%N | cut -c1); test "$FAIL" != 1',
+      cronExpr: '@yearly', onSuccess: ['chart-child'] })).status, 200);
+    for (const env of [{}, { FAIL: '1' }]) {
+      const before = (await finalRuns('charted')).length;
+      assert.equal((await post('/job/run', { name: 'charted', env })).status, 200);
+      await eventually('a run of charted', async () => (await finalRuns('charted')).length === before + 1);
+    }
+    await page.click('a[data-view="jobs"]');
+    await page.fill('#job-search', 'charted');
+    await row('charted').locator('button[data-action="run-params"]').click();
+    await page.fill('#run-params-env', 'FAIL=0\nNOTE=from the form');
+    await page.click('#run-params-submit');
+    await toastSays('Started charted with FAIL, NOTE');
+    await eventually('the run from the form', async () => (await finalRuns('charted')).length === 3);
+    const fromForm = (await finalRuns('charted'))[0];
+    assert.deepEqual(fromForm.params, { FAIL: '0', NOTE: 'from the form' }, 'the record keeps the parameters');
+    await page.fill('#job-search', '');
+    await page.goto(base + '/#/jobs/charted/runs');
+    const bars = () => page.evaluate(() => {
+      const chart = Chart.getChart('history-chart');
+      return chart ? chart.data.datasets[0].data.length : -1;
+    });
+    await eventually('three bars for three runs', async () => (await bars()) === 3);
+    assert.equal(await page.locator('#history-rate').innerText(), '67%', 'two of three succeeded');
+    const colours = await page.evaluate(() => Chart.getChart('history-chart').data.datasets[0].backgroundColor);
+    assert.equal(new Set(colours).size, 2, `bars coloured by status: ${colours}`);
+    assert.ok(await page.locator('#history-chart').isVisible(), 'the canvas is drawn');
+    await page.locator('#runs-chain', { hasText: 'Starts: chart-child (on success)' }).waitFor();
+    // The overview: one bar per minute of the last hour, runs counted.
+    await eventually('the per-minute chart', () => page.evaluate(() => {
+      const chart = Chart.getChart('minutes-chart');
+      return chart && chart.data.labels.length === 60 && chart.data.datasets[0].data.reduce((a, b) => a + b, 0) > 0;
+    }));
+    await shot('charts');
+    await page.goto(base + '/#/jobs/chart-child/runs');
+    await page.locator('#runs-chain', { hasText: 'Started by: charted (on success)' }).waitFor();
+    const child = await eventually('the chained run', async () => (await finalRuns('chart-child'))[0]);
+    assert.ok(child.triggeredBy && child.triggeredBy.startsWith('charted-'), `triggeredBy: ${child.triggeredBy}`);
+    const icon = await fetch(base + '/favicon.svg');
+    assert.equal(icon.status, 200, 'the favicon is served');
+    assert.match(icon.headers.get('content-type') || '', /svg/);
+    for (const name of ['charted', 'chart-child']) assert.equal((await post('/job/delete', { name })).status, 200);
+
     // Workers.
     await page.click('a[data-view="workers"]');
     await page.locator('#workers-table tbody tr').first().waitFor();
@@ -396,6 +452,7 @@ async function main() {
 
     assert.deepEqual(dialogs, [], 'no script ran from user or job text');
     assert.deepEqual(pageErrors, [], 'no script errors');
+    assert.deepEqual(missingFiles, [], 'every file the console loads is served');
     const firstPageMs = Math.round(Math.min(...timings));
     const report = {
       jobs: MANY_JOBS + 1, firstPageRenderedMs: timings.map(Math.round), saveSeconds,

@@ -74,13 +74,17 @@ $(function () {
 
   function pad(n) { return String(n).padStart(2, '0'); }
 
-  // Local time, "2026-11-21 06:07:18"; the UTC instant in the tooltip.
+  // Local time as text, "2026-11-21 06:07:18".
+  function timeText(value) {
+    const d = new Date(value);
+    return d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) + ' ' +
+      pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' + pad(d.getSeconds());
+  }
+
+  // Local time; the UTC instant in the tooltip.
   function time(value) {
     if (value === null || value === undefined || value === '' || value === 0) return $('<span>').text('–');
-    const d = new Date(value);
-    const text = d.getFullYear() + '-' + pad(d.getMonth() + 1) + '-' + pad(d.getDate()) + ' ' +
-      pad(d.getHours()) + ':' + pad(d.getMinutes()) + ':' + pad(d.getSeconds());
-    return $('<span>').text(text).attr('title', d.toISOString());
+    return $('<span>').text(timeText(value)).attr('title', new Date(value).toISOString());
   }
 
   function duration(ms) {
@@ -208,8 +212,45 @@ $(function () {
 
   // --- Overview strip ---------------------------------------------------------
 
+  const STATUS_COLOURS = {
+    succeeded: '#198754', failed: '#dc3545', timed_out: '#fd7e14', killed: '#6f42c1',
+    lost: '#343a40', skipped: '#adb5bd', missed: '#ffc107', started: '#0d6efd', pending: '#0dcaf0',
+  };
+
+  // One Chart.js chart per canvas, updated in place on each refresh.
+  function drawBars(canvasId, labels, datasets, options) {
+    const existing = Chart.getChart(canvasId);
+    if (existing) {
+      existing.data.labels = labels;
+      existing.data.datasets = datasets;
+      existing.update('none');
+      return existing;
+    }
+    return new Chart(document.getElementById(canvasId), {
+      type: 'bar',
+      data: { labels: labels, datasets: datasets },
+      options: Object.assign({
+        animation: false, maintainAspectRatio: false, responsive: true,
+        plugins: { legend: { display: datasets.length > 1, position: 'right' } },
+        scales: { x: { ticks: { maxTicksLimit: 12 } }, y: { beginAtZero: true } },
+      }, options || {}),
+    });
+  }
+
+  function refreshMinutes() {
+    return api('GET', '/stats/minutes', { minutes: 60 }).then(function (minutes) {
+      $('#minutes-card').prop('hidden', false);
+      const labels = minutes.map(function (m) { return timeText(m.minute).slice(11, 16); });
+      drawBars('minutes-chart', labels, [
+        { label: 'runs', data: minutes.map(function (m) { return m.runs; }), backgroundColor: '#0d6efd' },
+        { label: 'failures', data: minutes.map(function (m) { return m.failures; }), backgroundColor: '#dc3545' },
+      ], { scales: { x: { stacked: false, ticks: { maxTicksLimit: 12 } }, y: { beginAtZero: true } } });
+    }).catch(function () { /* the strip shows the API is unreachable */ });
+  }
+
   function refreshOverview() {
     if (!signedIn) return Promise.resolve();
+    refreshMinutes();
     return api('GET', '/overview').then(function (o) {
       $('#overview [data-count]').each(function () {
         const value = o[$(this).data('count')];
@@ -270,6 +311,7 @@ $(function () {
     const $actions = $('<div class="btn-group btn-group-sm">');
     $actions.append($('<button class="btn btn-outline-primary" data-action="edit">').text('Edit'));
     $actions.append($('<button class="btn btn-outline-primary" data-action="run">').text('Run now'));
+    $actions.append($('<button class="btn btn-outline-primary" data-action="run-params">').attr('title', 'Run with parameters').text('Run…'));
     $actions.append(job.enabled
       ? $('<button class="btn btn-outline-warning" data-action="pause">').text('Pause')
       : $('<button class="btn btn-outline-success" data-action="resume">').text('Resume'));
@@ -288,6 +330,7 @@ $(function () {
     switch ($(this).data('action')) {
       case 'edit': openEditor(job); break;
       case 'run': act(this, api('POST', '/job/run', { name: name }), 'Started ' + name); break;
+      case 'run-params': openRunParams(name); break;
       case 'pause': act(this, api('POST', '/job/pause', { name: name }), 'Paused ' + name); break;
       case 'resume': act(this, api('POST', '/job/resume', { name: name }), 'Resumed ' + name); break;
       case 'kill': act(this, api('POST', '/job/kill', { name: name }), 'Kill sent to ' + name); break;
@@ -319,6 +362,40 @@ $(function () {
   });
 
   // Resolves with the confirm button once the user confirms.
+  // --- Run with parameters ----------------------------------------------------
+
+  const runParamsModal = bootstrap.Modal.getOrCreateInstance('#run-params');
+
+  function openRunParams(name) {
+    $('#run-params-job').text(name);
+    $('#run-params-error').prop('hidden', true);
+    runParamsModal.show();
+  }
+
+  $('#run-params').on('shown.bs.modal', function () { $('#run-params-env').trigger('focus'); });
+
+  $('#run-params-form').on('submit', function (event) {
+    event.preventDefault();
+    const name = $('#run-params-job').text();
+    const env = {};
+    const lines = $('#run-params-env').val().split('\n').map(function (l) { return l.trim(); }).filter(Boolean);
+    for (const line of lines) {
+      const at = line.indexOf('=');
+      if (at <= 0) {
+        $('#run-params-error').text('"' + line + '" is not KEY=VALUE').prop('hidden', false);
+        return;
+      }
+      env[line.slice(0, at)] = line.slice(at + 1);
+    }
+    busy('#run-params-submit', api('POST', '/job/run', { name: name, env: env }, true)).then(function () {
+      runParamsModal.hide();
+      toast('Started ' + name + ' with ' + (Object.keys(env).join(', ') || 'no parameters'));
+      refreshView();
+    }).catch(function (e) {
+      $('#run-params-error').text(e.message).prop('hidden', false);
+    });
+  });
+
   function confirmDelete(name) {
     $('#confirm-text').empty().append('Delete job ', $('<strong class="font-monospace">').text(name),
       '? Its definition goes; its run history stays.');
@@ -486,11 +563,14 @@ $(function () {
     const name = runsPage.name;
     const query = { name: name, skip: runsPage.skip, limit: RUNS_PER_PAGE };
     if (runsPage.status) query.status = runsPage.status;
-    return Promise.all([api('GET', '/job/log', query), api('GET', '/job/get', { name: name })])
+    return Promise.all([api('GET', '/job/log', query), api('GET', '/job/get', { name: name }),
+      api('GET', '/job/history', { name: name, limit: 50 })])
       .then(function (results) {
         if (name !== runsPage.name) return;
         const runs = results[0];
         const running = results[1].running || [];
+        showChain(results[1]);
+        showHistory(results[2]);
         runsPage.running = running.length;
         const $body = $('#runs-table tbody').empty();
         if (runsPage.skip === 0 && !runsPage.status) {
@@ -513,6 +593,46 @@ $(function () {
         $('#runs-empty').prop('hidden', runs.length + running.length > 0);
       })
       .catch(function (e) { toast('Runs of ' + name + ': ' + e.message, 'error'); });
+  }
+
+  // The jobs that start this one and those it starts, as links.
+  function showChain(detail) {
+    const $chain = $('#runs-chain').empty();
+    const links = function (label, list) {
+      if (!list || !list.length) return;
+      $chain.append($('<span class="text-body-secondary ms-2">').text(label + ': '));
+      list.forEach(function (l, i) {
+        if (i) $chain.append(', ');
+        $chain.append($('<a class="font-monospace chain-link">').attr('href', runsHash(l.job)).text(l.job),
+          $('<span class="text-body-secondary">').text(' (on ' + l.on + ')'));
+      });
+    };
+    links('Started by', detail.upstream);
+    links('Starts', detail.downstream);
+  }
+
+  // The last runs as bars: duration in seconds, coloured by status.
+  function showHistory(history) {
+    const runs = history.runs;
+    $('#history-count').text(runs.length);
+    $('#history-rate').text(history.successRate === null || history.successRate === undefined
+      ? '–' : Math.round(history.successRate * 100) + '%');
+    drawBars('history-chart', runs.map(function (r) { return timeText(r.startTime); }), [{
+      label: 'duration (s)',
+      data: runs.map(function (r) { return r.durationMs / 1000; }),
+      backgroundColor: runs.map(function (r) { return STATUS_COLOURS[r.status] || '#6c757d'; }),
+      runIds: runs.map(function (r) { return r.run_id; }),
+      statuses: runs.map(function (r) { return r.status; }),
+      minBarLength: 2,
+    }], {
+      scales: { x: { ticks: { display: false } }, y: { beginAtZero: true, title: { display: true, text: 's' } } },
+      plugins: { legend: { display: false }, tooltip: { callbacks: {
+        label: function (c) { return c.dataset.statuses[c.dataIndex] + ', ' + c.parsed.y + ' s'; },
+      } } },
+      onClick: function (_, elements, chart) {
+        if (elements.length) openRun(chart.data.datasets[0].runIds[elements[0].index]);
+      },
+    });
   }
 
   $('#runs-status').on('change', function () {
@@ -566,6 +686,14 @@ $(function () {
       fact('Duration', $('<span>').text(duration(Math.max(0, r.endTime - r.startTime)))),
       fact('Exit', $('<span>').text(r.exitCode !== undefined ? r.exitCode : (r.signal ? 'signal ' + r.signal : '–'))));
     if (r.requestedBy) $('#run-facts').append(fact('Requested by', $('<span>').text(r.requestedBy)));
+    if (r.params && Object.keys(r.params).length) {
+      $('#run-facts').append(fact('Parameters', $('<code>').text(Object.entries(r.params)
+        .map(function (kv) { return kv[0] + '=' + kv[1]; }).join(' '))));
+    }
+    if (r.triggeredBy) {
+      $('#run-facts').append(fact('Started by', $('<a href="#" class="font-monospace" id="run-parent">').text(r.triggeredBy)
+        .on('click', function (e) { e.preventDefault(); openRun(r.triggeredBy); })));
+    }
     if (r.err) $('#run-facts').append(fact('Error', $('<span class="text-danger">').text(r.err)));
   }
 
