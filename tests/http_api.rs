@@ -417,14 +417,23 @@ async fn metrics_render_worker_counters_and_http_requests() {
     )
     .await;
     assert_eq!(resp.status().as_u16(), 200);
+    assert!(
+        resp.headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
     let text = String::from_utf8(test::read_body(resp).await.to_vec()).unwrap();
+    assert!(text.ends_with("# EOF\n"));
     for line in [
         "distcron_workers_alive 1",
         "distcron_runs_total{worker=\"w1\",status=\"succeeded\"} 2",
         "distcron_runs_total{worker=\"w1\",status=\"failed\"} 1",
-        "distcron_start_lateness_seconds_bucket{worker=\"w1\",le=\"0.005\"} 1",
-        "distcron_start_lateness_seconds_bucket{worker=\"w1\",le=\"0.025\"} 3",
-        "distcron_start_lateness_seconds_bucket{worker=\"w1\",le=\"+Inf\"} 3",
+        "distcron_start_lateness_seconds_bucket{le=\"0.005\",worker=\"w1\"} 1",
+        "distcron_start_lateness_seconds_bucket{le=\"0.025\",worker=\"w1\"} 3",
+        "distcron_start_lateness_seconds_bucket{le=\"+Inf\",worker=\"w1\"} 3",
         "distcron_start_lateness_seconds_sum{worker=\"w1\"} 0.04",
         "distcron_tick_claims_total{worker=\"w1\",result=\"won\"} 3",
         "distcron_tick_claims_total{worker=\"w1\",result=\"lost\"} 4",
