@@ -379,3 +379,116 @@ async fn fifty_hanging_runs_under_a_cap_of_ten_start_ten_and_skip_the_rest_with_
     let running = json_of(cli(&s.base, &["workers", "--json"]));
     assert_eq!(running[0]["running"], 10);
 }
+
+/// The case on a cluster: the parent runs on worker A (group a),
+/// its child belongs to worker B (group b). A is killed (SIGKILL) as soon
+/// as the parent's record is in the run log; the child still runs, once,
+/// and A's restart (its journal replayed) starts nothing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_survives_the_parents_worker_dying_after_the_parent_ended() {
+    use support::{service_endpoint, start_managers, start_worker, unique};
+    let data_dir = tempfile::tempdir().unwrap();
+    let common = vec![
+        (
+            "DISTCRON_ETCD_ENDPOINTS",
+            service_endpoint("ETCD_ENDPOINTS"),
+        ),
+        ("DISTCRON_ETCD_PREFIX", format!("/{}/", unique("chains"))),
+        ("DISTCRON_MONGODB_URI", service_endpoint("MONGODB_URI")),
+        (
+            "DISTCRON_MONGODB_DATABASE",
+            unique("chains").replace('-', "_"),
+        ),
+        ("DISTCRON_DATA_DIR", data_dir.path().display().to_string()),
+        ("DISTCRON_LOG_LEVEL", "warn".to_string()),
+        ("DISTCRON_BATCH_DELAY_MS", "100".to_string()),
+    ];
+    let in_group = |group: &str| {
+        let mut env = common.clone();
+        env.push(("DISTCRON_GROUP", group.to_string()));
+        env
+    };
+    let (_managers, bases) = start_managers(1, &common);
+    let base = bases[0].clone();
+    support::wait_http_ok(&format!("{base}/readyz")).await;
+    let mut worker_a = Some(start_worker("chain-a", &in_group("a")));
+    let _worker_b = start_worker("chain-b", &in_group("b"));
+    eventually(
+        "both workers registered",
+        Duration::from_secs(30),
+        || async {
+            let workers = json_of(cli(&base, &["workers", "--json"]));
+            (workers.as_array().map_or(0, Vec::len) == 2).then_some(())
+        },
+    )
+    .await;
+    let ledger_path = data_dir.path().join("ledger");
+    let writes =
+        |label: &str| format!("echo {label} $DISTCRON_RUN_ID >> {}", ledger_path.display());
+    let save_to = |job: Value| {
+        ok(cli_as(
+            &base,
+            Some(ADMIN_TOKEN),
+            &["job", "save", "-f", "-"],
+            Some(&job.to_string()),
+        ));
+    };
+    save_to(
+        json!({"name": "child", "group": "b", "command": writes("child"), "cronExpr": "@yearly"}),
+    );
+    save_to(
+        json!({"name": "parent", "group": "a", "command": writes("parent"), "cronExpr": "@yearly",
+                   "onSuccess": ["child"]}),
+    );
+    save_to(json!({"name": "canary", "group": "a", "command": "true", "cronExpr": "* * * * * *"}));
+    let runs = |job: &str| -> Vec<Value> {
+        json_of(cli(&base, &["runs", job, "--json", "--limit", "100"]))
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| !matches!(r["status"].as_str(), Some("started" | "pending")))
+            .collect()
+    };
+    // Wait for the canary, so worker A owns group a's jobs.
+    eventually("worker A at work", Duration::from_secs(30), || async {
+        (!runs("canary").is_empty()).then_some(())
+    })
+    .await;
+    ok(cli(&base, &["job", "run", "parent"]));
+    let parent = eventually("the parent's record", Duration::from_secs(30), || async {
+        runs("parent").into_iter().next()
+    })
+    .await;
+    drop(worker_a.take()); // SIGKILL, right after the parent ended
+    let child = eventually("the child on worker B", Duration::from_secs(30), || async {
+        runs("child").into_iter().next()
+    })
+    .await;
+    assert_eq!(child["triggeredBy"], parent["run_id"]);
+    assert_eq!(child["worker"], "chain-b");
+    // A comes back on the same data (its journal replayed) and works again.
+    let canaries = runs("canary").len();
+    let _worker_a = start_worker("chain-a", &in_group("a"));
+    eventually("worker A back at work", Duration::from_secs(60), || async {
+        (runs("canary").len() >= canaries + 2).then_some(())
+    })
+    .await;
+    let lines = ledger(&ledger_path);
+    let count = |label: &str| {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("{label} ")))
+            .count()
+    };
+    assert_eq!(
+        (count("parent"), count("child")),
+        (1, 1),
+        "by the ledger: {lines:?}"
+    );
+    assert_eq!(
+        (runs("parent").len(), runs("child").len()),
+        (1, 1),
+        "by the records"
+    );
+}
