@@ -7,8 +7,9 @@
 //! | `jobs/<job>` | [`crate::job::Job`] | none |
 //! | `workers/<id>` | [`WorkerInfo`] | the worker's session |
 //! | `ticks/<job>/<ms>` | `<worker> <nonce>` ([`crate::coord::claims`]) | session, then a bucket lease |
+//! | `ticks/<job>/after/<run>` | a chained run's claim ([`crate::chain`]) | as above |
 //! | `running/<job>/<run_id>` | [`RunningEntry`] | the worker's session |
-//! | `run/<job>` | [`RunRequest`] | short |
+//! | `run/<job>`, `run/<job>/<parent run>` | [`RunRequest`] (a chain's: [`crate::chain`]) | short |
 //! | `kill/<job>` | the request's instant | short |
 //! | `delay/<job>` | [`DelayState`] | none; deleted with the job |
 //! | `auth/tokens/`, `auth/users/` | see [`crate::auth`] | none |
