@@ -394,7 +394,7 @@ async fn metrics_render_worker_counters_and_http_requests() {
     let api = api();
     let info = json!({"id": "w1", "address": "host-a", "group": "default", "version": "0.1.0",
         "started": 1, "heartbeat": 1767225600000i64, "cpuPercent": 0.0, "memoryBytes": 0,
-        "hostMemoryPercent": 0.0, "running": 1,
+        "hostMemoryPercent": 0.0, "running": 1, "waiting": 4,
         "batcher": {"received": 3, "queued": 2, "journalBytes": 10,
             "runsByStatus": {"succeeded": 2, "failed": 1},
             "latenessBuckets": [1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0], "latenessSumMs": 40},
@@ -440,6 +440,7 @@ async fn metrics_render_worker_counters_and_http_requests() {
         "distcron_batcher_queue_records{worker=\"w1\"} 2",
         "distcron_journal_bytes{worker=\"w1\"} 10",
         "distcron_runs_in_progress{worker=\"w1\"} 1",
+        "distcron_runs_waiting{worker=\"w1\"} 4",
         "distcron_jobs_known{worker=\"w1\"} 7",
         "distcron_jobs_owned{worker=\"w1\"} 5",
         "distcron_supervisor_resyncs_total{worker=\"w1\"} 1",

@@ -65,9 +65,9 @@ fn json_of(out: Output) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-fn save(s: &Standalone, job: Value) {
+fn save(base: &str, job: Value) {
     let out = cli_as(
-        &s.base,
+        base,
         Some(ADMIN_TOKEN),
         &["job", "save", "-f", "-"],
         Some(&job.to_string()),
@@ -84,13 +84,21 @@ fn ledger(path: &Path) -> Vec<String> {
         .collect()
 }
 
-fn runs_of(s: &Standalone, job: &str) -> Vec<Value> {
-    let out = cli(&s.base, &["runs", job, "--json", "--limit", "100"]);
+fn runs_of(base: &str, job: &str) -> Vec<Value> {
+    let out = cli(base, &["runs", job, "--json", "--limit", "100"]);
     json_of(out).as_array().cloned().unwrap_or_default()
 }
 
-fn final_runs(s: &Standalone, job: &str) -> Vec<Value> {
-    runs_of(s, job)
+/// How many ledger lines a job's command wrote (`<label> <run id>`).
+fn executions(lines: &[String], label: &str) -> usize {
+    lines
+        .iter()
+        .filter(|l| l.starts_with(&format!("{label} ")))
+        .count()
+}
+
+fn final_runs(base: &str, job: &str) -> Vec<Value> {
+    runs_of(base, job)
         .into_iter()
         .filter(|r| !matches!(r["status"].as_str(), Some("started" | "pending")))
         .collect()
@@ -103,20 +111,20 @@ async fn chains_run_each_child_once_also_across_a_kill_after_the_parent_ended() 
     let ledger_arg = ledger_path.display().to_string();
     let writes = |label: &str| format!("echo {label} $DISTCRON_RUN_ID >> {ledger_arg}");
     save(
-        &s,
+        &s.base,
         json!({"name": "load", "command": writes("load"), "cronExpr": "@yearly"}),
     );
     save(
-        &s,
+        &s.base,
         json!({"name": "alert", "command": writes("alert"), "cronExpr": "@yearly"}),
     );
     save(
-        &s,
+        &s.base,
         json!({"name": "extract", "command": writes("extract"), "cronExpr": "@yearly",
                     "onSuccess": ["load"], "onFailure": ["alert"]}),
     );
     save(
-        &s,
+        &s.base,
         json!({"name": "flaky", "command": format!("{}; exit 1", writes("flaky")),
                     "cronExpr": "@yearly", "retries": 1, "retryBackoff": 1,
                     "onSuccess": ["load"], "onFailure": ["alert"]}),
@@ -145,13 +153,13 @@ async fn chains_run_each_child_once_also_across_a_kill_after_the_parent_ended() 
     ok(cli(&s.base, &["job", "run", "flaky"]));
     // Both children of both parents have a final record.
     let (load, alert) = eventually("the chained runs", Duration::from_secs(30), || async {
-        let (load, alert) = (final_runs(&s, "load"), final_runs(&s, "alert"));
+        let (load, alert) = (final_runs(&s.base, "load"), final_runs(&s.base, "alert"));
         (!load.is_empty() && !alert.is_empty()).then_some((load, alert))
     })
     .await;
-    let extract = final_runs(&s, "extract");
+    let extract = final_runs(&s.base, "extract");
     assert_eq!(load[0]["triggeredBy"], extract[0]["run_id"]);
-    let flaky = final_runs(&s, "flaky");
+    let flaky = final_runs(&s.base, "flaky");
     assert_eq!(flaky.len(), 2, "the first attempt and its retry: {flaky:?}");
     let last_attempt = flaky
         .iter()
@@ -175,22 +183,17 @@ async fn chains_run_each_child_once_also_across_a_kill_after_the_parent_ended() 
     // A canary every second: once it ran twice after the restart, the new
     // worker owns its jobs and has listed the run requests.
     save(
-        &s,
+        &s.base,
         json!({"name": "canary", "command": "true", "cronExpr": "* * * * * *"}),
     );
     eventually(
         "the restarted worker at work",
         Duration::from_secs(30),
-        || async { (final_runs(&s, "canary").len() >= 2).then_some(()) },
+        || async { (final_runs(&s.base, "canary").len() >= 2).then_some(()) },
     )
     .await;
     let lines = ledger(&ledger_path);
-    let count = |label: &str| {
-        lines
-            .iter()
-            .filter(|l| l.starts_with(&format!("{label} ")))
-            .count()
-    };
+    let count = |label: &str| executions(&lines, label);
     assert_eq!(
         (
             count("extract"),
@@ -201,8 +204,8 @@ async fn chains_run_each_child_once_also_across_a_kill_after_the_parent_ended() 
         (1, 2, 1, 1),
         "executions by the ledger: {lines:?}"
     );
-    assert_eq!(final_runs(&s, "load").len(), 1);
-    assert_eq!(final_runs(&s, "alert").len(), 1);
+    assert_eq!(final_runs(&s.base, "load").len(), 1);
+    assert_eq!(final_runs(&s.base, "alert").len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +213,7 @@ async fn the_client_drives_every_command_and_exits_with_documented_codes() {
     let s = Standalone::start(&[]).await;
     let base = s.base.as_str();
     save(
-        &s,
+        &s.base,
         json!({"name": "hello", "command": "echo \"hello $WHO\"; echo line2", "cronExpr": "@yearly",
                     "env": {"WHO": "world"}}),
     );
@@ -232,7 +235,7 @@ async fn the_client_drives_every_command_and_exits_with_documented_codes() {
     let run = eventually(
         "the run with parameters",
         Duration::from_secs(30),
-        || async { final_runs(&s, "hello").into_iter().next() },
+        || async { final_runs(&s.base, "hello").into_iter().next() },
     )
     .await;
     assert_eq!(run["params"], json!({"WHO": "operators"}));
@@ -252,12 +255,12 @@ async fn the_client_drives_every_command_and_exits_with_documented_codes() {
 
     // Live: a run that prints, waits, prints.
     save(
-        &s,
+        &s.base,
         json!({"name": "slow", "command": "echo first; sleep 2; echo second", "cronExpr": "@yearly"}),
     );
     ok(cli(base, &["job", "run", "slow"]));
     let started = eventually("the slow run to start", Duration::from_secs(30), || async {
-        let runs = runs_of(&s, "slow");
+        let runs = runs_of(&s.base, "slow");
         runs.first()
             .map(|r| r["run_id"].as_str().unwrap().to_string())
     })
@@ -359,7 +362,7 @@ async fn fifty_hanging_runs_under_a_cap_of_ten_start_ten_and_skip_the_rest_with_
     // 40 starts wait, then are skipped naming the cap.
     let skipped = eventually("40 skipped runs", Duration::from_secs(60), || async {
         let skipped: Vec<Value> = (0..50)
-            .flat_map(|i| runs_of(&s, &format!("hang{i:02}")))
+            .flat_map(|i| runs_of(&s.base, &format!("hang{i:02}")))
             .filter(|r| r["status"] == "skipped")
             .collect();
         (skipped.len() >= 40).then_some(skipped)
@@ -425,31 +428,20 @@ async fn a_chain_survives_the_parents_worker_dying_after_the_parent_ended() {
     let ledger_path = data_dir.path().join("ledger");
     let writes =
         |label: &str| format!("echo {label} $DISTCRON_RUN_ID >> {}", ledger_path.display());
-    let save_to = |job: Value| {
-        ok(cli_as(
-            &base,
-            Some(ADMIN_TOKEN),
-            &["job", "save", "-f", "-"],
-            Some(&job.to_string()),
-        ));
-    };
-    save_to(
+    save(
+        &base,
         json!({"name": "child", "group": "b", "command": writes("child"), "cronExpr": "@yearly"}),
     );
-    save_to(
+    save(
+        &base,
         json!({"name": "parent", "group": "a", "command": writes("parent"), "cronExpr": "@yearly",
                    "onSuccess": ["child"]}),
     );
-    save_to(json!({"name": "canary", "group": "a", "command": "true", "cronExpr": "* * * * * *"}));
-    let runs = |job: &str| -> Vec<Value> {
-        json_of(cli(&base, &["runs", job, "--json", "--limit", "100"]))
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|r| !matches!(r["status"].as_str(), Some("started" | "pending")))
-            .collect()
-    };
+    save(
+        &base,
+        json!({"name": "canary", "group": "a", "command": "true", "cronExpr": "* * * * * *"}),
+    );
+    let runs = |job: &str| final_runs(&base, job);
     // Wait for the canary, so worker A owns group a's jobs.
     eventually("worker A at work", Duration::from_secs(30), || async {
         (!runs("canary").is_empty()).then_some(())
@@ -475,12 +467,7 @@ async fn a_chain_survives_the_parents_worker_dying_after_the_parent_ended() {
     })
     .await;
     let lines = ledger(&ledger_path);
-    let count = |label: &str| {
-        lines
-            .iter()
-            .filter(|l| l.starts_with(&format!("{label} ")))
-            .count()
-    };
+    let count = |label: &str| executions(&lines, label);
     assert_eq!(
         (count("parent"), count("child")),
         (1, 1),

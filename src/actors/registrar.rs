@@ -41,6 +41,9 @@ pub struct WorkerInfo {
     /// Machine-wide memory in use, percent.
     pub host_memory_percent: f32,
     pub running: usize,
+    /// Starts waiting for a run slot (`maxConcurrentRuns`, `maxConcurrent`).
+    #[serde(default)]
+    pub waiting: usize,
     /// This worker's counters, for the manager's `/metrics`.
     #[serde(default)]
     pub batcher: BatcherCounters,
@@ -144,6 +147,7 @@ impl Registrar {
             memory_bytes: memory,
             host_memory_percent: host_memory,
             running: self.ctx.running.total(),
+            waiting: self.ctx.limits.slots.waiting(),
             batcher: BatcherCounters::default(),
             claims: LockCounters::default(),
             supervisor: SupervisorCounters::default(),

@@ -127,6 +127,16 @@ impl JobIndex {
         Some(jobs.values().filter(|j| j.enabled).cloned().collect())
     }
 
+    /// The jobs that start `name` (chains), read in place rather than
+    /// copying every job; `None` until listed once.
+    pub fn upstream(&self, name: &str) -> Option<Vec<crate::chain::Link>> {
+        if !self.ready.load(Ordering::Acquire) {
+            return None;
+        }
+        let jobs = self.jobs.read().unwrap_or_else(|e| e.into_inner());
+        Some(crate::chain::upstream(jobs.values(), name))
+    }
+
     /// One job by name (`None` also until the index has been listed once).
     pub fn get(&self, name: &str) -> Option<Job> {
         let jobs = self.jobs.read().unwrap_or_else(|e| e.into_inner());

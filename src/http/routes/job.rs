@@ -553,7 +553,10 @@ pub async fn get(
         .coord
         .list(&keyspace::running_prefix(&job.name))
         .await?;
-    let upstream = crate::chain::upstream(all_jobs(&state).await?.iter(), &job.name);
+    let upstream = match state.jobs.upstream(&job.name) {
+        Some(links) => links,
+        None => crate::chain::upstream(all_jobs(&state).await?.iter(), &job.name),
+    };
     let downstream = crate::chain::downstream(&job);
     let running = kvs
         .iter()

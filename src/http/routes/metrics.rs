@@ -175,7 +175,7 @@ impl Collector for Figures {
             }),
         )?;
         type Value = fn(&WorkerInfo) -> u64;
-        let per_worker: [(&str, MetricType, &str, Value); 12] = [
+        let per_worker: [(&str, MetricType, &str, Value); 13] = [
             (
                 "distcron_batcher_queue_records",
                 MetricType::Gauge,
@@ -211,6 +211,12 @@ impl Collector for Figures {
                 MetricType::Gauge,
                 "Runs in progress on each worker.",
                 |w| w.running as u64,
+            ),
+            (
+                "distcron_runs_waiting",
+                MetricType::Gauge,
+                "Starts waiting for a run slot (maxConcurrentRuns, a job's maxConcurrent).",
+                |w| w.waiting as u64,
             ),
             (
                 "distcron_jobs_known",
