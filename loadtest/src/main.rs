@@ -9,6 +9,7 @@
 
 mod api;
 mod cluster;
+mod floor;
 mod report;
 mod scenario;
 mod verify;
@@ -383,6 +384,12 @@ fn next_minute_after(settle: Duration) -> DateTime<Utc> {
 
 async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Report, String> {
     let started = now();
+    // Before anything else runs: what this machine can do at all.
+    let floor = floor::measure(scenario).map_err(|e| format!("measuring the floor: {e}"))?;
+    say(&format!(
+        "floor: {:.0} runs a minute of `sh -c true` started as a worker does ({} thread); a burst of {}: lateness p99 {:.1} ms",
+        floor.runs_per_minute, floor.batch.threads, floor.burst.starts, floor.burst.lateness.p99_ms
+    ));
     say(&format!(
         "starting 3 etcd members, the log store, {} manager(s), {} worker(s) in {}",
         scenario.managers,
@@ -496,11 +503,8 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
     cluster.stop();
     drop(cluster);
     let ramp = !scenario.ramp.is_empty();
-    let passed = if ramp {
-        best.is_some()
-    } else {
-        results.iter().all(|s| s.passed)
-    };
+    let steps_passed: Vec<bool> = results.iter().map(|s| s.passed).collect();
+    let passed = report::scenario_passed(&steps_passed, stopped_by.as_deref());
     Ok(Report {
         scenario: scenario.clone(),
         started: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -512,6 +516,7 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
         ramp_stopped_by: stopped_by,
         processes,
         journal,
+        floor: Some(floor),
         passed,
     })
 }
