@@ -324,6 +324,34 @@ async fn a_group_scoped_token_acts_on_its_group_only() {
     assert!(stored.value_str().contains("\"group\":\"default\""));
 }
 
+/// Every mutating route of openapi.json, sent by a page on another origin
+/// with an admin token (or the admin's cookie would do no better): 403,
+/// and nothing stored changes.
+#[actix_rt::test]
+async fn a_foreign_origin_changes_nothing_on_any_mutating_route() {
+    let doc: Value = serde_json::from_str(include_str!("../src/http/openapi.json")).unwrap();
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        if ops.get("post").is_none() {
+            continue;
+        }
+        let api = api().await;
+        let before = api.stored().await;
+        let req = request_for("post", path, &api)
+            .insert_header(("host", "127.0.0.1:8070"))
+            .insert_header(("origin", "http://evil.example"))
+            .insert_header(("authorization", api.bearer(Who::Admin).unwrap()));
+        let (status, body, _) = api.call(req).await;
+        assert_eq!(status, 403, "POST {path} from a foreign origin: {body}");
+        assert_eq!(api.stored().await, before, "POST {path} changed storage");
+        checked += 1;
+    }
+    assert_eq!(
+        checked, 12,
+        "the POST routes of openapi.json changed: update this count"
+    );
+}
+
 #[actix_rt::test]
 async fn browser_defences() {
     let api = api().await;
