@@ -238,6 +238,11 @@ impl Job {
         }
     }
 
+    /// Whether any run of this job starts others.
+    pub fn has_chains(&self) -> bool {
+        !self.on_success.is_empty() || !self.on_failure.is_empty()
+    }
+
     /// The jobs a run that ended with `status` starts; none for a status
     /// that is not a final success or failure.
     pub fn chained_after(&self, status: crate::runlog::RunStatus) -> &[String] {

@@ -452,8 +452,11 @@ async fn run_attempt(
             coord.put(&key, value, Some(lease)).await.map(|_| true)
         })
     };
-    let (spec_job, attempt) = (spec.job.clone(), spec.attempt);
-    let record = runner::run(
+    // The runner takes the spec; keep what the chain needs, and copy the
+    // job only when it has a chain (most runs have none).
+    let last_attempt_if_failed = is_last_attempt(&spec.job, spec.attempt);
+    let chained_job = spec.job.has_chains().then(|| spec.job.clone());
+    let mut record = runner::run(
         spec,
         ctx.limits.clone(),
         ctx.clock.clone(),
@@ -464,12 +467,11 @@ async fn run_attempt(
     drop(slot);
     tracing::debug!(job = %record.job_name, run_id = %record.run_id, status = record.status.as_str(), "run ended");
     let status = record.status;
-    let mut record = record;
-    let last_attempt = !status.is_retried() || is_last_attempt(&spec_job, attempt);
-    if last_attempt && !spec_job.chained_after(status).is_empty() {
+    let last_attempt = !status.is_retried() || last_attempt_if_failed;
+    if let Some(job) = chained_job.filter(|j| last_attempt && !j.chained_after(status).is_empty()) {
         // Before the record leaves: a record in the run log means its
         // chained runs were asked for.
-        if let Err(failed) = start_chained(ctx, &spec_job, &record.run_id, status).await {
+        if let Err(failed) = start_chained(ctx, &job, &record.run_id, status).await {
             record.err = join_reason(&record.err, &failed);
         }
     }

@@ -206,14 +206,14 @@ pub enum Command {
 
 /// Run a client command: its output printed, or the error.
 pub async fn run_client(command: Command) -> Result<(), CliError> {
-    let (connection, output) = match command {
+    let (json, output) = match command {
         Command::Job {
             connection,
             command,
-        } => {
-            let client = connection.client()?;
-            (connection.clone(), commands::job(&client, command).await?)
-        }
+        } => (
+            connection.json,
+            commands::job(&connection.client()?, command).await?,
+        ),
         Command::Runs {
             connection,
             job,
@@ -222,23 +222,23 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
         } => {
             let client = connection.client()?;
             let out = commands::runs(&client, &job, status.as_deref(), limit).await?;
-            (connection, out)
+            (connection.json, out)
         }
         Command::Logs {
             connection,
             run,
-            follow,
-        } => {
-            let client = connection.client()?;
-            if follow {
-                return commands::follow(&client, &run, connection.json).await;
-            }
-            (connection.clone(), commands::logs(&client, &run).await?)
-        }
-        Command::Export { connection } => {
-            let client = connection.client()?;
-            (connection.clone(), commands::export(&client).await?)
-        }
+            follow: true,
+        } => return commands::follow(&connection.client()?, &run, connection.json).await,
+        Command::Logs {
+            connection, run, ..
+        } => (
+            connection.json,
+            commands::logs(&connection.client()?, &run).await?,
+        ),
+        Command::Export { connection } => (
+            connection.json,
+            commands::export(&connection.client()?).await?,
+        ),
         Command::Import {
             connection,
             file,
@@ -247,15 +247,15 @@ pub async fn run_client(command: Command) -> Result<(), CliError> {
         } => {
             let client = connection.client()?;
             let out = commands::import(&client, &file, dry_run, prune).await?;
-            (connection, out)
+            (connection.json, out)
         }
-        Command::Workers { connection } => {
-            let client = connection.client()?;
-            (connection.clone(), commands::workers(&client).await?)
-        }
+        Command::Workers { connection } => (
+            connection.json,
+            commands::workers(&connection.client()?).await?,
+        ),
         other => return Err(usage(format!("{other:?} is not a client command"))),
     };
-    output.print(connection.json);
+    output.print(json);
     Ok(())
 }
 

@@ -92,7 +92,7 @@ pub(super) async fn all_jobs(state: &AppState) -> Result<Vec<Job>, ApiError> {
 /// A saved job's chains must name jobs that exist, that the principal may
 /// act on, and must not loop back to it.
 async fn check_chains(state: &AppState, who: &Principal, job: &Job) -> Result<(), ApiError> {
-    if job.on_success.is_empty() && job.on_failure.is_empty() {
+    if !job.has_chains() {
         return Ok(());
     }
     let mut jobs = all_jobs(state).await?;
