@@ -172,7 +172,7 @@ impl Default for Config {
             journal_dir: String::new(),
             journal_max_bytes: 1 << 30,
             claim_retention_secs: 300,
-            claim_lead_ms: 500,
+            claim_lead_ms: 1000,
             misfire_window_secs: 60,
             etcd_history_secs: 300,
             retention_max_age_days: 30,

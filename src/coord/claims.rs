@@ -20,6 +20,9 @@
 //! a claim's outcome is unknown (a timeout, an etcd leader election), it is
 //! tried again until the tick is due: finding its own value there means the
 //! lost attempt had won. So an election costs a claim latency, not the tick.
+//!
+//! Claims and confirms made within [`BATCH_LINGER`] of each other go as one
+//! transaction ([`super::group_commit`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -27,7 +30,8 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use super::{Claim, CoordError, Coordinator, LeaseId, Result};
+use super::group_commit::{GroupCommit, PutOutcome};
+use super::{Claim, CondPut, Condition, CoordError, Coordinator, LeaseId, Result, retry_unknown};
 
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimPolicy {
@@ -70,7 +74,13 @@ pub struct TickClaims {
     /// Bucket index -> its lease. Old buckets are forgotten, not revoked:
     /// their leases expire by themselves.
     leases: Mutex<BTreeMap<i64, LeaseId>>,
+    /// Claims and confirms made together go as one transaction.
+    batch: GroupCommit,
 }
+
+/// How long a claim or confirm waits for others to share its transaction:
+/// the claims and confirms of one instant arrive within a millisecond.
+pub const BATCH_LINGER: Duration = Duration::from_millis(2);
 
 /// A tick this worker won, held on its session lease until confirmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,9 +103,6 @@ pub enum TickClaim {
 /// How long a claim with an unknown outcome keeps being retried, at least
 /// (a tick already due gets this long; a future one, until it is due).
 const RETRY_AT_LEAST: Duration = Duration::from_secs(2);
-/// Pauses between retries: 50 ms, doubling, at most 500 ms.
-const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(50);
-const RETRY_MAX_PAUSE: Duration = Duration::from_millis(500);
 
 /// The worker named in a claim's value (`<worker> <nonce>`).
 pub fn claim_holder(value: &[u8]) -> String {
@@ -139,6 +146,7 @@ pub fn job_ticks_prefix(job: &str) -> String {
 impl TickClaims {
     pub fn new(coord: Arc<dyn Coordinator>, policy: ClaimPolicy) -> TickClaims {
         TickClaims {
+            batch: GroupCommit::new(coord.clone(), BATCH_LINGER),
             coord,
             policy,
             leases: Mutex::new(BTreeMap::new()),
@@ -178,40 +186,46 @@ impl TickClaims {
         let value = format!("{holder} {}", crate::auth::random_hex(8)).into_bytes();
         let patience = Duration::from_millis((tick_ms - now_ms).max(0) as u64).max(RETRY_AT_LEAST);
         let won = |value: Vec<u8>| {
-            TickClaim::Won(WonClaim {
+            Ok(TickClaim::Won(WonClaim {
                 key: key.clone(),
                 value,
                 tick_ms,
-            })
+            }))
         };
-        let result = retry_unknown(patience, || {
-            self.coord.put_if_absent(&key, value.clone(), Some(session))
-        })
-        .await?;
-        Ok(match result {
-            Claim::Won { .. } => won(value),
+        let put = CondPut {
+            key: key.clone(),
+            when: Condition::Absent,
+            value: value.clone(),
+            lease: Some(session),
+        };
+        match self.batch.submit(put, patience).await? {
+            PutOutcome::Put => won(value),
             // An earlier attempt whose answer was lost had won.
-            Claim::Held(kv) if kv.value == value => won(value),
-            Claim::Held(kv) => TickClaim::Held {
+            PutOutcome::NotPut(Some(kv)) if kv.value == value => won(value),
+            PutOutcome::NotPut(Some(kv)) => Ok(TickClaim::Held {
                 holder: claim_holder(&kv.value),
-            },
-        })
+            }),
+            PutOutcome::NotPut(None) => Err(CoordError::Unavailable(format!(
+                "claim of {key}: lost the race to a key that then disappeared"
+            ))),
+        }
     }
 
     /// Mark a won tick as started: move its claim onto its bucket's lease,
     /// if the claim is still ours. `false` when it is not (the session
     /// ended and someone else may run the tick): the tick must not start.
     pub async fn confirm(&self, won: &WonClaim, now_ms: i64) -> Result<bool> {
-        retry_unknown(RETRY_AT_LEAST, || self.confirm_once(won, now_ms)).await
-    }
-
-    async fn confirm_once(&self, won: &WonClaim, now_ms: i64) -> Result<bool> {
-        let lease = self.lease_for(won.tick_ms, now_ms).await?;
         let moved = |lease| {
-            self.coord
-                .put_if_value(&won.key, &won.value, won.value.clone(), Some(lease))
+            let put = CondPut {
+                key: won.key.clone(),
+                when: Condition::ValueIs(won.value.clone()),
+                value: won.value.clone(),
+                lease: Some(lease),
+            };
+            self.batch.submit(put, RETRY_AT_LEAST)
         };
-        match moved(lease).await {
+        let lease = self.lease_for(won.tick_ms, now_ms).await?;
+        let outcome = match moved(lease).await {
             Err(CoordError::LeaseNotFound(_)) => {
                 // The bucket's lease ended early (an etcd restart with a
                 // fresh store, a revoke): forget it and try once more.
@@ -223,7 +237,8 @@ impl TickClaims {
                 moved(lease).await
             }
             other => other,
-        }
+        }?;
+        Ok(outcome == PutOutcome::Put)
     }
 
     /// Claim a tick that is decided at once (nothing will start): straight
@@ -290,32 +305,6 @@ impl TickClaims {
         leases.retain(|b, _| *b >= expired_before);
         Ok(lease)
     }
-}
-
-/// Call `op` until it answers, retrying errors after which the write may or
-/// may not have landed, for at least `patience`.
-async fn retry_unknown<T, F, Fut>(patience: Duration, mut op: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
-{
-    let give_up = tokio::time::Instant::now() + patience;
-    let mut pause = RETRY_FIRST_PAUSE;
-    loop {
-        match op().await {
-            Err(error) if retryable(&error) && tokio::time::Instant::now() + pause < give_up => {
-                tracing::debug!(%error, "claim outcome unknown; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(RETRY_MAX_PAUSE);
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Errors after which the claim may or may not have been written.
-fn retryable(error: &CoordError) -> bool {
-    matches!(error, CoordError::Unavailable(_))
 }
 
 #[cfg(test)]
@@ -540,6 +529,9 @@ mod tests {
             _: Vec<u8>,
             _: Option<LeaseId>,
         ) -> Result<bool> {
+            Err(CoordError::Unavailable("down".into()))
+        }
+        async fn put_all_if(&self, _: &[crate::coord::CondPut]) -> Result<crate::coord::BatchPut> {
             Err(CoordError::Unavailable("down".into()))
         }
         async fn watch(&self, _: &str, _: i64) -> Result<crate::coord::WatchStream> {

@@ -26,8 +26,8 @@ use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::time::Instant;
 
 use super::{
-    Claim, CoordError, Coordinator, KeyValue, LeaseId, Result, Revision, WatchEvent, WatchItem,
-    WatchStream, ttl_seconds,
+    BatchPut, Claim, CondPut, CoordError, Coordinator, KeyValue, LeaseId, Result, Revision,
+    WatchEvent, WatchItem, WatchStream, ttl_seconds,
 };
 
 /// Durable keys: key -> (create revision, mod revision, value).
@@ -320,12 +320,27 @@ fn put_locked(
     value: Vec<u8>,
     lease: Option<LeaseId>,
 ) -> Result<Revision> {
-    let lease = lease.unwrap_or(0);
-    if lease != 0 && !state.leases.contains_key(&lease) {
-        return Err(CoordError::LeaseNotFound(lease));
-    }
-    let previous = remove_key(state, key);
+    check_lease(state, lease)?;
     state.revision += 1;
+    let kv = apply_put(state, key, value, lease);
+    inner.commit(state, vec![WatchEvent::Put(kv)])?;
+    Ok(state.revision)
+}
+
+fn check_lease(state: &State, lease: Option<LeaseId>) -> Result<()> {
+    match lease {
+        Some(id) if id != 0 && !state.leases.contains_key(&id) => {
+            Err(CoordError::LeaseNotFound(id))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Put `key` at the state's current revision (the caller bumped it and
+/// commits the event); the lease was checked.
+fn apply_put(state: &mut State, key: &str, value: Vec<u8>, lease: Option<LeaseId>) -> KeyValue {
+    let lease = lease.unwrap_or(0);
+    let previous = remove_key(state, key);
     let kv = KeyValue {
         key: key.to_string(),
         value,
@@ -339,8 +354,7 @@ fn put_locked(
         l.keys.insert(key.to_string());
     }
     state.keys.insert(key.to_string(), kv.clone());
-    inner.commit(state, vec![WatchEvent::Put(kv)])?;
-    Ok(state.revision)
+    kv
 }
 
 /// Delete every key of a lease in one revision, as etcd does.
@@ -472,6 +486,41 @@ impl Coordinator for EmbeddedCoordinator {
         }
         put_locked(&self.inner, &mut state, key, value, lease)?;
         Ok(true)
+    }
+
+    async fn put_all_if(&self, puts: &[CondPut]) -> Result<BatchPut> {
+        let mut state = self.lock();
+        let held: Vec<Option<KeyValue>> = puts
+            .iter()
+            .map(|p| state.keys.get(&p.key).cloned())
+            .collect();
+        if !puts
+            .iter()
+            .zip(&held)
+            .all(|(put, kv)| put.holds_for(kv.as_ref()))
+        {
+            return Ok(BatchPut::NonePut(held));
+        }
+        for put in puts {
+            check_lease(&state, put.lease)?;
+        }
+        // One revision for the whole batch, as etcd gives a transaction.
+        state.revision += 1;
+        let events = puts
+            .iter()
+            .map(|put| {
+                WatchEvent::Put(apply_put(
+                    &mut state,
+                    &put.key,
+                    put.value.clone(),
+                    put.lease,
+                ))
+            })
+            .collect();
+        self.inner.commit(&mut state, events)?;
+        Ok(BatchPut::AllPut {
+            revision: state.revision,
+        })
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {

@@ -19,8 +19,8 @@ use etcd_client::{
 use tokio::sync::mpsc;
 
 use super::{
-    Claim, CoordError, Coordinator, KeyValue, LeaseId, Result, Revision, WatchEvent, WatchItem,
-    WatchStream, ttl_seconds,
+    BatchPut, Claim, CondPut, Condition, CoordError, Coordinator, KeyValue, LeaseId, Result,
+    Revision, WatchEvent, WatchItem, WatchStream, ttl_seconds,
 };
 
 /// How to reach etcd.
@@ -434,6 +434,46 @@ impl Coordinator for EtcdCoordinator {
             .await
             .map_err(|e| lease_error(e, lease))?;
         Ok(resp.succeeded())
+    }
+
+    async fn put_all_if(&self, puts: &[CondPut]) -> Result<BatchPut> {
+        let full: Vec<String> = puts.iter().map(|p| self.full_key(&p.key)).collect();
+        let lease = puts.iter().find_map(|p| p.lease);
+        let resp = self
+            .call(|mut c| {
+                let compares = puts.iter().zip(&full).map(|(put, key)| match &put.when {
+                    Condition::Absent => Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                    Condition::ValueIs(expected) => {
+                        Compare::value(key.clone(), CompareOp::Equal, expected.clone())
+                    }
+                });
+                let writes = puts.iter().zip(&full).map(|(put, key)| {
+                    let options = put.lease.map(|id| PutOptions::new().with_lease(id));
+                    TxnOp::put(key.clone(), put.value.clone(), options)
+                });
+                let reads = full.iter().map(|key| TxnOp::get(key.clone(), None));
+                let txn = Txn::new()
+                    .when(compares.collect::<Vec<_>>())
+                    .and_then(writes.collect::<Vec<_>>())
+                    .or_else(reads.collect::<Vec<_>>());
+                async move { c.txn(txn).await }
+            })
+            .await
+            .map_err(|e| lease_error(e, lease))?;
+        if resp.succeeded() {
+            return Ok(BatchPut::AllPut {
+                revision: resp.header().map_or(0, |h| h.revision()),
+            });
+        }
+        let held = resp
+            .op_responses()
+            .into_iter()
+            .map(|op| match op {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| self.to_key_value(kv)),
+                _ => None,
+            })
+            .collect();
+        Ok(BatchPut::NonePut(held))
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {

@@ -8,7 +8,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::embedded::EmbeddedCoordinator;
-use super::{Claim, CoordError, Coordinator, KeyValue, LeaseId, Result, WatchStream};
+use super::{
+    BatchPut, Claim, CondPut, Condition, CoordError, Coordinator, KeyValue, LeaseId, Result,
+    WatchStream,
+};
 
 pub struct Faulty {
     pub inner: EmbeddedCoordinator,
@@ -112,6 +115,32 @@ impl Coordinator for Faulty {
             return Err(lost());
         }
         Ok(swapped)
+    }
+    /// A batch of claims counts against `lose_claims`, a batch of
+    /// compare-and-swaps against `down_after_swaps`, as one call each.
+    async fn put_all_if(&self, puts: &[CondPut]) -> Result<BatchPut> {
+        self.check()?;
+        let claims = puts.iter().any(|p| p.when == Condition::Absent);
+        if claims && Faulty::take(&self.lose_claims) {
+            let mut written = puts.to_vec();
+            if self.steal {
+                for put in &mut written {
+                    put.value = b"w9 other".to_vec();
+                }
+            }
+            self.inner.put_all_if(&written).await?;
+            return Err(lost());
+        }
+        let result = self.inner.put_all_if(puts).await?;
+        let swaps = puts.iter().any(|p| matches!(p.when, Condition::ValueIs(_)));
+        if swaps
+            && matches!(result, BatchPut::AllPut { .. })
+            && Faulty::take(&self.down_after_swaps)
+        {
+            self.down.store(true, Ordering::SeqCst);
+            return Err(lost());
+        }
+        Ok(result)
     }
     async fn watch(&self, prefix: &str, from: i64) -> Result<WatchStream> {
         self.check()?;

@@ -14,6 +14,7 @@ pub mod etcd;
 #[cfg(test)]
 pub mod faulty;
 pub mod follow;
+pub mod group_commit;
 pub mod session;
 
 use std::time::Duration;
@@ -90,6 +91,49 @@ pub enum Claim {
     Held(KeyValue),
 }
 
+/// What must hold of a key for a [`CondPut`] to land.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// The key does not exist (a put-if-absent).
+    Absent,
+    /// The key holds exactly this value (a compare-and-swap).
+    ValueIs(Vec<u8>),
+}
+
+/// One conditional put of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CondPut {
+    pub key: String,
+    pub when: Condition,
+    pub value: Vec<u8>,
+    pub lease: Option<LeaseId>,
+}
+
+impl CondPut {
+    /// Whether `current` (what the key held) meets this put's condition.
+    pub fn holds_for(&self, current: Option<&KeyValue>) -> bool {
+        match (&self.when, current) {
+            (Condition::Absent, held) => held.is_none(),
+            (Condition::ValueIs(expected), Some(kv)) => kv.value == *expected,
+            (Condition::ValueIs(_), None) => false,
+        }
+    }
+}
+
+/// The outcome of [`Coordinator::put_all_if`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchPut {
+    /// Every condition held: every put landed, in one revision.
+    AllPut { revision: Revision },
+    /// Some condition failed, so nothing was put. What each key held at
+    /// that moment, in the order of the puts: enough to tell exactly which
+    /// conditions failed.
+    NonePut(Vec<Option<KeyValue>>),
+}
+
+/// The most puts one batch may hold: etcd's default `--max-txn-ops`.
+pub const MAX_BATCH: usize = 128;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoordError {
     /// The backend could not be reached or did not answer in time.
@@ -143,6 +187,11 @@ pub trait Coordinator: Send + Sync + 'static {
         lease: Option<LeaseId>,
     ) -> Result<bool>;
 
+    /// Apply every put of `puts` if every one's condition holds, atomically
+    /// (one etcd transaction); otherwise apply none and say what each key
+    /// held. Keys must be distinct and at most [`MAX_BATCH`].
+    async fn put_all_if(&self, puts: &[CondPut]) -> Result<BatchPut>;
+
     /// Watch every key under `prefix`, starting at revision `from`
     /// (inclusive). Transient disconnections are retried inside; the caller
     /// sees only events, or a [`WatchItem::Resync`] when events were lost.
@@ -163,4 +212,35 @@ pub trait Coordinator: Send + Sync + 'static {
 /// Lease TTLs are whole seconds in etcd: round up, and never below one.
 pub(crate) fn ttl_seconds(ttl: Duration) -> i64 {
     (ttl.as_millis().div_ceil(1000) as i64).max(1)
+}
+
+/// Pauses between retries of an unknown outcome: 50 ms, doubling, at most
+/// 500 ms.
+const RETRY_FIRST_PAUSE: Duration = Duration::from_millis(50);
+const RETRY_MAX_PAUSE: Duration = Duration::from_millis(500);
+
+/// Call `op` until it answers, retrying errors after which the write may or
+/// may not have landed, for at least `patience`.
+pub(crate) async fn retry_unknown<T, F, Fut>(patience: Duration, mut op: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let give_up = tokio::time::Instant::now() + patience;
+    let mut pause = RETRY_FIRST_PAUSE;
+    loop {
+        match op().await {
+            Err(error) if retryable(&error) && tokio::time::Instant::now() + pause < give_up => {
+                tracing::debug!(%error, "claim outcome unknown; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX_PAUSE);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Errors after which the claim may or may not have been written.
+fn retryable(error: &CoordError) -> bool {
+    matches!(error, CoordError::Unavailable(_))
 }
