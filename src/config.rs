@@ -73,6 +73,9 @@ pub struct Config {
     /// Most runs a worker has going at once; a start over it waits in line
     /// (the job's `queueTimeout`), then is recorded `skipped`.
     pub max_concurrent_runs: u64,
+    /// Threads that start, watch and reap a worker's runs, off the actors'
+    /// thread (one per core by default; 0 runs them on the actors' thread).
+    pub run_threads: u64,
     /// Run records per write to the run log.
     pub batch_size: u64,
     /// Longest wait before a partial batch is written.
@@ -167,6 +170,7 @@ impl Default for Config {
             stop_grace_secs: 30,
             output_cap_bytes: crate::runlog::DEFAULT_OUTPUT_CAP as u64,
             max_concurrent_runs: crate::runner::slots::DEFAULT_MAX_CONCURRENT_RUNS as u64,
+            run_threads: crate::runner::launcher::default_threads() as u64,
             batch_size: 100,
             batch_delay_ms: 1_000,
             journal_dir: String::new(),

@@ -38,6 +38,9 @@ pub struct WorkerSettings {
     pub stop_grace: Duration,
     pub claim_lead: Duration,
     pub misfire_window: Duration,
+    /// Threads runs execute on (`runThreads`); 0 runs them on the actors'
+    /// thread.
+    pub run_threads: usize,
     /// The binary that serves as this worker's fence (`__fence`); `None`
     /// runs unfenced (tests of one process).
     pub fence_program: Option<PathBuf>,
@@ -82,6 +85,7 @@ impl WorkerSettings {
             stop_grace: Duration::from_secs(config.stop_grace_secs),
             claim_lead: Duration::from_millis(config.claim_lead_ms),
             misfire_window: Duration::from_secs(config.misfire_window_secs),
+            run_threads: config.run_threads.min(256) as usize,
             fence_program: None,
             notify: config.notify.clone(),
             live_listen: Some(config.live_listen.clone()),
@@ -92,6 +96,8 @@ impl WorkerSettings {
 /// A running worker; call [`Worker::stop`] to end it gracefully.
 pub struct Worker {
     ctx: WorkerContext,
+    /// Where the runs execute; stopped last.
+    pool: crate::runner::launcher::LaunchPool,
     supervisor: Addr<JobSupervisor>,
     registrar: Addr<Registrar>,
     kill_watcher: Addr<KillWatcher>,
@@ -142,6 +148,8 @@ pub fn start(
         None => None,
     };
     limits.fence = fence.clone();
+    let pool = crate::runner::launcher::LaunchPool::start(settings.run_threads)?;
+    limits.launcher = pool.launcher();
     let lock = LockActor::new(
         coord.clone(),
         clock.clone(),
@@ -189,6 +197,7 @@ pub fn start(
     tracing::info!(worker = %settings.worker_id, group = %settings.group, "worker started");
     Ok(Worker {
         ctx,
+        pool,
         supervisor,
         registrar,
         kill_watcher,
@@ -239,7 +248,13 @@ impl Worker {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
-        // Let the last runs hand their records over before draining.
+        // Let the last runs hand their records over before draining (a run
+        // waiting to retry is left: its pending record is journaled).
+        let launcher = &self.ctx.limits.launcher;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while launcher.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         tokio::task::yield_now().await;
         let counters = self.ctx.batcher.send(Drain).await.unwrap_or_default();
         // Finished runs still registered would look lost once the session
@@ -285,6 +300,7 @@ impl Worker {
         if !still_running.is_empty() {
             tracing::warn!(?still_running, "actors did not end with the worker");
         }
+        self.pool.stop();
         tracing::info!(worker = %self.ctx.worker_id, flushed = counters.flushed, journal_bytes = counters.journal_bytes, "worker stopped");
         Stopped {
             counters,

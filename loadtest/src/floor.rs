@@ -20,9 +20,22 @@ use crate::scenario::Scenario;
 /// Starts in the throughput batch: enough that the rate is not the
 /// first fork's.
 pub const THROUGHPUT_BATCH: usize = 5_000;
-/// Threads spawning at once: the worker starts every process from its
-/// actor thread.
-pub const WORKER_SPAWN_THREADS: usize = 1;
+/// Threads spawning at once: as many as a worker's `runThreads` (one per
+/// core by default; before issue M, the one actor thread).
+pub fn worker_spawn_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// How a process is started: std's default, which is `posix_spawn` (a
+/// `vfork`-style clone that copies no page tables) when nothing must run
+/// in the child; or `fork` then `exec`, which any hook in the child (such
+/// as `runAs`) forces, and which a pre-forked helper process also does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SpawnPath {
+    PosixSpawn,
+    ForkExec,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -50,6 +63,10 @@ pub struct Floor {
     pub burst: Burst,
     /// The throughput batch.
     pub batch: Burst,
+    /// The same batch started with fork and exec: what a worker would pay
+    /// without `posix_spawn` (the faster one is what workers use).
+    #[serde(default)]
+    pub batch_fork_exec: Option<Burst>,
     /// Runs a minute the batch shows the machine can spawn and reap.
     pub runs_per_minute: f64,
 }
@@ -120,7 +137,7 @@ pub fn busiest_second(scenario: &Scenario) -> usize {
 
 /// Start `starts` runs of `sh -c true` from `threads` threads at once,
 /// then read each one's output to its end and reap it.
-pub fn measure_burst(starts: usize, threads: usize) -> std::io::Result<Burst> {
+pub fn measure_burst(starts: usize, threads: usize, path: SpawnPath) -> std::io::Result<Burst> {
     use std::os::unix::process::CommandExt;
     let threads = threads.clamp(1, starts.max(1));
     let begin = Instant::now();
@@ -133,13 +150,21 @@ pub fn measure_burst(starts: usize, threads: usize) -> std::io::Result<Burst> {
                     let mut children = Vec::with_capacity(mine);
                     let mut spawned = Vec::with_capacity(mine);
                     for _ in 0..mine {
-                        let child = Command::new("sh")
+                        let mut command = Command::new("sh");
+                        command
                             .args(["-c", "true"])
                             .stdin(Stdio::null())
                             .stdout(Stdio::piped())
                             .stderr(Stdio::piped())
-                            .process_group(0)
-                            .spawn()?;
+                            .process_group(0);
+                        if path == SpawnPath::ForkExec {
+                            // SAFETY: the hook does nothing; its presence
+                            // makes std fork and exec.
+                            unsafe {
+                                command.pre_exec(|| Ok(()));
+                            }
+                        }
+                        let child = command.spawn()?;
                         spawned.push(begin.elapsed().as_secs_f64() * 1000.0);
                         children.push(child);
                     }
@@ -172,12 +197,15 @@ pub fn measure_burst(starts: usize, threads: usize) -> std::io::Result<Burst> {
 
 /// The floor for `scenario`, measured now.
 pub fn measure(scenario: &Scenario) -> std::io::Result<Floor> {
-    let burst = measure_burst(busiest_second(scenario), WORKER_SPAWN_THREADS)?;
-    let batch = measure_burst(THROUGHPUT_BATCH, WORKER_SPAWN_THREADS)?;
+    let threads = worker_spawn_threads();
+    let burst = measure_burst(busiest_second(scenario), threads, SpawnPath::PosixSpawn)?;
+    let batch = measure_burst(THROUGHPUT_BATCH, threads, SpawnPath::PosixSpawn)?;
+    let fork_exec = measure_burst(THROUGHPUT_BATCH, threads, SpawnPath::ForkExec)?;
     Ok(Floor {
         runs_per_minute: runs_per_minute(batch.starts, batch.elapsed_ms),
         burst,
         batch,
+        batch_fork_exec: Some(fork_exec),
     })
 }
 
@@ -220,6 +248,7 @@ mod tests {
                 lateness: percentiles(vec![1.0]),
                 elapsed_ms: 3_000.0,
             },
+            batch_fork_exec: None,
             runs_per_minute: 100_000.0,
         };
         assert_eq!(fraction_of_floor(85_000.0, &floor), 0.85);
@@ -249,9 +278,11 @@ mod tests {
 
     #[test]
     fn a_small_burst_is_measured() {
-        let burst = measure_burst(20, 2).unwrap();
-        assert_eq!((burst.starts, burst.threads), (20, 2));
-        assert!(burst.lateness.p50_ms <= burst.lateness.p99_ms);
-        assert!(burst.lateness.max_ms <= burst.elapsed_ms);
+        for path in [SpawnPath::PosixSpawn, SpawnPath::ForkExec] {
+            let burst = measure_burst(20, 2, path).unwrap();
+            assert_eq!((burst.starts, burst.threads), (20, 2), "{path:?}");
+            assert!(burst.lateness.p50_ms <= burst.lateness.p99_ms, "{path:?}");
+            assert!(burst.lateness.max_ms <= burst.elapsed_ms, "{path:?}");
+        }
     }
 }

@@ -10,6 +10,7 @@
 mod api;
 mod cluster;
 mod floor;
+mod peer;
 mod report;
 mod scenario;
 mod verify;
@@ -128,7 +129,7 @@ fn now() -> DateTime<Utc> {
     Utc::now()
 }
 
-fn say(text: &str) {
+pub(crate) fn say(text: &str) {
     eprintln!("[{}] {text}", now().format("%H:%M:%S"));
 }
 
@@ -375,7 +376,7 @@ async fn run_window(
 }
 
 /// The first whole minute at least `settle` from now.
-fn next_minute_after(settle: Duration) -> DateTime<Utc> {
+pub(crate) fn next_minute_after(settle: Duration) -> DateTime<Utc> {
     let earliest = now() + chrono::Duration::from_std(settle).unwrap_or_default();
     let ms = earliest.timestamp_millis();
     let minute = (ms + 59_999) / 60_000 * 60_000;
@@ -502,6 +503,34 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
     say("stopping everything");
     cluster.stop();
     drop(cluster);
+    // The peer runs alone, after distcron, on the same jobs.
+    let peer = match &scenario.peer {
+        Some(spec) => {
+            let jobs = scenario.jobs.iter().map(|g| g.count).sum();
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let python = std::env::var_os("APSCHEDULER_PYTHON")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| root.join("../target/test-venv/bin/python"));
+            let script = root.join("peers/apscheduler_cron.py");
+            let window = Duration::from_secs(scenario.duration_secs);
+            let result = peer::run_apscheduler(
+                &python,
+                &script,
+                spec,
+                jobs,
+                Duration::from_secs(20),
+                window,
+                run_dir,
+            )
+            .await?;
+            say(&format!(
+                "APScheduler: started {} of {}, lateness p99 {:.0} ms",
+                result.started, result.expected_ticks, result.lateness.p99_ms
+            ));
+            Some(result)
+        }
+        None => None,
+    };
     let ramp = !scenario.ramp.is_empty();
     let steps_passed: Vec<bool> = results.iter().map(|s| s.passed).collect();
     let passed = report::scenario_passed(&steps_passed, stopped_by.as_deref());
@@ -517,6 +546,7 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
         processes,
         journal,
         floor: Some(floor),
+        peer,
         passed,
     })
 }

@@ -44,6 +44,9 @@ pub struct Report {
     /// The machine's floor, measured before the scenario.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub floor: Option<crate::floor::Floor>,
+    /// `compare`: the peer, run on the same jobs right after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<crate::peer::PeerResult>,
     /// Every step met its expectations (a ramp's too: a step that misses
     /// ticks fails the scenario, whatever rate came before it).
     pub passed: bool,
@@ -142,7 +145,7 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "Floor, measured on this machine before the scenario with nothing else running ({} spawning thread, as a worker): {:.0} runs a minute of `sh -c true` started, captured and reaped as a worker does ({} in {:.0} ms); a burst of {} starts: lateness p50 / p99 / max {:.1} / {:.1} / {:.1} ms.",
+            "Floor, measured on this machine before the scenario with nothing else running ({} spawning threads, as a worker's `runThreads`): {:.0} runs a minute of `sh -c true` started, captured and reaped as a worker does ({} in {:.0} ms); a burst of {} starts: lateness p50 / p99 / max {:.1} / {:.1} / {:.1} ms.",
             floor.batch.threads,
             floor.runs_per_minute,
             floor.batch.starts,
@@ -152,6 +155,17 @@ pub fn markdown(report: &Report) -> String {
             floor.burst.lateness.p99_ms,
             floor.burst.lateness.max_ms
         );
+        if let Some(fork) = &floor.batch_fork_exec {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "The same {} starts by fork and exec (what a hook in the child, or a pre-forked helper, does) took {:.0} ms: {:.0} runs a minute, against {:.0} by `posix_spawn` (std's default, which workers use).",
+                fork.starts,
+                fork.elapsed_ms,
+                crate::floor::runs_per_minute(fork.starts, fork.elapsed_ms),
+                floor.runs_per_minute
+            );
+        }
         let _ = writeln!(out);
         let _ = writeln!(
             out,
@@ -167,6 +181,57 @@ pub fn markdown(report: &Report) -> String {
                 crate::floor::p99_over_floor_ms(step.result.lateness.p99_ms as f64, floor)
             );
         }
+    }
+    if let (Some(peer), Some(step)) = (&report.peer, report.steps.last()) {
+        let ours = &step.result;
+        let (distcron_cpu, everything_cpu, distcron_rss) = distcron_usage(&report.processes);
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Side by side, one after the other on this machine ({} jobs at second 0 of every minute, {} s each):",
+            peer.jobs, report.scenario.duration_secs
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "| scheduler | ticks expected | started | missed | lateness p50 / p99 / max | CPU s | peak RSS |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| distcron ({} worker(s), {} manager(s), 3 etcd, run log) | {} | {} | {} | {} / {} / {} ms | {:.1} (with etcd and the log store {:.1}) | {:.0} MiB (largest process) |",
+            report.scenario.workers,
+            report.scenario.managers,
+            ours.expected_ticks,
+            ours.runs,
+            ours.missing,
+            ours.lateness.p50_ms,
+            ours.lateness.p99_ms,
+            ours.lateness.max_ms,
+            distcron_cpu,
+            everything_cpu,
+            distcron_rss
+        );
+        let _ = writeln!(
+            out,
+            "| {} (one process, {} threads, no run log) | {} | {} | {} | {:.0} / {:.0} / {:.0} ms | {:.1} | {:.0} MiB |",
+            peer.name,
+            peer.threads,
+            peer.expected_ticks,
+            peer.started,
+            peer.missed,
+            peer.lateness.p50_ms,
+            peer.lateness.p99_ms,
+            peer.lateness.max_ms,
+            peer.cpu_secs,
+            peer.peak_rss_mib
+        );
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "distcron's lateness p99 is **{:.2}x** APScheduler's (the goal: at most 1.05x).",
+            crate::peer::p99_ratio(ours.lateness.p99_ms as f64, peer)
+        );
     }
     if let Some(rate) = report.max_per_minute_with_zero_missing {
         let _ = writeln!(out);
@@ -298,6 +363,21 @@ pub fn write(report: &Report, dir: &Path) -> Result<(), String> {
     std::fs::write(dir.join(format!("{name}.json")), json + "\n")
         .and_then(|()| std::fs::write(dir.join(format!("{name}.md")), markdown(report)))
         .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// CPU seconds of distcron's own processes, of every process, and the
+/// largest peak RSS of distcron's own (MiB).
+pub fn distcron_usage(processes: &[Usage]) -> (f64, f64, f64) {
+    use crate::cluster::Role;
+    let ours = |u: &&Usage| matches!(u.role, Some(Role::Manager | Role::Worker));
+    let cpu = processes.iter().filter(ours).map(|u| u.cpu_secs).sum();
+    let all = processes.iter().map(|u| u.cpu_secs).sum();
+    let rss = processes
+        .iter()
+        .filter(ours)
+        .map(|u| u.peak_rss_mib)
+        .fold(0.0, f64::max);
+    (cpu, all, rss)
 }
 
 #[cfg(test)]

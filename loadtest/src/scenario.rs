@@ -38,6 +38,9 @@ pub struct Scenario {
     /// are counted from it as well as records from the run log.
     #[serde(default)]
     pub ledger: bool,
+    /// `compare`: run APScheduler on the same jobs afterwards.
+    #[serde(default)]
+    pub peer: Option<crate::peer::PeerSpec>,
 }
 
 /// `count` jobs named `<prefix>-00000`...

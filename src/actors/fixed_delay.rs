@@ -170,7 +170,8 @@ impl Handler<DelayFire> for JobActor {
             let (worker_ctx, addr) = (act.ctx.clone(), ctx.address());
             // Outside the actor: the run and its end state outlive it when
             // ownership moves.
-            actix::spawn(async move {
+            let launcher = worker_ctx.limits.launcher.clone();
+            launcher.spawn(async move {
                 let key = delay_key(&spec.job.name);
                 let started = DelayState {
                     last_tick: tick_ms,

@@ -204,13 +204,19 @@ impl JobActor {
 
     fn skip(&mut self, spec: RunSpec, ticket: Ticket) {
         self.counters.skipped += 1;
-        actix::spawn(skip_claimed_tick(self.ctx.clone(), spec, ticket));
+        self.ctx
+            .limits
+            .launcher
+            .spawn(skip_claimed_tick(self.ctx.clone(), spec, ticket));
     }
 
     /// Start the run of a won tick, outside the actor.
     fn start_run(&mut self, spec: RunSpec, ticket: Ticket) {
         self.counters.runs_started += 1;
-        actix::spawn(run_claimed_tick(self.ctx.clone(), spec, ticket));
+        self.ctx
+            .limits
+            .launcher
+            .spawn(run_claimed_tick(self.ctx.clone(), spec, ticket));
     }
 
     /// The first attempt at the run of tick `tick_ms` on this worker.
@@ -444,7 +450,7 @@ async fn run_attempt(
     let (ended, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let register = {
         let (coord, key, lease) = (ctx.coord.clone(), key.clone(), token.lease());
-        actix::spawn(async move {
+        tokio::spawn(async move {
             tokio::select! {
                 _ = ended_rx => return Ok(false),
                 () = tokio::time::sleep(REGISTER_AFTER) => {}

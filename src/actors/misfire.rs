@@ -150,7 +150,10 @@ impl JobActor {
                     act.counters.misfires_claimed += won.len() as u64;
                     let ticks: Vec<i64> = won.iter().map(|(t, _)| *t).collect();
                     tracing::info!(job = %act.job.name, ?ticks, "running missed ticks late");
-                    actix::spawn(run_late(act.ctx.clone(), act.job.clone(), won));
+                    act.ctx
+                        .limits
+                        .launcher
+                        .spawn(run_late(act.ctx.clone(), act.job.clone(), won));
                 }
                 act.stop_if_done(ctx);
             }),
@@ -175,7 +178,9 @@ async fn run_late(ctx: WorkerContext, job: Job, won: Vec<(i64, Ticket)>) {
         };
         match (job.overlap, ctx.overlap_decision(&job)) {
             (Overlap::Allow, _) => {
-                actix::spawn(run_claimed_tick(ctx.clone(), spec, ticket));
+                ctx.limits
+                    .launcher
+                    .spawn(run_claimed_tick(ctx.clone(), spec, ticket));
             }
             (_, OverlapDecision::Start) => run_claimed_tick(ctx.clone(), spec, ticket).await,
             // A late tick never replaces a run in progress.

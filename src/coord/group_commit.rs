@@ -239,7 +239,12 @@ mod tests {
         let claim = |k| put(k, Condition::Absent);
         let confirm = |k| put(k, Condition::ValueIs(b"mine".to_vec()));
         // (why, the batch, what each key held, the puts decided)
-        type Case = (&'static str, Vec<CondPut>, Vec<Option<KeyValue>>, Vec<usize>);
+        type Case = (
+            &'static str,
+            Vec<CondPut>,
+            Vec<Option<KeyValue>>,
+            Vec<usize>,
+        );
         let table: [Case; 4] = [
             (
                 "a claim of a held key is decided, a free one goes again",

@@ -8,6 +8,7 @@
 //! group are ended the same way, and every one is reaped.
 
 pub mod fence;
+pub mod launcher;
 pub mod live;
 pub mod process;
 pub mod slots;
@@ -63,6 +64,8 @@ pub struct RunLimits {
     pub fence: Option<fence::Fence>,
     /// How many runs may go at once (`maxConcurrentRuns`, `maxConcurrent`).
     pub slots: slots::RunSlots,
+    /// Where runs execute (off the actors' thread in a worker).
+    pub launcher: launcher::Launcher,
 }
 
 impl Default for RunLimits {
@@ -74,6 +77,7 @@ impl Default for RunLimits {
             output_linger: Duration::from_millis(200),
             fence: None,
             slots: slots::RunSlots::default(),
+            launcher: launcher::Launcher::default(),
         }
     }
 }
