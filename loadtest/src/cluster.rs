@@ -401,6 +401,27 @@ impl Cluster {
             .sum()
     }
 
+    /// Client requests served and raft proposals committed so far, from
+    /// etcd's own metrics: requests summed over the members, proposals
+    /// from the member that has seen the most (each commits them all).
+    pub fn etcd_requests_and_proposals(&self) -> (u64, u64) {
+        let texts: Vec<String> = self
+            .etcd_endpoints
+            .iter()
+            .filter_map(|e| crate::api::get_text(&format!("http://{e}/metrics")))
+            .collect();
+        let requests = texts
+            .iter()
+            .map(|t| distcron::coord::etcd::client_requests_in_metrics(t))
+            .sum();
+        let proposals = texts
+            .iter()
+            .map(|t| distcron::coord::etcd::proposals_committed_in_metrics(t))
+            .max()
+            .unwrap_or(0);
+        (requests, proposals)
+    }
+
     pub fn usage(&self) -> Vec<Usage> {
         self.etcd
             .iter()

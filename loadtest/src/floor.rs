@@ -150,7 +150,7 @@ pub fn measure_burst(starts: usize, threads: usize, path: SpawnPath) -> std::io:
                     let mut children = Vec::with_capacity(mine);
                     let mut spawned = Vec::with_capacity(mine);
                     for _ in 0..mine {
-                        let mut command = Command::new("sh");
+                        let mut command = Command::new("/bin/sh");
                         command
                             .args(["-c", "true"])
                             .stdin(Stdio::null())

@@ -457,8 +457,14 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
         ));
         sleep_until(from).await;
         let writes_before = cluster.etcd_writes();
+        let (requests_before, proposals_before) = cluster.etcd_requests_and_proposals();
         let chaos = run_window(&mut cluster, scenario, from, to).await?;
         let writes = cluster.etcd_writes().saturating_sub(writes_before);
+        let (requests, proposals) = cluster.etcd_requests_and_proposals();
+        let (requests, proposals) = (
+            requests.saturating_sub(requests_before),
+            proposals.saturating_sub(proposals_before),
+        );
         say(&format!(
             "window over; {} s for the last records",
             scenario.drain_secs
@@ -472,6 +478,8 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
         let step = Step {
             target_per_minute: first_count,
             etcd_writes_per_run: writes as f64 / result.runs.max(1) as f64,
+            etcd_requests_per_run: requests as f64 / result.runs.max(1) as f64,
+            raft_proposals_per_run: proposals as f64 / result.runs.max(1) as f64,
             passed: problems.is_empty(),
             problems,
             result,

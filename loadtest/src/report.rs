@@ -18,6 +18,13 @@ pub struct Step {
     pub result: WindowResult,
     /// etcd client writes (Put, Txn, DeleteRange, all members) per run.
     pub etcd_writes_per_run: f64,
+    /// etcd client requests (every unary call, every stream message: lease
+    /// keep-alives, watches created; all members) per run.
+    #[serde(default)]
+    pub etcd_requests_per_run: f64,
+    /// Raft proposals committed per run.
+    #[serde(default)]
+    pub raft_proposals_per_run: f64,
     /// This step met the scenario's expectations.
     pub passed: bool,
     pub problems: Vec<String>,
@@ -115,14 +122,14 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| target runs/min | window | expected ticks | runs/min | missing | duplicates | failed | lateness p50 / p99 / max | etcd writes/run | result |"
+        "| target runs/min | window | expected ticks | runs/min | missing | duplicates | failed | lateness p50 / p99 / max | etcd requests / writes / raft proposals per run | result |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
     for step in &report.steps {
         let r = &step.result;
         let _ = writeln!(
             out,
-            "| {} | {:.0} s | {} | {:.0} | {} | {} | {} | {} / {} / {} ms | {:.2} | {} |",
+            "| {} | {:.0} s | {} | {:.0} | {} | {} | {} | {} / {} / {} ms | {:.3} / {:.3} / {:.3} | {} |",
             step.target_per_minute,
             r.window_secs,
             r.expected_ticks,
@@ -133,7 +140,9 @@ pub fn markdown(report: &Report) -> String {
             r.lateness.p50_ms,
             r.lateness.p99_ms,
             r.lateness.max_ms,
+            step.etcd_requests_per_run,
             step.etcd_writes_per_run,
+            step.raft_proposals_per_run,
             if step.passed {
                 "pass".to_string()
             } else {

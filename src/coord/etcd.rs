@@ -56,6 +56,38 @@ pub fn client_writes_in_metrics(metrics: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// Requests an etcd member has served its clients, from its Prometheus
+/// text: every unary call (reads, writes, lease grants and revokes) and
+/// every message clients sent on a stream (each lease keep-alive, each
+/// watch created). What the load test reports as etcd requests per run.
+pub fn client_requests_in_metrics(metrics: &str) -> u64 {
+    let value = |l: &str| l.rsplit(' ').next()?.parse::<f64>().ok();
+    let unary = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("grpc_server_handled_total{") && l.contains("grpc_type=\"unary\"")
+        })
+        .filter_map(value);
+    let streamed = metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("grpc_server_msg_received_total{") && !l.contains("grpc_type=\"unary\"")
+        })
+        .filter_map(value);
+    unary.chain(streamed).sum::<f64>() as u64
+}
+
+/// Raft proposals an etcd member has seen committed
+/// (`etcd_server_proposals_committed_total`; every member commits the
+/// same ones, so take one member's, the largest).
+pub fn proposals_committed_in_metrics(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("etcd_server_proposals_committed_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
 impl EtcdOptions {
     pub fn new(endpoints: Vec<String>, prefix: &str) -> EtcdOptions {
         EtcdOptions {
@@ -674,5 +706,25 @@ grpc_server_started_total{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_
 "#;
         assert_eq!(client_writes_in_metrics(metrics), 17);
         assert_eq!(client_writes_in_metrics(""), 0);
+    }
+
+    #[test]
+    fn client_requests_count_unary_calls_and_stream_messages() {
+        let metrics = r#"grpc_server_handled_total{grpc_code="OK",grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"} 5
+grpc_server_handled_total{grpc_code="OK",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"} 7
+grpc_server_handled_total{grpc_code="OK",grpc_method="LeaseGrant",grpc_service="etcdserverpb.Lease",grpc_type="unary"} 1
+grpc_server_handled_total{grpc_code="Canceled",grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"} 3
+grpc_server_msg_received_total{grpc_method="LeaseKeepAlive",grpc_service="etcdserverpb.Lease",grpc_type="bidi_stream"} 20
+grpc_server_msg_received_total{grpc_method="Watch",grpc_service="etcdserverpb.Watch",grpc_type="bidi_stream"} 4
+grpc_server_msg_received_total{grpc_method="Txn",grpc_service="etcdserverpb.KV",grpc_type="unary"} 5
+etcd_server_proposals_committed_total 1234
+etcd_server_proposals_committed_total_other 9
+"#;
+        assert_eq!(
+            super::client_requests_in_metrics(metrics),
+            5 + 7 + 1 + 20 + 4
+        );
+        assert_eq!(super::proposals_committed_in_metrics(metrics), 1234);
+        assert_eq!(super::proposals_committed_in_metrics(""), 0);
     }
 }
