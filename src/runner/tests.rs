@@ -63,7 +63,9 @@ fn build_command_sets_shell_environment_and_directory() {
     let inherited = [("PATH".to_string(), "/usr/bin:/bin".to_string())];
     let command = build_command(&s, &inherited).unwrap();
     let std = command.as_std();
-    assert_eq!(std.get_program(), "sh");
+    // By absolute path: with a bare name and PATH in the child's environment,
+    // std forks instead of using posix_spawn.
+    assert_eq!(std.get_program(), "/bin/sh");
     assert_eq!(std.get_args().collect::<Vec<_>>(), ["-c", "echo hi"]);
     let envs: Vec<(String, String)> = std
         .get_envs()
