@@ -50,7 +50,7 @@ fn read_ledger(path: &std::path::Path) -> Vec<Execution> {
 }
 
 /// Wait for the next instant 2.3 s past a ten-second boundary: the long
-/// jobs' runs (every 10 s, 6 s long) are then in progress.
+/// jobs' runs (every 10 s, 8 s long) are then in progress.
 async fn mid_long_runs() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     while (now_ms() % 10_000 - 2_300).abs() > 60 {
@@ -92,7 +92,7 @@ async fn fenced(runs: &[Execution], since: tokio::time::Instant, limit: Duration
 }
 
 /// Three workers (lease 4 s) run 30 every-second jobs and 6 long jobs
-/// (`overlap: forbid`, 6 s every 10 s, two of them `onLost: rerun`) while,
+/// (`overlap: forbid`, 8 s every 10 s, two of them `onLost: rerun`) while,
 /// in turn, a worker is stopped gracefully with long runs in progress and
 /// started again, one is SIGKILLed and started again, one is frozen past
 /// its lease and resumed, and a fourth joins. Counted from the commands'
@@ -114,8 +114,12 @@ async fn every_fault_runs_each_tick_exactly_once_by_ledger() {
         "echo \"run $DISTCRON_JOB $DISTCRON_TICK $DISTCRON_RUN_ID\" >> {}",
         ledger.display()
     );
+    // 8 s long: a run caught at 2.3 s must still be running when the fence
+    // kills it (by the freeze plus the lease, 6.3 s); at 6 s, the run could
+    // end on its own first, and the frozen worker then rightly recorded
+    // `succeeded`.
     let long_command = format!(
-        "flock -n {d}/$DISTCRON_JOB.lock sh -c 'echo \"start $DISTCRON_JOB $DISTCRON_TICK $DISTCRON_RUN_ID $$\" >> {l}; sleep 6' \
+        "flock -n {d}/$DISTCRON_JOB.lock sh -c 'echo \"start $DISTCRON_JOB $DISTCRON_TICK $DISTCRON_RUN_ID $$\" >> {l}; sleep 8' \
          || echo \"overlap $DISTCRON_JOB $DISTCRON_TICK $DISTCRON_RUN_ID\" >> {l}",
         d = dir.display(),
         l = ledger.display()
@@ -228,6 +232,7 @@ async fn every_fault_runs_each_tick_exactly_once_by_ledger() {
     let (mut checked, mut missing, mut twice, mut died_with_worker) =
         (0, Vec::new(), Vec::new(), Vec::new());
     let mut lost_seen = HashSet::new();
+    let mut status_of: HashMap<String, Vec<String>> = HashMap::new();
     for job in &jobs {
         let records: Vec<RunRecord> = run_log
             .page(&RunQuery {
@@ -244,6 +249,12 @@ async fn every_fault_runs_each_tick_exactly_once_by_ledger() {
         let ended_on_resume = |r: &RunRecord| {
             r.worker == "w3" && matches!(r.status, RunStatus::Killed | RunStatus::Failed)
         };
+        for run in &records {
+            status_of
+                .entry(run.run_id.clone())
+                .or_default()
+                .push(format!("{:?} by {}", run.status, run.worker));
+        }
         for run in records
             .iter()
             .filter(|r| r.status == RunStatus::Lost || ended_on_resume(r))
@@ -308,10 +319,13 @@ async fn every_fault_runs_each_tick_exactly_once_by_ledger() {
         !expected_lost.is_empty(),
         "the test should catch long runs in progress"
     );
-    let unrecorded: Vec<&String> = expected_lost.difference(&lost_seen).collect();
+    let unrecorded: Vec<(&String, Option<&Vec<String>>)> = expected_lost
+        .difference(&lost_seen)
+        .map(|id| (id, status_of.get(id)))
+        .collect();
     assert!(
         unrecorded.is_empty(),
-        "long runs caught on dead workers without a record of their end: {unrecorded:?}"
+        "long runs caught on dead workers without a record of their end (id, records): {unrecorded:?}"
     );
 }
 
