@@ -120,6 +120,43 @@ macro_rules! contract_suite {
                 assert!(c.list_first("jobs/", 0).await.unwrap().is_empty());
             }
 
+            /// More keys than one page (10,000) and more bytes than one gRPC
+            /// message (4 MiB) in a page: all of them, in key order, nothing
+            /// from a neighbouring prefix.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn list_reads_a_prefix_larger_than_a_page_and_a_message() {
+                let Some(c) = super::$engine().await else {
+                    return;
+                };
+                let value = |i: usize| format!("{i:05}{}", "v".repeat(500)).into_bytes();
+                let mut last_revision = 0;
+                for chunk in (0..10_100).collect::<Vec<usize>>().chunks(100) {
+                    let puts: Vec<distcron::coord::CondPut> = chunk
+                        .iter()
+                        .map(|i| distcron::coord::CondPut {
+                            key: format!("big/{i:05}"),
+                            when: distcron::coord::Condition::Absent,
+                            value: value(*i),
+                            lease: None,
+                        })
+                        .collect();
+                    match c.put_all_if(&puts).await.unwrap() {
+                        distcron::coord::BatchPut::AllPut { revision } => last_revision = revision,
+                        other => panic!("fresh keys not put: {other:?}"),
+                    }
+                }
+                c.put("bigx/z", b"other prefix".to_vec(), None)
+                    .await
+                    .unwrap();
+                let (kvs, revision) = c.list("big/").await.unwrap();
+                assert_eq!(kvs.len(), 10_100, "every key under the prefix");
+                for (i, kv) in kvs.iter().enumerate() {
+                    assert_eq!(kv.key, format!("big/{i:05}"), "key order");
+                    assert_eq!(kv.value, value(i), "the value of {}", kv.key);
+                }
+                assert!(revision >= last_revision, "{revision} < {last_revision}");
+            }
+
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn put_if_absent_names_the_holder() {
                 let Some(c) = super::$engine().await else {

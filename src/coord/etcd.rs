@@ -327,6 +327,93 @@ fn unavailable(e: etcd_client::Error) -> CoordError {
     CoordError::Unavailable(e.to_string())
 }
 
+/// Keys a page of a listing asks for: about 1 MiB of tick claims, 2.5 MiB
+/// of typical job definitions. One Range over a whole prefix passed gRPC's
+/// 4 MiB message limit once a prefix grew (the managers' sweep of `ticks/`
+/// from about 8,000 ticks a minute, as claims are kept five minutes) and
+/// then failed every time, while etcd built the whole answer each time.
+const LIST_PAGE: i64 = 10_000;
+
+/// How often a listing starts over when history is compacted under it.
+const LIST_RESTARTS: u32 = 3;
+
+enum ListError {
+    /// The listing's revision was compacted between two pages.
+    Compacted,
+    Etcd(etcd_client::Error),
+}
+
+/// The end of the key range holding every key that starts with `prefix`
+/// (etcd's convention: the prefix with its last byte below 0xff raised by
+/// one; all of the keyspace, `\0`, when there is none).
+fn prefix_range_end(prefix: &[u8]) -> Vec<u8> {
+    match prefix.iter().rposition(|b| *b < 0xff) {
+        Some(i) => {
+            let mut end = prefix[..=i].to_vec();
+            end[i] += 1;
+            end
+        }
+        None => vec![0],
+    }
+}
+
+/// The answer was larger than the client takes in one message.
+fn too_large(e: &etcd_client::Error) -> bool {
+    e.to_string().contains("message length too large")
+}
+
+fn compacted(e: &etcd_client::Error) -> bool {
+    e.to_string()
+        .contains("required revision has been compacted")
+}
+
+impl EtcdCoordinator {
+    /// Every key under `prefix`, read [`LIST_PAGE`] keys at a time, every
+    /// page at the first page's revision (one consistent snapshot). A page
+    /// too large for a gRPC message is asked again at half the keys.
+    async fn list_in_pages(
+        &self,
+        prefix: &str,
+    ) -> std::result::Result<(Vec<KeyValue>, Revision), ListError> {
+        let mut from = self.full_key(prefix).into_bytes();
+        let end = prefix_range_end(&from);
+        let (mut kvs, mut revision, mut page) = (Vec::new(), 0, LIST_PAGE);
+        loop {
+            let options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(page)
+                .with_revision(revision);
+            let answer = self
+                .call(|mut c| {
+                    let (from, options) = (from.clone(), options.clone());
+                    async move { c.get(from, Some(options)).await }
+                })
+                .await;
+            let resp = match answer {
+                Ok(resp) => resp,
+                Err(e) if too_large(&e) && page > 1 => {
+                    page /= 2;
+                    continue;
+                }
+                Err(e) if compacted(&e) => return Err(ListError::Compacted),
+                Err(e) => return Err(ListError::Etcd(e)),
+            };
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            kvs.extend(resp.kvs().iter().map(|kv| self.to_key_value(kv)));
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    // The next page starts right after the last key read.
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok((kvs, revision)),
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Coordinator for EtcdCoordinator {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
@@ -342,19 +429,21 @@ impl Coordinator for EtcdCoordinator {
     }
 
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, Revision)> {
-        let full = self.full_key(prefix);
-        let resp = self
-            .call(|mut c| {
-                let full = full.clone();
-                async move { c.get(full, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await
-            .map_err(unavailable)?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        Ok((
-            resp.kvs().iter().map(|kv| self.to_key_value(kv)).collect(),
-            revision,
-        ))
+        let mut restarts = 0;
+        loop {
+            match self.list_in_pages(prefix).await {
+                // History was compacted between two pages: list again.
+                Err(ListError::Compacted) if restarts < LIST_RESTARTS => restarts += 1,
+                Err(ListError::Compacted) => {
+                    return Err(CoordError::Unavailable(format!(
+                        "listing {prefix}: history compacted under the listing {} times",
+                        restarts + 1
+                    )));
+                }
+                Err(ListError::Etcd(e)) => return Err(unavailable(e)),
+                Ok(listing) => return Ok(listing),
+            }
+        }
     }
 
     async fn list_first(&self, prefix: &str, limit: u64) -> Result<Vec<KeyValue>> {
@@ -693,7 +782,22 @@ enum Pump {
 
 #[cfg(test)]
 mod tests {
-    use super::client_writes_in_metrics;
+    use super::{client_writes_in_metrics, prefix_range_end};
+
+    #[test]
+    fn a_prefix_range_ends_past_every_key_that_starts_with_it() {
+        let cases: [(&[u8], &[u8]); 5] = [
+            (b"/d/ticks/", b"/d/ticks0"),
+            (b"a", b"b"),
+            (b"a\xff", b"b"),
+            (b"a\xfe\xff\xff", b"a\xff"),
+            (b"\xff\xff", b"\0"),
+        ];
+        for (prefix, end) in cases {
+            assert_eq!(prefix_range_end(prefix), end, "{prefix:?}");
+        }
+        assert_eq!(prefix_range_end(b""), b"\0");
+    }
 
     #[test]
     fn client_writes_count_put_txn_and_delete_range_only() {
