@@ -39,6 +39,34 @@ pub struct Usage {
     pub role: Option<Role>,
     pub cpu_secs: f64,
     pub peak_rss_mib: f64,
+    /// Lines of a distcron process's log at WARN or ERROR.
+    pub warnings: u64,
+    /// The most frequent of them (their start, and how many).
+    pub frequent_warnings: Vec<(String, u64)>,
+}
+
+/// How many of a log's lines are at WARN or ERROR (tracing's text format:
+/// the level follows the timestamp), and the `most` most frequent ones,
+/// told apart by their first 100 characters after the timestamp.
+pub fn warnings_in_log(text: &str, most: usize) -> (u64, Vec<(String, u64)>) {
+    let mut count = 0;
+    let mut by_start: std::collections::HashMap<String, u64> = Default::default();
+    for line in text.lines() {
+        let Some((_, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        if !(rest.starts_with("WARN ") || rest.starts_with("ERROR ")) {
+            continue;
+        }
+        count += 1;
+        let start: String = rest.chars().take(100).collect();
+        *by_start.entry(start).or_default() += 1;
+    }
+    let mut frequent: Vec<(String, u64)> = by_start.into_iter().collect();
+    frequent.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    frequent.truncate(most);
+    (count, frequent)
 }
 
 pub struct Proc {
@@ -86,6 +114,11 @@ impl Proc {
         }
         usage.name = self.name.clone();
         usage.role = Some(self.role);
+        // The log holds every incarnation's lines.
+        if matches!(self.role, Role::Manager | Role::Worker) {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            (usage.warnings, usage.frequent_warnings) = warnings_in_log(&text, 3);
+        }
         usage
     }
 
@@ -488,4 +521,31 @@ pub fn wait_until(
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::warnings_in_log;
+
+    #[test]
+    fn warnings_are_counted_and_grouped_by_their_start() {
+        let log = "\
+2026-12-04T14:33:47.986211Z  WARN distcron::missed: the sweep failed; will retry error=a
+2026-12-04T14:33:57.899484Z  WARN distcron::missed: the sweep failed; will retry error=a
+2026-12-04T14:34:00.000000Z  INFO distcron::worker: started
+2026-12-04T14:34:01.000000Z ERROR distcron::runlog: flush failed
+not a log line
+2026-12-04T14:34:02.000000Z DEBUG distcron::coord: WARN in a message is not a level
+";
+        let (count, frequent) = warnings_in_log(log, 1);
+        assert_eq!(count, 3);
+        assert_eq!(
+            frequent,
+            [(
+                "WARN distcron::missed: the sweep failed; will retry error=a".to_string(),
+                2
+            )]
+        );
+        assert_eq!(warnings_in_log("", 3), (0, vec![]));
+    }
 }
