@@ -39,8 +39,9 @@ pub struct Usage {
     pub role: Option<Role>,
     pub cpu_secs: f64,
     pub peak_rss_mib: f64,
-    /// Lines of a distcron process's log at WARN or ERROR.
-    pub warnings: u64,
+    /// Lines of a distcron process's log at WARN or ERROR (`None`: another
+    /// program's log, not read).
+    pub warnings: Option<u64>,
     /// The most frequent of them (their start, and how many).
     pub frequent_warnings: Vec<(String, u64)>,
 }
@@ -114,10 +115,18 @@ impl Proc {
         }
         usage.name = self.name.clone();
         usage.role = Some(self.role);
-        // The log holds every incarnation's lines.
+        usage
+    }
+
+    /// [`Proc::usage`] and, for distcron's own processes, the warnings in
+    /// its log, which holds every incarnation's lines: read once, for the
+    /// report.
+    fn usage_with_warnings(&self) -> Usage {
+        let mut usage = self.usage();
         if matches!(self.role, Role::Manager | Role::Worker) {
             let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            (usage.warnings, usage.frequent_warnings) = warnings_in_log(&text, 3);
+            let (count, frequent) = warnings_in_log(&text, 3);
+            (usage.warnings, usage.frequent_warnings) = (Some(count), frequent);
         }
         usage
     }
@@ -461,7 +470,7 @@ impl Cluster {
             .chain(std::iter::once(&self.log_store))
             .chain(&self.managers)
             .chain(&self.workers)
-            .map(Proc::usage)
+            .map(Proc::usage_with_warnings)
             .collect()
     }
 

@@ -344,19 +344,14 @@ pub fn markdown(report: &Report) -> String {
     );
     let _ = writeln!(out, "|---|---|---|---|");
     for p in &report.processes {
-        let warnings = match p.role {
-            Some(crate::cluster::Role::Manager | crate::cluster::Role::Worker) => {
-                p.warnings.to_string()
-            }
-            _ => "-".to_string(),
-        };
+        let warnings = p.warnings.map_or("-".to_string(), |n| n.to_string());
         let _ = writeln!(
             out,
             "| {} | {:.1} | {:.0} MiB | {warnings} |",
             p.name, p.cpu_secs, p.peak_rss_mib
         );
     }
-    for p in report.processes.iter().filter(|p| p.warnings > 0) {
+    for p in report.processes.iter().filter(|p| p.warnings > Some(0)) {
         let _ = writeln!(out);
         let _ = writeln!(out, "Most frequent warnings of {}:", p.name);
         for (start, n) in &p.frequent_warnings {
