@@ -64,9 +64,12 @@ pub struct JobActor {
     /// Ownership moved: keep firing until a claim shows the new owner at
     /// work (or the supervisor's handover ends), then stop.
     pub(super) handing_over: bool,
-    /// A claim failed (no session, or no answer): once claims get answers
-    /// again, look back for the ticks missed meanwhile.
-    pub(super) claims_failing: bool,
+    /// A look back is armed because claims failed.
+    pub(super) recheck_armed: bool,
+    /// The newest tick whose claim failed (no session, or no answer) that
+    /// no successful look back has covered yet: until one has, looking
+    /// back goes on.
+    pub(super) failed_through: Option<i64>,
 }
 
 /// Look back for missed ticks now (the worker has a new session, or claims
@@ -154,7 +157,8 @@ impl JobActor {
             in_flight: 0,
             stopping: false,
             handing_over: false,
-            claims_failing: false,
+            recheck_armed: false,
+            failed_through: None,
         }
     }
 
@@ -301,8 +305,9 @@ async fn confirmed(
 }
 
 /// A confirm whose answer was lost with the session: once a new session
-/// has revoked the old one, an unconfirmed claim is gone (the tick is free
-/// for a look back) and a confirmed one is still ours: run it then.
+/// has revoked the old one, an unconfirmed claim is gone (the tick is free:
+/// look back for it, as its owner may have done too early) and a confirmed
+/// one is still ours: run it then.
 async fn settle_unknown(
     ctx: &WorkerContext,
     spec: &RunSpec,
@@ -336,7 +341,8 @@ async fn settle_unknown(
         }
     };
     if kv.is_none_or(|kv| kv.value != ticket.claim.value) {
-        tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "the lost confirm had not landed: the tick is free for a look back");
+        tracing::warn!(job = %spec.job.name, tick = spec.plan_time, "the lost confirm had not landed: looking back for the freed tick");
+        super::misfire::run_freed(ctx.clone(), spec.clone()).await;
         return None;
     }
     let (_, token) = ctx.lock.send(CurrentSession).await.ok()??;
@@ -604,7 +610,7 @@ impl JobActor {
                     let schedule_time = act.ctx.clock.now_ms();
                     let answered = matches!(result, Ok(Ok(ClaimOutcome::Won(_) | ClaimOutcome::Lost { .. })));
                     if !answered {
-                        act.claims_failed(ctx);
+                        act.claims_failed(tick_ms, ctx);
                     }
                     match result {
                         Ok(Ok(ClaimOutcome::Won(ticket))) => {

@@ -15,6 +15,7 @@
 use std::collections::BTreeSet;
 
 use actix::prelude::*;
+use futures_util::future::BoxFuture;
 
 use super::context::{OverlapDecision, WorkerContext};
 use super::job::{JobActor, run_claimed_tick, run_id, skip_claimed_tick};
@@ -67,36 +68,45 @@ pub fn late_ticks(policy: Misfire, due: &[i64], claimed: &BTreeSet<i64>) -> Vec<
 const RECHECK_WHILE_FAILING: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl JobActor {
-    /// A claim (or a look back) got no answer: look back again shortly,
-    /// until a look back succeeds, rather than at the next tick of the
-    /// schedule, which may be an hour away.
-    pub(super) fn claims_failed(&mut self, ctx: &mut Context<Self>) {
-        if std::mem::replace(&mut self.claims_failing, true) {
+    /// The claim of `tick_ms` (or a look back up to it) got no answer: look
+    /// back again shortly, until a look back has succeeded at or after that
+    /// tick, rather than at the next tick of the schedule, which may be an
+    /// hour away.
+    pub(super) fn claims_failed(&mut self, tick_ms: i64, ctx: &mut Context<Self>) {
+        self.failed_through = self.failed_through.max(Some(tick_ms));
+        if std::mem::replace(&mut self.recheck_armed, true) {
             return; // a recheck is already armed
         }
         ctx.run_later(RECHECK_WHILE_FAILING, |act, ctx| {
-            act.claims_failing = false;
+            act.recheck_armed = false;
             if !act.stopping {
                 act.recover_misfires(ctx);
             }
         });
     }
 
+    /// A look back up to `now_ms` succeeded: the failed claims it covered
+    /// are settled; one of a tick still ahead (claimed a second early)
+    /// needs another.
+    fn looked_back(&mut self, now_ms: i64, ctx: &mut Context<Self>) {
+        match self.failed_through {
+            Some(tick) if tick > now_ms => self.claims_failed(tick, ctx),
+            _ => self.failed_through = None,
+        }
+    }
+
     /// Look back over the misfire window and run late the ticks nobody
     /// claimed.
     pub(super) fn recover_misfires(&mut self, ctx: &mut Context<Self>) {
-        if self.schedule.fixed_delay().is_some() {
-            return; // a fixed-delay chain resumes from its own state
-        }
-        let (policy, window) = self.job.misfire_rule(self.ctx.misfire_window);
-        let window = window.min(self.ctx.claims.policy().max_misfire_window());
-        if policy == Misfire::Skip || window.is_zero() {
-            return;
-        }
         let now = self.ctx.clock.now_ms();
-        let after = (now - window.as_millis() as i64).max(self.job.updated_at.unwrap_or(0));
+        let Some((policy, after)) = look_back_from(&self.ctx, &self.job, &self.schedule, now)
+        else {
+            self.failed_through = None;
+            return;
+        };
         let due = due_ticks(&self.schedule, after, now, MAX_LATE_TICKS);
         let Some(&oldest) = due.first() else {
+            self.looked_back(now, ctx);
             return;
         };
         let (claims, name) = (self.ctx.claims.clone(), self.job.name.clone());
@@ -112,10 +122,11 @@ impl JobActor {
                             if !late.is_empty() {
                                 act.claim_late(late, ctx);
                             }
+                            act.looked_back(now, ctx);
                         }
                         Err(error) => {
                             tracing::warn!(job = %act.job.name, %error, "cannot read the job's claims to find missed ticks");
-                            act.claims_failed(ctx);
+                            act.claims_failed(now, ctx);
                         }
                     }
                     act.stop_if_done(ctx);
@@ -129,13 +140,13 @@ impl JobActor {
         self.in_flight += 1;
         ctx.spawn(
             async move {
-                let (mut won, mut failed) = (Vec::new(), false);
+                let (mut won, mut failed) = (Vec::new(), None);
                 for tick_ms in late {
                     let claim = ClaimTick::of(&name, tick_ms);
                     match lock.send(claim).await {
                         Ok(Ok(ClaimOutcome::Won(ticket))) => won.push((tick_ms, ticket)),
                         Ok(Ok(ClaimOutcome::Lost { .. })) => {}
-                        _ => failed = true,
+                        _ => failed = Some(tick_ms),
                     }
                 }
                 (won, failed)
@@ -143,17 +154,21 @@ impl JobActor {
             .into_actor(self)
             .map(|(won, failed), act, ctx| {
                 act.in_flight -= 1;
-                if failed {
-                    act.claims_failed(ctx);
+                if let Some(tick_ms) = failed {
+                    act.claims_failed(tick_ms, ctx);
                 }
                 if !won.is_empty() {
                     act.counters.misfires_claimed += won.len() as u64;
                     let ticks: Vec<i64> = won.iter().map(|(t, _)| *t).collect();
                     tracing::info!(job = %act.job.name, ?ticks, "running missed ticks late");
+                    let won = won
+                        .into_iter()
+                        .map(|(tick, ticket)| (late_spec(&act.ctx, &act.job, tick), ticket))
+                        .collect();
                     act.ctx
                         .limits
                         .launcher
-                        .spawn(run_late(act.ctx.clone(), act.job.clone(), won));
+                        .spawn(run_late(act.ctx.clone(), won));
                 }
                 act.stop_if_done(ctx);
             }),
@@ -161,22 +176,110 @@ impl JobActor {
     }
 }
 
+/// What a look back at `now_ms` considers: the job's misfire policy and
+/// the instant after which its ticks count as missed. `None` for jobs that
+/// never run a tick late (a fixed-delay chain resumes from its own state).
+fn look_back_from(
+    ctx: &WorkerContext,
+    job: &Job,
+    schedule: &Schedule,
+    now_ms: i64,
+) -> Option<(Misfire, i64)> {
+    let (policy, window) = job.misfire_rule(ctx.misfire_window);
+    let window = window.min(ctx.claims.policy().max_misfire_window());
+    if schedule.fixed_delay().is_some() || policy == Misfire::Skip || window.is_zero() {
+        return None;
+    }
+    let after = (now_ms - window.as_millis() as i64).max(job.updated_at.unwrap_or(0));
+    Some((policy, after))
+}
+
+/// Whether a run freed after a lost confirm is run late now, given the
+/// ticks a look back at this instant would run (`None`: the run is not a
+/// scheduled tick, but asked for or chained, and is run if it is still
+/// younger than `oldest_ms`, the claims' guard). Pure, for table tests.
+pub fn runs_freed(plan_time: i64, late: Option<&[i64]>, oldest_ms: i64) -> bool {
+    match late {
+        Some(late) => late.contains(&plan_time),
+        None => plan_time > oldest_ms,
+    }
+}
+
+/// How long a freed run keeps trying to be claimed again (no session yet,
+/// no answer), at most: its misfire window ends it sooner.
+const FREED_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A run this worker won but never started: its confirm got no answer
+/// before the session ended, and revoking that session freed its claim.
+/// The job's owner may have looked back while the old session still held
+/// the claim, and seen the tick taken; nobody else knows it is free. So
+/// look back for it here, under the job's misfire policy: claim it again on
+/// the new session (a peer looking back at once still runs it once) and run
+/// it late. Boxed: it runs through [`run_claimed_tick`], which calls it.
+pub fn run_freed(ctx: WorkerContext, spec: RunSpec) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let (name, tick) = (spec.job.name.clone(), spec.plan_time);
+        let scheduled = spec.requested_by.is_none() && spec.triggered_by.is_none();
+        let at = chrono::DateTime::from_timestamp_millis(tick).unwrap_or_default();
+        let Ok(schedule) = spec.job.validate(at) else {
+            return; // no longer a valid definition: the sweep records the tick
+        };
+        let give_up = tokio::time::Instant::now() + FREED_PATIENCE;
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            let now = ctx.clock.now_ms();
+            let decided = if scheduled {
+                let Some((policy, after)) = look_back_from(&ctx, &spec.job, &schedule, now) else {
+                    return;
+                };
+                let due = due_ticks(&schedule, after, now, MAX_LATE_TICKS);
+                let from = due.first().copied().unwrap_or(tick);
+                let claimed = ctx.claims.claimed_since(&name, from).await;
+                claimed
+                    .map(|claimed| runs_freed(tick, Some(&late_ticks(policy, &due, &claimed)), 0))
+            } else {
+                let guard = ctx.claims.policy().max_misfire_window().as_millis() as i64;
+                Ok(runs_freed(tick, None, now - guard))
+            };
+            let claim = ClaimTick {
+                job: name.clone(),
+                tick_ms: tick,
+                after: spec.triggered_by.clone(),
+            };
+            let outcome = match decided {
+                Ok(false) => return,
+                Ok(true) => ctx.lock.send(claim).await.ok().and_then(Result::ok),
+                Err(_) => None,
+            };
+            match outcome {
+                Some(ClaimOutcome::Won(ticket)) => {
+                    tracing::warn!(job = %name, tick, "claimed the freed tick again: running it late");
+                    let spec = RunSpec {
+                        schedule_time: ctx.clock.now_ms(),
+                        ..spec
+                    };
+                    run_late(ctx, vec![(spec, ticket)]).await;
+                    return;
+                }
+                // A peer's look back took it.
+                Some(ClaimOutcome::Lost { .. }) => return,
+                Some(ClaimOutcome::NoSession) | None => {}
+            }
+            if tokio::time::Instant::now() >= give_up {
+                tracing::warn!(job = %name, tick, "cannot claim the freed tick again; leaving it to the managers' sweep");
+                return;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(std::time::Duration::from_secs(2));
+        }
+    })
+}
+
 /// Run won late ticks: at once under `overlap: allow`, otherwise one after
 /// another, each skipped if another run of the job is then in progress.
-async fn run_late(ctx: WorkerContext, job: Job, won: Vec<(i64, Ticket)>) {
-    for (tick_ms, ticket) in won {
-        let spec = RunSpec {
-            params: Default::default(),
-            triggered_by: None,
-            run_id: run_id(&job.name, tick_ms, &ctx.worker_id),
-            worker: ctx.worker_id.clone(),
-            plan_time: tick_ms,
-            schedule_time: ctx.clock.now_ms(),
-            attempt: 0,
-            requested_by: None,
-            job: job.clone(),
-        };
-        match (job.overlap, ctx.overlap_decision(&job)) {
+async fn run_late(ctx: WorkerContext, won: Vec<(RunSpec, Ticket)>) {
+    for (spec, ticket) in won {
+        match (spec.job.overlap, ctx.overlap_decision(&spec.job)) {
             (Overlap::Allow, _) => {
                 ctx.limits
                     .launcher
@@ -188,6 +291,21 @@ async fn run_late(ctx: WorkerContext, job: Job, won: Vec<(i64, Ticket)>) {
                 skip_claimed_tick(ctx.clone(), spec, ticket).await
             }
         }
+    }
+}
+
+/// The run of a missed tick, found by a look back.
+fn late_spec(ctx: &WorkerContext, job: &Job, tick_ms: i64) -> RunSpec {
+    RunSpec {
+        params: Default::default(),
+        triggered_by: None,
+        run_id: run_id(&job.name, tick_ms, &ctx.worker_id),
+        worker: ctx.worker_id.clone(),
+        plan_time: tick_ms,
+        schedule_time: ctx.clock.now_ms(),
+        attempt: 0,
+        requested_by: None,
+        job: job.clone(),
     }
 }
 
@@ -216,6 +334,28 @@ mod tests {
                 late_ticks(policy, &due, &set(claimed)),
                 expected,
                 "{policy:?} with {claimed:?} claimed"
+            );
+        }
+    }
+
+    #[test]
+    fn a_freed_run_runs_late_as_a_look_back_would_run_it() {
+        // (plan time, the ticks a look back would run now, claims' guard)
+        let table: [(i64, Option<&[i64]>, i64, bool); 6] = [
+            (30, Some(&[10, 30]), 0, true),
+            // `latest` runs a newer free tick instead, or one was claimed.
+            (30, Some(&[40]), 0, false),
+            (30, Some(&[]), 0, false),
+            // Asked for or chained: run while the claims still guard it.
+            (30, None, 29, true),
+            (30, None, 30, false),
+            (30, None, 45, false),
+        ];
+        for (plan_time, late, oldest, runs) in table {
+            assert_eq!(
+                runs_freed(plan_time, late, oldest),
+                runs,
+                "{plan_time} with {late:?}, oldest {oldest}"
             );
         }
     }

@@ -691,3 +691,30 @@ async fn a_chained_run_seen_twice_runs_once_and_names_its_parent() {
             .is_some()
     );
 }
+
+#[actix_rt::test]
+async fn a_won_tick_whose_confirm_never_landed_is_run_late_by_its_winner() {
+    use std::sync::atomic::Ordering::SeqCst;
+    tokio::time::pause();
+    let faulty = Arc::new(crate::coord::faulty::Faulty::in_memory());
+    let mut rig = rig_on(faulty.clone());
+    rig.ctx.misfire_window = Duration::from_secs(60);
+    let mut job = Job::new("steady", "true", "* * * * * *");
+    job.updated_at = Some(START_MS);
+    let actor = job_actor(&rig, job);
+    // Tick 3 is won at 2.5 s (claims go 0.5 s ahead). At 2.7 s etcd goes
+    // away, before its confirm, for longer than the session's TTL, and the
+    // job moves to another owner, whose look back saw the tick claimed:
+    // only the winner knows the tick is free once its old session is gone.
+    pass_settled(&rig, Duration::from_millis(2_700)).await;
+    faulty.down.store(true, SeqCst);
+    actor.send(StopJob).await.unwrap();
+    pass_settled(&rig, Duration::from_secs(15)).await;
+    faulty.down.store(false, SeqCst);
+    pass_settled(&rig, Duration::from_secs(5)).await;
+    assert_eq!(
+        ticks_run(&rig),
+        [1, 2, 3],
+        "tick 3 ran once, late, on the worker that had won it"
+    );
+}
