@@ -18,6 +18,7 @@ use etcd_client::{
 };
 use tokio::sync::mpsc;
 
+use super::keepers::{ANSWER_WITHIN, Keepers};
 use super::{
     BatchPut, Claim, CondPut, Condition, CoordError, Coordinator, KeyValue, LeaseId, Result,
     Revision, WatchEvent, WatchItem, WatchStream, ttl_seconds,
@@ -124,6 +125,8 @@ pub struct EtcdCoordinator {
     /// Endpoints taken out of the balancer after a refused connection,
     /// until a probe finds them listening again.
     quarantined: Arc<Mutex<HashSet<String>>>,
+    /// Open keep-alive streams, by lease.
+    keepers: Keepers,
 }
 
 /// How often a quarantined endpoint is probed.
@@ -159,6 +162,7 @@ impl EtcdCoordinator {
             prefix: options.prefix,
             endpoints: Arc::new(endpoints),
             quarantined: Arc::default(),
+            keepers: Keepers::default(),
         })
     }
 
@@ -281,6 +285,43 @@ impl EtcdCoordinator {
                 }
             }
         });
+    }
+
+    /// Refresh `lease` on its open stream, opening one first if needed
+    /// (the opening is itself a refresh, but its answer's TTL is not
+    /// returned, so the first refresh of a stream costs two).
+    async fn refresh_on(
+        &self,
+        open: &mut Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>,
+        lease: LeaseId,
+    ) -> Result<Duration> {
+        let (keeper, stream) = match open {
+            Some(open) => open,
+            None => open.insert(
+                self.call(|mut c| async move { c.lease_keep_alive(lease).await })
+                    .await
+                    .map_err(|e| lease_error(e, Some(lease)))?,
+            ),
+        };
+        keeper
+            .keep_alive()
+            .await
+            .map_err(|e| lease_error(e, Some(lease)))?;
+        let answer = tokio::time::timeout(ANSWER_WITHIN, stream.message())
+            .await
+            .map_err(|_| {
+                CoordError::Unavailable(format!(
+                    "no keep-alive answer for lease {lease} within {ANSWER_WITHIN:?}"
+                ))
+            })?
+            .map_err(|e| lease_error(e, Some(lease)))?;
+        match answer {
+            Some(resp) if resp.ttl() > 0 => Ok(Duration::from_secs(resp.ttl() as u64)),
+            Some(_) => Err(CoordError::LeaseNotFound(lease)),
+            None => Err(CoordError::Unavailable(format!(
+                "the keep-alive stream of lease {lease} ended"
+            ))),
+        }
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -622,28 +663,18 @@ impl Coordinator for EtcdCoordinator {
     }
 
     async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
-        let (mut keeper, mut stream) = self
-            .call(|mut c| async move { c.lease_keep_alive(lease).await })
-            .await
-            .map_err(|e| lease_error(e, Some(lease)))?;
-        keeper
-            .keep_alive()
-            .await
-            .map_err(|e| lease_error(e, Some(lease)))?;
-        match stream
-            .message()
-            .await
-            .map_err(|e| lease_error(e, Some(lease)))?
-        {
-            Some(resp) if resp.ttl() > 0 => Ok(Duration::from_secs(resp.ttl() as u64)),
-            Some(_) => Err(CoordError::LeaseNotFound(lease)),
-            None => Err(CoordError::Unavailable(
-                "keep-alive stream closed without an answer".into(),
-            )),
+        let keeper = self.keepers.of(lease);
+        let mut open = keeper.lock().await;
+        let refreshed = self.refresh_on(&mut open, lease).await;
+        if refreshed.is_err() {
+            *open = None;
+            self.keepers.close(lease);
         }
+        refreshed
     }
 
     async fn revoke(&self, lease: LeaseId) -> Result<()> {
+        self.keepers.close(lease);
         match self
             .call(|mut c| async move { c.lease_revoke(lease).await })
             .await

@@ -15,6 +15,7 @@ pub mod etcd;
 pub mod faulty;
 pub mod follow;
 pub mod group_commit;
+pub mod keepers;
 pub mod session;
 
 use std::time::Duration;
