@@ -577,21 +577,18 @@ async fn notifications_reach_email_and_web_hooks_once_and_live_output_streams_th
     )
     .await;
     // Sweeps still in flight when the job was paused may add a tick or two:
-    // wait for two sweeps (10 s each) to have passed with nothing new.
+    // wait for two sweeps to have passed with nothing new.
+    let sweep = distcron::missed::SWEEP_EVERY;
     let mut settled = (missed_runs().len(), Instant::now());
-    eventually(
-        "the missed ticks to settle",
-        Duration::from_secs(60),
-        || {
-            let now = missed_runs().len();
-            if now != settled.0 {
-                settled = (now, Instant::now());
-            }
-            let quiet = settled.1.elapsed() >= Duration::from_secs(22);
-            let alerts = hook.accepted("notify-orphan", "missed").len();
-            async move { (quiet && alerts == now).then_some(()) }
-        },
-    )
+    eventually("the missed ticks to settle", sweep * 6, || {
+        let now = missed_runs().len();
+        if now != settled.0 {
+            settled = (now, Instant::now());
+        }
+        let quiet = settled.1.elapsed() >= sweep * 2 + Duration::from_secs(2);
+        let alerts = hook.accepted("notify-orphan", "missed").len();
+        async move { (quiet && alerts == now).then_some(()) }
+    })
     .await;
     let runs = missed_runs();
     let alerts = hook.accepted("notify-orphan", "missed");
@@ -685,20 +682,24 @@ async fn notifications_reach_email_and_web_hooks_once_and_live_output_streams_th
         "one summary per window, with the count held back"
     );
 
-    // The outcomes are counted in /metrics.
-    let metrics = Command::new("curl")
-        .args([
-            "-sf",
-            "-H",
-            &format!("Authorization: Bearer {}", support::ADMIN_TOKEN),
-        ])
-        .arg(format!("{a}/metrics"))
-        .output()
-        .unwrap();
-    let metrics = String::from_utf8_lossy(&metrics.stdout);
-    assert!(
-        metrics.contains(r#"distcron_notifications_total{sender="notify-w1",outcome="throttled"}"#),
-        "{metrics}"
-    );
+    // The outcomes are counted in /metrics, from the worker's registration
+    // at its next refresh.
+    let refreshes = distcron::actors::registrar::REFRESH * 3;
+    eventually("the throttled outcome in /metrics", refreshes, || {
+        let metrics = Command::new("curl")
+            .args([
+                "-sf",
+                "-H",
+                &format!("Authorization: Bearer {}", support::ADMIN_TOKEN),
+            ])
+            .arg(format!("{a}/metrics"))
+            .output()
+            .unwrap();
+        let metrics = String::from_utf8_lossy(&metrics.stdout).into_owned();
+        let counted = metrics
+            .contains(r#"distcron_notifications_total{sender="notify-w1",outcome="throttled"}"#);
+        async move { counted.then_some(()) }
+    })
+    .await;
     drop(processes);
 }

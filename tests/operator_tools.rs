@@ -379,8 +379,13 @@ async fn fifty_hanging_runs_under_a_cap_of_ten_start_ten_and_skip_the_rest_with_
     );
     let lines = ledger(&ledger_path);
     assert_eq!(lines.len(), 10, "10 processes started, no more: {lines:?}");
-    let running = json_of(cli(&s.base, &["workers", "--json"]));
-    assert_eq!(running[0]["running"], 10);
+    // The worker's registration shows them at its next refresh.
+    let refreshes = distcron::actors::registrar::REFRESH * 3;
+    eventually("the worker showing 10 runs", refreshes, || async {
+        let workers = json_of(cli(&s.base, &["workers", "--json"]));
+        (workers[0]["running"] == 10).then_some(())
+    })
+    .await;
 }
 
 /// The case on a cluster: the parent runs on worker A (group a),
