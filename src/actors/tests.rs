@@ -562,9 +562,9 @@ async fn ticks_missed_while_the_session_was_lost_run_late_once_it_is_back() {
     actor.send(StopJob).await.unwrap();
 }
 
-#[actix_rt::test]
-async fn a_confirm_whose_answer_went_with_etcd_is_settled_once_etcd_answers_again() {
-    use std::sync::atomic::Ordering::SeqCst;
+/// An every-second job, on virtual time, over a coordinator whose faults a
+/// test turns on, looking back 60 s for missed ticks.
+fn every_second_on_a_faulty_etcd() -> (Arc<crate::coord::faulty::Faulty>, Rig, Addr<JobActor>) {
     tokio::time::pause();
     let faulty = Arc::new(crate::coord::faulty::Faulty::in_memory());
     let mut rig = rig_on(faulty.clone());
@@ -572,6 +572,13 @@ async fn a_confirm_whose_answer_went_with_etcd_is_settled_once_etcd_answers_agai
     let mut job = Job::new("steady", "true", "* * * * * *");
     job.updated_at = Some(START_MS);
     let actor = job_actor(&rig, job);
+    (faulty, rig, actor)
+}
+
+#[actix_rt::test]
+async fn a_confirm_whose_answer_went_with_etcd_is_settled_once_etcd_answers_again() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let (faulty, rig, actor) = every_second_on_a_faulty_etcd();
     pass_settled(&rig, Duration::from_millis(2_600)).await;
     // Tick 3's confirm lands, then etcd goes away with the answer and stays
     // away past the session's TTL; once back, its first reads still fail.
@@ -695,13 +702,7 @@ async fn a_chained_run_seen_twice_runs_once_and_names_its_parent() {
 #[actix_rt::test]
 async fn a_won_tick_whose_confirm_never_landed_is_run_late_by_its_winner() {
     use std::sync::atomic::Ordering::SeqCst;
-    tokio::time::pause();
-    let faulty = Arc::new(crate::coord::faulty::Faulty::in_memory());
-    let mut rig = rig_on(faulty.clone());
-    rig.ctx.misfire_window = Duration::from_secs(60);
-    let mut job = Job::new("steady", "true", "* * * * * *");
-    job.updated_at = Some(START_MS);
-    let actor = job_actor(&rig, job);
+    let (faulty, rig, actor) = every_second_on_a_faulty_etcd();
     // Tick 3 is won at 2.5 s (claims go 0.5 s ahead). At 2.7 s etcd goes
     // away, before its confirm, for longer than the session's TTL, and the
     // job moves to another owner, whose look back saw the tick claimed:
