@@ -20,10 +20,10 @@ use crate::scenario::Scenario;
 /// Starts in the throughput batch: enough that the rate is not the
 /// first fork's.
 pub const THROUGHPUT_BATCH: usize = 5_000;
-/// Threads spawning at once: as many as a worker's `runThreads` (one per
-/// core by default; before issue M, the one actor thread).
+/// Threads spawning at once: as many as a worker's default `runThreads`
+/// (before issue M, the one actor thread).
 pub fn worker_spawn_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+    distcron::runner::launcher::default_threads()
 }
 
 /// How a process is started: std's default, which is `posix_spawn` (a
