@@ -18,7 +18,7 @@ use etcd_client::{
 };
 use tokio::sync::mpsc;
 
-use super::keepers::{ANSWER_WITHIN, Keepers};
+use super::keepers::Keepers;
 use super::{
     BatchPut, Claim, CondPut, Condition, CoordError, Coordinator, KeyValue, LeaseId, Result,
     Revision, WatchEvent, WatchItem, WatchStream, ttl_seconds,
@@ -307,13 +307,12 @@ impl EtcdCoordinator {
             .keep_alive()
             .await
             .map_err(|e| lease_error(e, Some(lease)))?;
-        let answer = tokio::time::timeout(ANSWER_WITHIN, stream.message())
+        // No timeout of its own: a late answer still keeps the session (its
+        // deadline counts from the send), and a connection that died
+        // silently is closed by the transport's keep-alive.
+        let answer = stream
+            .message()
             .await
-            .map_err(|_| {
-                CoordError::Unavailable(format!(
-                    "no keep-alive answer for lease {lease} within {ANSWER_WITHIN:?}"
-                ))
-            })?
             .map_err(|e| lease_error(e, Some(lease)))?;
         match answer {
             Some(resp) if resp.ttl() > 0 => Ok(Duration::from_secs(resp.ttl() as u64)),

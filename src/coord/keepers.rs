@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
 
@@ -59,11 +59,6 @@ impl Keepers {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
-
-/// How long a refresh on an open stream waits for its answer: a stream on a
-/// connection that died silently would otherwise wait for the transport's
-/// own keep-alive to notice.
-pub const ANSWER_WITHIN: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

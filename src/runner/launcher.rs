@@ -118,14 +118,10 @@ impl Drop for LaunchPool {
     }
 }
 
-/// Run threads per core by default. A start by `posix_spawn` holds its
-/// thread until the child has called `exec`, so threads beyond the cores
-/// overlap starts: in `compare-burst` (10,000 starts at second 0 on 4
-/// workers, 2 cores) lateness p99 went from 11.2 s with one thread a core
-/// to 7.7 s with four.
-pub const THREADS_PER_CORE: usize = 4;
-
-/// The default `runThreads`: [`THREADS_PER_CORE`] per core.
+/// The default `runThreads`: one per core. More overlap starts (a start by
+/// `posix_spawn` holds its thread until the child has called `exec`), but
+/// on a machine shared with etcd they starve it in a burst: see
+/// docs/operations.md, "Run threads".
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()) * THREADS_PER_CORE
+    std::thread::available_parallelism().map_or(2, |n| n.get())
 }
