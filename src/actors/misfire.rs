@@ -194,14 +194,22 @@ fn look_back_from(
     Some((policy, after))
 }
 
-/// Whether a run freed after a lost confirm is run late now, given the
-/// ticks a look back at this instant would run (`None`: the run is not a
-/// scheduled tick, but asked for or chained, and is run if it is still
-/// younger than `oldest_ms`, the claims' guard). Pure, for table tests.
-pub fn runs_freed(plan_time: i64, late: Option<&[i64]>, oldest_ms: i64) -> bool {
-    match late {
-        Some(late) => late.contains(&plan_time),
-        None => plan_time > oldest_ms,
+/// What decides whether a run freed after a lost confirm runs late now.
+#[derive(Debug, Clone, Copy)]
+pub enum FreedRun<'a> {
+    /// A scheduled tick: the ticks a look back at this instant would run.
+    Scheduled { late: &'a [i64] },
+    /// A run asked for or chained: the oldest instant the claims still
+    /// guard (it runs if it is younger).
+    Asked { oldest_ms: i64 },
+}
+
+/// Whether the freed run planned at `plan_time` runs late now. Pure, for
+/// table tests.
+pub fn runs_freed(plan_time: i64, freed: FreedRun) -> bool {
+    match freed {
+        FreedRun::Scheduled { late } => late.contains(&plan_time),
+        FreedRun::Asked { oldest_ms } => plan_time > oldest_ms,
     }
 }
 
@@ -235,11 +243,18 @@ pub fn run_freed(ctx: WorkerContext, spec: RunSpec) -> BoxFuture<'static, ()> {
                 let due = due_ticks(&schedule, after, now, MAX_LATE_TICKS);
                 let from = due.first().copied().unwrap_or(tick);
                 let claimed = ctx.claims.claimed_since(&name, from).await;
-                claimed
-                    .map(|claimed| runs_freed(tick, Some(&late_ticks(policy, &due, &claimed)), 0))
+                claimed.map(|claimed| {
+                    let late = late_ticks(policy, &due, &claimed);
+                    runs_freed(tick, FreedRun::Scheduled { late: &late })
+                })
             } else {
                 let guard = ctx.claims.policy().max_misfire_window().as_millis() as i64;
-                Ok(runs_freed(tick, None, now - guard))
+                Ok(runs_freed(
+                    tick,
+                    FreedRun::Asked {
+                        oldest_ms: now - guard,
+                    },
+                ))
             };
             let claim = ClaimTick {
                 job: name.clone(),
@@ -340,22 +355,23 @@ mod tests {
 
     #[test]
     fn a_freed_run_runs_late_as_a_look_back_would_run_it() {
-        // (plan time, the ticks a look back would run now, claims' guard)
-        let table: [(i64, Option<&[i64]>, i64, bool); 6] = [
-            (30, Some(&[10, 30]), 0, true),
+        let scheduled = |late| FreedRun::Scheduled { late };
+        let asked = |oldest_ms| FreedRun::Asked { oldest_ms };
+        let table: [(i64, FreedRun, bool); 6] = [
+            (30, scheduled(&[10, 30]), true),
             // `latest` runs a newer free tick instead, or one was claimed.
-            (30, Some(&[40]), 0, false),
-            (30, Some(&[]), 0, false),
+            (30, scheduled(&[40]), false),
+            (30, scheduled(&[]), false),
             // Asked for or chained: run while the claims still guard it.
-            (30, None, 29, true),
-            (30, None, 30, false),
-            (30, None, 45, false),
+            (30, asked(29), true),
+            (30, asked(30), false),
+            (30, asked(45), false),
         ];
-        for (plan_time, late, oldest, runs) in table {
+        for (plan_time, freed, runs) in table {
             assert_eq!(
-                runs_freed(plan_time, late, oldest),
+                runs_freed(plan_time, freed),
                 runs,
-                "{plan_time} with {late:?}, oldest {oldest}"
+                "{plan_time} with {freed:?}"
             );
         }
     }

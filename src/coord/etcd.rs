@@ -18,7 +18,7 @@ use etcd_client::{
 };
 use tokio::sync::mpsc;
 
-use super::keepers::Keepers;
+use super::keepers::{Keepers, OpenStream};
 use super::{
     BatchPut, Claim, CondPut, Condition, CoordError, Coordinator, KeyValue, LeaseId, Result,
     Revision, WatchEvent, WatchItem, WatchStream, ttl_seconds,
@@ -290,11 +290,7 @@ impl EtcdCoordinator {
     /// Refresh `lease` on its open stream, opening one first if needed
     /// (the opening is itself a refresh, but its answer's TTL is not
     /// returned, so the first refresh of a stream costs two).
-    async fn refresh_on(
-        &self,
-        open: &mut Option<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>,
-        lease: LeaseId,
-    ) -> Result<Duration> {
+    async fn refresh_on(&self, open: &mut Option<OpenStream>, lease: LeaseId) -> Result<Duration> {
         let (keeper, stream) = match open {
             Some(open) => open,
             None => open.insert(

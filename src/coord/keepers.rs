@@ -14,8 +14,11 @@ use etcd_client::{LeaseKeepAliveStream, LeaseKeeper};
 
 use super::LeaseId;
 
+/// A lease's keep-alive stream: the sender of refreshes and their answers.
+pub type OpenStream = (LeaseKeeper, LeaseKeepAliveStream);
+
 /// A lease's open stream, or `None` until one is opened (or after it broke).
-pub type Keeper = Arc<tokio::sync::Mutex<Option<(LeaseKeeper, LeaseKeepAliveStream)>>>;
+pub type Keeper = Arc<tokio::sync::Mutex<Option<OpenStream>>>;
 
 /// Streams kept open at most: a worker needs one (its session), a manager
 /// one per web session being refreshed. Past it, the least recently used
@@ -51,10 +54,6 @@ impl Keepers {
         self.lock().remove(&lease);
     }
 
-    pub fn open(&self) -> usize {
-        self.lock().len()
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LeaseId, (Instant, Keeper)>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -72,8 +71,8 @@ mod tests {
         }
         keepers.of(0); // used again: now the most recent
         keepers.of(1_000);
-        assert_eq!(keepers.open(), MAX_OPEN);
         let open = keepers.lock();
+        assert_eq!(open.len(), MAX_OPEN);
         assert!(open.contains_key(&0) && open.contains_key(&1_000));
         assert!(
             !open.contains_key(&1),
