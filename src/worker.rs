@@ -118,10 +118,15 @@ pub struct Stopped {
 pub fn start(
     coord: Arc<dyn Coordinator>,
     run_log: Arc<dyn RunLog>,
-    settings: WorkerSettings,
+    mut settings: WorkerSettings,
     clock: SharedClock,
 ) -> std::io::Result<Worker> {
     crate::runner::process::become_subreaper();
+    // Held shells and running commands take the worker's descriptors: use
+    // all the open-file limit allows (as Go's runtime does), then size the
+    // held shells' budget from it.
+    crate::runner::process::raise_open_file_limit();
+    settings.limits.ahead = crate::runner::AheadBudget::for_this_process();
     let known_jobs = crate::notify::notifier::KnownJobs::default();
     let notifier = (!settings.notify.targets.is_empty()).then(|| {
         Notifier::new(

@@ -141,7 +141,21 @@ struct StartTick {
     schedule_time: i64,
     ticket: Ticket,
     origin: RunOrigin,
+    /// Its shell, being started ahead and held at its gate.
+    shell: Option<AheadShell>,
 }
+
+/// A shell being started ahead of its tick ([`runner::Prepared`]): it
+/// arrives once the launcher has started it. Dropped unused, the shell is
+/// killed before its command.
+type AheadShell = tokio::sync::oneshot::Receiver<Result<runner::Prepared, String>>;
+
+/// A won tick's shell is started ahead only if the tick is at least this
+/// far away (a late or immediate run starts its shell at once, as before).
+const SHELL_AHEAD_MIN: Duration = Duration::from_millis(100);
+/// ...and this long after the win, out of the way of the confirms and
+/// starts of the tick now due, which arrive in the same etcd answer.
+const SHELL_AHEAD_AFTER: Duration = Duration::from_millis(50);
 
 impl JobActor {
     pub fn new(ctx: WorkerContext, job: Job, schedule: Schedule) -> JobActor {
@@ -215,12 +229,33 @@ impl JobActor {
     }
 
     /// Start the run of a won tick, outside the actor.
-    fn start_run(&mut self, spec: RunSpec, ticket: Ticket) {
+    fn start_run(&mut self, spec: RunSpec, ticket: Ticket, shell: Option<AheadShell>) {
         self.counters.runs_started += 1;
         self.ctx
             .limits
             .launcher
-            .spawn(run_claimed_tick(self.ctx.clone(), spec, ticket));
+            .spawn(run_won_tick(self.ctx.clone(), spec, ticket, shell));
+    }
+
+    /// Start the shell of the won tick `spec` ahead of it, if the tick is
+    /// far enough away: its gate opens at the tick, once confirmed.
+    fn start_shell_ahead(&self, spec: RunSpec, wait: Duration) -> Option<AheadShell> {
+        if wait < SHELL_AHEAD_MIN {
+            return None;
+        }
+        let (sender, shell) = tokio::sync::oneshot::channel();
+        let limits = self.ctx.limits.clone();
+        self.ctx.limits.launcher.spawn(async move {
+            tokio::time::sleep(SHELL_AHEAD_AFTER).await;
+            // Nothing sent (the tick's start gone, the budget spent): the
+            // run starts its shell at the tick.
+            if !sender.is_closed()
+                && let Some(shell) = runner::Prepared::start(&spec, &limits)
+            {
+                let _ = sender.send(shell);
+            }
+        });
+        Some(shell)
     }
 
     /// The first attempt at the run of tick `tick_ms` on this worker.
@@ -357,13 +392,31 @@ const SETTLE_PATIENCE: Duration = Duration::from_secs(60);
 /// attempt its own run record, `<run_id>-retry<n>`, after an exponential
 /// backoff). The claim is confirmed before the first start, and the session
 /// token checked right before every start.
-pub async fn run_claimed_tick(ctx: WorkerContext, mut spec: RunSpec, ticket: Ticket) {
+pub async fn run_claimed_tick(ctx: WorkerContext, spec: RunSpec, ticket: Ticket) {
+    run_won_tick(ctx, spec, ticket, None).await
+}
+
+/// [`run_claimed_tick`], its first attempt in `shell` if one was started
+/// ahead for it (and started well).
+async fn run_won_tick(
+    ctx: WorkerContext,
+    mut spec: RunSpec,
+    ticket: Ticket,
+    shell: Option<AheadShell>,
+) {
     let Some(token) = confirmed(&ctx, &spec, &ticket).await else {
         return;
     };
+    let mut shell = match shell {
+        // A shell that failed to start is started again, as any run, and
+        // fails with its reason in the record.
+        Some(shell) => shell.await.ok().and_then(Result::ok),
+        None => None,
+    }
+    .filter(|shell| shell.is_for(&spec));
     let first_run_id = spec.run_id.clone();
     loop {
-        let Some(status) = run_attempt(&ctx, spec.clone(), &token).await else {
+        let Some(status) = run_attempt(&ctx, spec.clone(), shell.take(), &token).await else {
             return;
         };
         if !status.is_retried() || is_last_attempt(&spec.job, spec.attempt) {
@@ -406,6 +459,7 @@ pub const REGISTER_AFTER: Duration = Duration::from_secs(1);
 async fn run_attempt(
     ctx: &WorkerContext,
     spec: RunSpec,
+    shell: Option<runner::Prepared>,
     token: &crate::coord::session::LivenessToken,
 ) -> Option<RunStatus> {
     if !token.is_alive() {
@@ -470,6 +524,7 @@ async fn run_attempt(
     let chained_job = spec.job.has_chains().then(|| spec.job.clone());
     let mut record = runner::run(
         spec,
+        shell,
         ctx.limits.clone(),
         ctx.clock.clone(),
         ctx.running.clone(),
@@ -617,11 +672,14 @@ impl JobActor {
                             act.in_flight += 1;
                             // Start at the tick instant (now, if it passed).
                             let wait = Duration::from_millis((tick_ms - schedule_time).max(0) as u64);
+                            let spec = act.first_attempt(tick_ms, schedule_time, origin.clone());
+                            let shell = act.start_shell_ahead(spec, wait);
                             let start = StartTick {
                                 tick_ms,
                                 schedule_time,
                                 ticket,
                                 origin,
+                                shell,
                             };
                             if wait.is_zero() {
                                 ctx.notify(start);
@@ -688,17 +746,18 @@ impl JobActor {
             schedule_time,
             ticket,
             origin,
+            shell,
         } = start;
         let spec = self.first_attempt(tick_ms, schedule_time, origin);
         match self.ctx.overlap_decision(&self.job) {
-            OverlapDecision::Start => self.start_run(spec, ticket),
+            OverlapDecision::Start => self.start_run(spec, ticket, shell),
             OverlapDecision::Skip => self.skip(spec, ticket),
             OverlapDecision::ReplaceThenStart => {
                 self.ctx.running.kill(
                     &self.job.name,
                     &format!("replaced by the run of tick {tick_ms} (overlap: replace)"),
                 );
-                self.start_run(spec, ticket);
+                self.start_run(spec, ticket, shell);
             }
         }
     }

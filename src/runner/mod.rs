@@ -8,6 +8,7 @@
 //! group are ended the same way, and every one is reaped.
 
 pub mod fence;
+mod gate;
 pub mod launcher;
 pub mod live;
 pub mod process;
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 use crate::clock::SharedClock;
 use crate::job::Job;
 use crate::runlog::{RunRecord, RunStatus};
+pub use gate::{AheadBudget, Prepared};
 pub use live::LiveOutput;
 
 /// Everything that identifies one run.
@@ -66,6 +68,9 @@ pub struct RunLimits {
     pub slots: slots::RunSlots,
     /// Where runs execute (off the actors' thread in a worker).
     pub launcher: launcher::Launcher,
+    /// How many shells may wait at their gates, started ahead of their
+    /// ticks ([`Prepared`]).
+    pub ahead: AheadBudget,
 }
 
 impl Default for RunLimits {
@@ -78,6 +83,7 @@ impl Default for RunLimits {
             fence: None,
             slots: slots::RunSlots::default(),
             launcher: launcher::Launcher::default(),
+            ahead: AheadBudget::for_this_process(),
         }
     }
 }
@@ -103,12 +109,32 @@ pub fn inherited_env(allowlist: &[impl AsRef<str>]) -> Vec<(String, String)> {
 /// (a third of a worker's CPU in a burst of 5,000, by `perf`).
 pub const SHELL: &str = "/bin/sh";
 
-pub fn build_command(spec: &RunSpec, inherited: &[(String, String)]) -> Result<Command, String> {
+/// When a command's shell goes on to the command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// At once.
+    Now,
+    /// Once its gate is opened ([`Prepared`]).
+    AtGate,
+}
+
+pub fn build_command(
+    spec: &RunSpec,
+    inherited: &[(String, String)],
+    start: Start,
+) -> Result<Command, String> {
+    let (text, stdin) = match start {
+        Start::Now => (spec.job.command.clone(), Stdio::null()),
+        Start::AtGate => (
+            format!("{}{}", gate::GATE, spec.job.command),
+            Stdio::piped(),
+        ),
+    };
     let mut command = Command::new(SHELL);
     command
         .arg("-c")
-        .arg(&spec.job.command)
-        .stdin(Stdio::null())
+        .arg(text)
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -232,10 +258,12 @@ pub struct Started {
     pub pgid: i32,
 }
 
-/// Run `spec` to completion and describe it as a run record. `on_start` is
-/// called once the process exists.
+/// Run `spec` to completion and describe it as a run record: in the shell
+/// `prepared` for it, if there is one, else in one started now.
+/// `on_start` is called once the process exists.
 pub async fn run(
     spec: RunSpec,
+    prepared: Option<Prepared>,
     limits: RunLimits,
     clock: SharedClock,
     running: RunningRuns,
@@ -262,8 +290,23 @@ pub async fn run(
         triggered_by: spec.triggered_by.clone(),
     };
     let (mut kill_rx, output) = running.register(&spec.job.name, &spec.run_id, limits.output_cap);
-    let spawned = build_command(&spec, &limits.inherited_env)
-        .and_then(|mut c| c.spawn().map_err(|e| format!("cannot start sh: {e}")));
+    // A prepared shell is fenced before its gate opens; one started now,
+    // right after its start.
+    let spawned = match prepared {
+        Some(prepared) => {
+            if let Some(fence) = &limits.fence {
+                fence.add(prepared.pgid());
+            }
+            Ok(prepared.open().await)
+        }
+        None => build_command(&spec, &limits.inherited_env, Start::Now)
+            .and_then(|mut c| c.spawn().map_err(|e| format!("cannot start sh: {e}")))
+            .inspect(|child| {
+                if let Some(fence) = &limits.fence {
+                    fence.add(child.id().map_or(0, |id| id as i32));
+                }
+            }),
+    };
     let mut child = match spawned {
         Ok(child) => child,
         Err(error) => {
@@ -278,9 +321,6 @@ pub async fn run(
     };
     let pgid = child.id().map_or(0, |id| id as i32);
     let mut abandoned = process::GroupGuard(pgid);
-    if let Some(fence) = &limits.fence {
-        fence.add(pgid);
-    }
     on_start(Started { pgid });
 
     let readers = [

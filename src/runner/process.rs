@@ -77,6 +77,21 @@ pub fn become_subreaper() {
     }
 }
 
+/// Raise this process's soft open-file limit to its hard limit.
+pub fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let raised = getrlimit(Resource::RLIMIT_NOFILE).and_then(|(soft, hard)| {
+        if soft < hard {
+            setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+        } else {
+            Ok(())
+        }
+    });
+    if let Err(error) = raised {
+        tracing::warn!(%error, "cannot raise the open-file limit");
+    }
+}
+
 /// Whether any process is left in the group (zombies included).
 pub fn group_alive(pgid: i32) -> bool {
     !matches!(killpg(Pid::from_raw(pgid), None), Err(Errno::ESRCH))

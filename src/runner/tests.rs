@@ -29,7 +29,7 @@ fn limits() -> RunLimits {
 
 async fn run_spec(spec: RunSpec, running: RunningRuns) -> (RunRecord, i32) {
     let mut pgid = 0;
-    let record = run(spec, limits(), Arc::new(SystemClock), running, |s| {
+    let record = run(spec, None, limits(), Arc::new(SystemClock), running, |s| {
         pgid = s.pgid
     })
     .await;
@@ -61,7 +61,7 @@ fn build_command_sets_shell_environment_and_directory() {
     s.job.env.insert("GREETING".into(), "hello".into());
     s.job.workdir = Some("/tmp".into());
     let inherited = [("PATH".to_string(), "/usr/bin:/bin".to_string())];
-    let command = build_command(&s, &inherited).unwrap();
+    let command = build_command(&s, &inherited, Start::Now).unwrap();
     let std = command.as_std();
     // By absolute path: with a bare name and PATH in the child's environment,
     // std forks instead of using posix_spawn.
@@ -125,7 +125,7 @@ async fn a_run_sees_none_of_the_workers_own_environment() {
 fn run_as_an_unknown_user_is_a_clear_error() {
     let mut s = spec("true");
     s.job.run_as = Some("no-such-user-distcron".into());
-    let err = build_command(&s, &[]).unwrap_err();
+    let err = build_command(&s, &[], Start::Now).unwrap_err();
     assert_eq!(
         err,
         format!(
@@ -142,7 +142,7 @@ async fn run_as_runs_the_command_as_that_user() {
         // clear error instead, which this checks.
         let mut s = spec("id -un");
         s.job.run_as = Some("nobody".into());
-        let err = build_command(&s, &[]).unwrap_err();
+        let err = build_command(&s, &[], Start::Now).unwrap_err();
         assert!(err.contains("cannot switch to user 'nobody'"), "{err}");
         return;
     }
@@ -196,6 +196,7 @@ async fn output_past_the_cap_is_cut_and_flagged() {
     l.output_cap = 1000;
     let record = run(
         spec("head -c 5000 /dev/zero | tr '\\0' x"),
+        None,
         l,
         Arc::new(SystemClock),
         RunningRuns::default(),
@@ -284,6 +285,7 @@ async fn an_abandoned_run_takes_its_process_group_with_it() {
     let (pgid_tx, pgid_rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(run(
         spec("sleep 600 & sleep 600"),
+        None,
         limits(),
         Arc::new(SystemClock),
         running.clone(),
@@ -308,4 +310,86 @@ async fn an_abandoned_run_takes_its_process_group_with_it() {
         process::reap_group(pgid);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Run `command` in a shell started ahead and held at its gate.
+async fn run_prepared(command: &str) -> RunRecord {
+    let s = spec(command);
+    let prepared = Prepared::start(&s, &limits())
+        .expect("a place in the budget")
+        .expect("the shell starts");
+    assert!(prepared.is_for(&s));
+    run(
+        s,
+        Some(prepared),
+        limits(),
+        Arc::new(SystemClock),
+        RunningRuns::default(),
+        |_| {},
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_run_in_a_shell_started_ahead_is_recorded_as_one_started_at_once() {
+    let commands = [
+        "echo out; echo err >&2; echo $DISTCRON_JOB $DISTCRON_RUN_ID; read x || echo no-stdin",
+        "exit 3",
+        // A syntax error on the first line: the shell never reaches the
+        // gate, and says so with the command's own line number.
+        "echo (",
+        "echo one\necho two; echo $LINENO\nfalse",
+    ];
+    for command in commands {
+        let (now, _) = run_spec(spec(command), RunningRuns::default()).await;
+        let ahead = run_prepared(command).await;
+        // stdout and stderr are two pipes: their lines interleave freely.
+        let lines = |output: &str| {
+            let mut lines: Vec<String> = output.lines().map(String::from).collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(
+            (ahead.status, ahead.exit_code, lines(&ahead.output)),
+            (now.status, now.exit_code, lines(&now.output)),
+            "{command:?}"
+        );
+    }
+}
+
+/// The state letter of process `pid` (R, S, Z...), if it exists.
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+#[tokio::test]
+async fn a_shell_whose_gate_never_opens_never_runs_its_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let s = spec(&format!("touch {}", ran.display()));
+    let prepared = Prepared::start(&s, &limits()).unwrap().unwrap();
+    let pgid = prepared.pgid();
+    // Held: asleep on the gate, the command not run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while process_state(pgid) != Some('S') {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shell never waited at its gate"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(!ran.exists(), "the command ran before its gate opened");
+    // Dropped unopened (the tick skipped, or not ours): killed.
+    drop(prepared);
+    while process::group_alive(pgid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unopened shell lives on: {:?}",
+            processes_in_group(pgid)
+        );
+        process::reap_group(pgid);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!ran.exists(), "the command ran without its gate opening");
 }
