@@ -66,6 +66,9 @@ pub struct JobActor {
     pub(super) handing_over: bool,
     /// A look back is armed because claims failed.
     pub(super) recheck_armed: bool,
+    /// Rechecks in a row armed since a look back last succeeded: each
+    /// waits longer ([`super::misfire::recheck_delay`]).
+    pub(super) recheck_failures: u32,
     /// The newest tick whose claim failed (no session, or no answer) that
     /// no successful look back has covered yet: until one has, looking
     /// back goes on.
@@ -172,6 +175,7 @@ impl JobActor {
             stopping: false,
             handing_over: false,
             recheck_armed: false,
+            recheck_failures: 0,
             failed_through: None,
         }
     }

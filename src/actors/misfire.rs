@@ -64,8 +64,40 @@ pub fn late_ticks(policy: Misfire, due: &[i64], claimed: &BTreeSet<i64>) -> Vec<
     }
 }
 
-/// While claims fail, how often a job looks back for what it missed.
-const RECHECK_WHILE_FAILING: std::time::Duration = std::time::Duration::from_secs(2);
+/// While claims fail, how long a job waits before looking back again:
+/// 2 s after the first failure, doubling to at most 8 s, each wait drawn
+/// between half and all of that (`jitter` in [0, 1)) so that a worker's
+/// jobs, which all failed at once, do not look back at once. A new session
+/// makes every job look back at once anyway (`SessionRegained`), so the
+/// waits only matter while etcd answers slowly or not at all. Pure, for
+/// table tests.
+pub fn recheck_delay(failures: u32, jitter: f64) -> std::time::Duration {
+    const FIRST_MS: u64 = 2_000;
+    const LONGEST_MS: u64 = 8_000;
+    let full = FIRST_MS
+        .saturating_mul(1 << failures.saturating_sub(1).min(10))
+        .min(LONGEST_MS);
+    let jitter = jitter.clamp(0.0, 1.0);
+    std::time::Duration::from_millis(full / 2 + (full as f64 / 2.0 * jitter) as u64)
+}
+
+/// A uniform draw in [0, 1) from the system's random source.
+fn jitter() -> f64 {
+    getrandom::u32().map_or(0.5, |n| n as f64 / (u32::MAX as f64 + 1.0))
+}
+
+/// What one look back found.
+enum LookedBack {
+    /// The job runs nothing late, or nothing was due in the window.
+    Nothing { now_ms: i64 },
+    /// The claims of the `due` ticks were read (or not).
+    Read {
+        now_ms: i64,
+        policy: Misfire,
+        due: Vec<i64>,
+        claimed: crate::coord::Result<BTreeSet<i64>>,
+    },
+}
 
 impl JobActor {
     /// The claim of `tick_ms` (or a look back up to it) got no answer: look
@@ -77,12 +109,16 @@ impl JobActor {
         if std::mem::replace(&mut self.recheck_armed, true) {
             return; // a recheck is already armed
         }
-        ctx.run_later(RECHECK_WHILE_FAILING, |act, ctx| {
-            act.recheck_armed = false;
-            if !act.stopping {
-                act.recover_misfires(ctx);
-            }
-        });
+        self.recheck_failures = self.recheck_failures.saturating_add(1);
+        ctx.run_later(
+            recheck_delay(self.recheck_failures, jitter()),
+            |act, ctx| {
+                act.recheck_armed = false;
+                if !act.stopping {
+                    act.recover_misfires(ctx);
+                }
+            },
+        );
     }
 
     /// A look back up to `now_ms` succeeded: the failed claims it covered
@@ -91,46 +127,67 @@ impl JobActor {
     fn looked_back(&mut self, now_ms: i64, ctx: &mut Context<Self>) {
         match self.failed_through {
             Some(tick) if tick > now_ms => self.claims_failed(tick, ctx),
-            _ => self.failed_through = None,
+            _ => {
+                self.failed_through = None;
+                self.recheck_failures = 0;
+            }
         }
     }
 
     /// Look back over the misfire window and run late the ticks nobody
-    /// claimed.
+    /// claimed. The read waits its turn among the worker's look backs
+    /// ([`crate::coord::claims::LOOK_BACK_READS`]); the window is chosen
+    /// once the turn comes. A stopping actor drops a look back still
+    /// waiting or reading: nothing is claimed until it has answered, and
+    /// the next owner looks back when it takes the job.
     pub(super) fn recover_misfires(&mut self, ctx: &mut Context<Self>) {
-        let now = self.ctx.clock.now_ms();
-        let Some((policy, after)) = look_back_from(&self.ctx, &self.job, &self.schedule, now)
-        else {
-            self.failed_through = None;
-            return;
-        };
-        let due = due_ticks(&self.schedule, after, now, MAX_LATE_TICKS);
-        let Some(&oldest) = due.first() else {
-            self.looked_back(now, ctx);
-            return;
-        };
-        let (claims, name) = (self.ctx.claims.clone(), self.job.name.clone());
-        self.in_flight += 1;
+        let (wctx, job, schedule) = (self.ctx.clone(), self.job.clone(), self.schedule.clone());
         ctx.spawn(
-            async move { claims.claimed_since(&name, oldest).await }
-                .into_actor(self)
-                .map(move |claimed, act, ctx| {
-                    act.in_flight -= 1;
-                    match claimed {
-                        Ok(claimed) => {
-                            let late = late_ticks(policy, &due, &claimed);
-                            if !late.is_empty() {
-                                act.claim_late(late, ctx);
-                            }
-                            act.looked_back(now, ctx);
-                        }
-                        Err(error) => {
-                            tracing::warn!(job = %act.job.name, %error, "cannot read the job's claims to find missed ticks");
-                            act.claims_failed(now, ctx);
-                        }
+            async move {
+                let _turn = wctx.claims.look_back_turn().await;
+                let now_ms = wctx.clock.now_ms();
+                let Some((policy, after)) = look_back_from(&wctx, &job, &schedule, now_ms) else {
+                    return (job.updated_at, LookedBack::Nothing { now_ms });
+                };
+                let due = due_ticks(&schedule, after, now_ms, MAX_LATE_TICKS);
+                let Some(&oldest) = due.first() else {
+                    return (job.updated_at, LookedBack::Nothing { now_ms });
+                };
+                let claimed = wctx.claims.claimed_since(&job.name, oldest).await;
+                let read = LookedBack::Read {
+                    now_ms,
+                    policy,
+                    due,
+                    claimed,
+                };
+                (job.updated_at, read)
+            }
+            .into_actor(self)
+            .map(|(updated_at, looked), act, ctx| {
+                if act.stopping {
+                    return;
+                }
+                match looked {
+                    LookedBack::Nothing { now_ms } => act.looked_back(now_ms, ctx),
+                    LookedBack::Read { now_ms, claimed: Err(error), .. } => {
+                        tracing::warn!(job = %act.job.name, %error, "cannot read the job's claims to find missed ticks");
+                        act.claims_failed(now_ms, ctx);
                     }
-                    act.stop_if_done(ctx);
-                }),
+                    LookedBack::Read { now_ms, policy, due, claimed: Ok(claimed) } => {
+                        // Saved again meanwhile: its window starts at the
+                        // new save, after all of these ticks.
+                        let late = if act.job.updated_at == updated_at {
+                            late_ticks(policy, &due, &claimed)
+                        } else {
+                            Vec::new()
+                        };
+                        if !late.is_empty() {
+                            act.claim_late(late, ctx);
+                        }
+                        act.looked_back(now_ms, ctx);
+                    }
+                }
+            }),
         );
     }
 
@@ -235,8 +292,9 @@ pub fn run_freed(ctx: WorkerContext, spec: RunSpec) -> BoxFuture<'static, ()> {
         let give_up = tokio::time::Instant::now() + FREED_PATIENCE;
         let mut pause = std::time::Duration::from_millis(100);
         loop {
-            let now = ctx.clock.now_ms();
             let decided = if scheduled {
+                let _turn = ctx.claims.look_back_turn().await;
+                let now = ctx.clock.now_ms();
                 let Some((policy, after)) = look_back_from(&ctx, &spec.job, &schedule, now) else {
                     return;
                 };
@@ -248,6 +306,7 @@ pub fn run_freed(ctx: WorkerContext, spec: RunSpec) -> BoxFuture<'static, ()> {
                     runs_freed(tick, FreedRun::Scheduled { late: &late })
                 })
             } else {
+                let now = ctx.clock.now_ms();
                 let guard = ctx.claims.policy().max_misfire_window().as_millis() as i64;
                 Ok(runs_freed(
                     tick,
@@ -374,6 +433,32 @@ mod tests {
                 "{plan_time} with {freed:?}"
             );
         }
+    }
+
+    #[test]
+    fn rechecks_back_off_with_jitter_up_to_8_seconds() {
+        let ms = |failures, jitter| recheck_delay(failures, jitter).as_millis() as u64;
+        let table: [(u32, f64, u64); 9] = [
+            // (failures in a row, jitter, wait in ms)
+            (1, 0.0, 1_000),
+            (1, 0.5, 1_500),
+            (1, 0.999_999, 1_999),
+            (2, 0.0, 2_000),
+            (2, 0.999_999, 3_999),
+            (3, 0.0, 4_000),
+            (3, 0.999_999, 7_999),
+            (40, 0.0, 4_000),
+            // A jitter out of range is clamped, never a longer wait.
+            (40, 7.0, 8_000),
+        ];
+        for (failures, jitter, expected) in table {
+            assert_eq!(
+                ms(failures, jitter),
+                expected,
+                "{failures} failures, jitter {jitter}"
+            );
+        }
+        assert_eq!(ms(0, 0.0), ms(1, 0.0), "no failure yet waits as the first");
     }
 
     #[test]

@@ -576,6 +576,43 @@ fn every_second_on_a_faulty_etcd() -> (Arc<crate::coord::faulty::Faulty>, Rig, A
 }
 
 #[actix_rt::test]
+async fn a_worker_takes_its_look_backs_a_few_at_a_time() {
+    use crate::coord::claims::LOOK_BACK_READS;
+    use std::sync::atomic::Ordering::SeqCst;
+    tokio::time::pause();
+    let faulty = Arc::new(crate::coord::faulty::Faulty::in_memory());
+    faulty.list_ms.store(200, SeqCst);
+    let mut rig = rig_on(faulty.clone());
+    rig.ctx.misfire_window = Duration::from_secs(60);
+    // 40 jobs taken over at once: each looks back, one range read each.
+    let jobs = 40;
+    let actors: Vec<Addr<JobActor>> = (0..jobs)
+        .map(|i| {
+            let mut job = Job::new(&format!("hourly-{i}"), "true", "0 0 * * * *");
+            job.updated_at = Some(START_MS - 3_600_000);
+            job_actor(&rig, job)
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while faulty.lists.load(SeqCst) < jobs {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} of {jobs} jobs looked back",
+            faulty.lists.load(SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let most = faulty.most_lists_in_flight.load(SeqCst);
+    assert!(
+        (2..=LOOK_BACK_READS).contains(&most),
+        "look backs read concurrently, at most {LOOK_BACK_READS} at once: {most}"
+    );
+    for actor in actors {
+        actor.send(StopJob).await.unwrap();
+    }
+}
+
+#[actix_rt::test]
 async fn a_confirm_whose_answer_went_with_etcd_is_settled_once_etcd_answers_again() {
     use std::sync::atomic::Ordering::SeqCst;
     let (faulty, rig, actor) = every_second_on_a_faulty_etcd();

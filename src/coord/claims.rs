@@ -76,7 +76,16 @@ pub struct TickClaims {
     leases: Mutex<BTreeMap<i64, LeaseId>>,
     /// Claims and confirms made together go as one transaction.
     batch: GroupCommit,
+    /// Look backs reading at once (see [`LOOK_BACK_READS`]).
+    look_backs: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most look backs (one range read of a job's claims each) in flight at
+/// once from one process. A worker taking over 12,500 jobs, or getting its
+/// session back, looks back for every one of them; unbounded, those reads
+/// arrived at etcd all at once, and again every few seconds while etcd was
+/// too slow to answer them, which kept it too slow (issue M's `max`, run 3).
+pub const LOOK_BACK_READS: usize = 16;
 
 /// How long a claim or confirm waits for others to share its transaction:
 /// the claims and confirms of one instant arrive within a millisecond.
@@ -150,7 +159,19 @@ impl TickClaims {
             coord,
             policy,
             leases: Mutex::new(BTreeMap::new()),
+            look_backs: Arc::new(tokio::sync::Semaphore::new(LOOK_BACK_READS)),
         }
+    }
+
+    /// A turn to look back, waited for among this process's look backs.
+    /// Hold it while choosing the window and reading it: a window chosen
+    /// before a long wait could reach past the claims still kept.
+    pub async fn look_back_turn(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.look_backs
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the look-back semaphore is never closed")
     }
 
     pub fn policy(&self) -> ClaimPolicy {

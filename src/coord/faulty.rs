@@ -2,7 +2,7 @@
 //! tests only): answers lost after the write landed (an etcd leader
 //! election), a whole outage, reads that fail for a while after one.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +25,12 @@ pub struct Faulty {
     pub down: AtomicBool,
     /// Reads that fail once etcd is back.
     pub failing_gets: AtomicUsize,
+    /// How long each range read takes, in ms (a slow etcd).
+    pub list_ms: AtomicU64,
+    /// Range reads answered, in flight now, and most in flight at once.
+    pub lists: AtomicUsize,
+    pub lists_in_flight: AtomicUsize,
+    pub most_lists_in_flight: AtomicUsize,
 }
 
 impl Faulty {
@@ -36,6 +42,10 @@ impl Faulty {
             down_after_swaps: AtomicUsize::new(0),
             down: AtomicBool::new(false),
             failing_gets: AtomicUsize::new(0),
+            list_ms: AtomicU64::new(0),
+            lists: AtomicUsize::new(0),
+            lists_in_flight: AtomicUsize::new(0),
+            most_lists_in_flight: AtomicUsize::new(0),
         }
     }
 
@@ -69,7 +79,16 @@ impl Coordinator for Faulty {
     }
     async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, i64)> {
         self.check()?;
-        self.inner.list(prefix).await
+        let now = self.lists_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_lists_in_flight.fetch_max(now, Ordering::SeqCst);
+        let ms = self.list_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let answer = self.inner.list(prefix).await;
+        self.lists_in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.lists.fetch_add(1, Ordering::SeqCst);
+        answer
     }
     async fn list_first(&self, prefix: &str, limit: u64) -> Result<Vec<KeyValue>> {
         self.check()?;
