@@ -76,6 +76,11 @@ async fn a_stopped_worker_leaves_no_actor_watch_run_or_fence_behind() {
         Arc::new(SystemClock),
     )
     .unwrap();
+    // The fence is spawned at start; its command line shows once it execs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while children_with("__fence").is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(
         children_with("__fence").len(),
         1,
