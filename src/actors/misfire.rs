@@ -141,6 +141,13 @@ impl JobActor {
     /// waiting or reading: nothing is claimed until it has answered, and
     /// the next owner looks back when it takes the job.
     pub(super) fn recover_misfires(&mut self, ctx: &mut Context<Self>) {
+        let now = self.ctx.clock.now_ms();
+        if look_back_from(&self.ctx, &self.job, &self.schedule, now).is_none() {
+            // It never runs a tick late: nothing to read, no turn to take.
+            self.failed_through = None;
+            self.recheck_failures = 0;
+            return;
+        }
         let (wctx, job, schedule) = (self.ctx.clone(), self.job.clone(), self.schedule.clone());
         ctx.spawn(
             async move {
