@@ -25,6 +25,8 @@ pub struct Faulty {
     pub down: AtomicBool,
     /// Reads that fail once etcd is back.
     pub failing_gets: AtomicUsize,
+    /// Keep-alives refused (etcd's applied index trailing).
+    pub failing_keep_alives: AtomicUsize,
     /// How long each range read takes, in ms (a slow etcd).
     pub list_ms: AtomicU64,
     /// Range reads answered, in flight now, and most in flight at once.
@@ -42,6 +44,7 @@ impl Faulty {
             down_after_swaps: AtomicUsize::new(0),
             down: AtomicBool::new(false),
             failing_gets: AtomicUsize::new(0),
+            failing_keep_alives: AtomicUsize::new(0),
             list_ms: AtomicU64::new(0),
             lists: AtomicUsize::new(0),
             lists_in_flight: AtomicUsize::new(0),
@@ -171,6 +174,12 @@ impl Coordinator for Faulty {
     }
     async fn keep_alive(&self, lease: LeaseId) -> Result<Duration> {
         self.check()?;
+        if Faulty::take(&self.failing_keep_alives) {
+            return Err(CoordError::Unavailable(
+                "etcdserver: request timed out, waiting for the applied index took too long (test)"
+                    .into(),
+            ));
+        }
         self.inner.keep_alive(lease).await
     }
     async fn revoke(&self, lease: LeaseId) -> Result<()> {

@@ -20,6 +20,14 @@ use super::{CoordError, Coordinator, LeaseId, Result};
 /// failed one before the lease lapses.
 const KEEPALIVES_PER_TTL: u32 = 3;
 
+/// After a failed keep-alive, the next comes this soon (at most half a
+/// period), not a whole period later. A busy etcd refuses a renewal while
+/// its applied index trails by more than a second ("waiting for the
+/// applied index took too long"), and then takes the next one: at one
+/// attempt a period, two refusals in a row cost the session and every
+/// tick it held (issue M's `max`, run 4).
+const KEEPALIVE_RETRY: Duration = Duration::from_millis(500);
+
 pub struct Session {
     lease: LeaseId,
     ttl: Duration,
@@ -132,8 +140,12 @@ async fn keep_alive(
     alive: watch::Sender<Option<Instant>>,
 ) {
     let period = ttl / KEEPALIVES_PER_TTL;
+    let retry = KEEPALIVE_RETRY.min(period / 2);
+    // Counted from the last send, so a slow answer does not push the next
+    // keep-alive later.
+    let mut next = Instant::now() + period;
     loop {
-        tokio::time::sleep(period).await;
+        tokio::time::sleep_until(next).await;
         if Instant::now() >= deadline {
             tracing::warn!(
                 lease,
@@ -145,6 +157,7 @@ async fn keep_alive(
         let sent = Instant::now();
         match coord.keep_alive(lease).await {
             Ok(_) => {
+                next = sent + period;
                 deadline = sent + ttl;
                 if alive.send(Some(deadline)).is_err() {
                     return;
@@ -157,7 +170,44 @@ async fn keep_alive(
             }
             Err(error) => {
                 tracing::warn!(lease, %error, "keep-alive failed; retrying until the TTL runs out");
+                next = Instant::now() + retry;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coord::faulty::Faulty;
+    use std::sync::atomic::Ordering;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_outlives_keep_alives_refused_for_less_than_its_ttl() {
+        let faulty = Arc::new(Faulty::in_memory());
+        let coord: Arc<dyn Coordinator> = faulty.clone();
+        // TTL 3 s: a keep-alive every second, then every 500 ms after a
+        // refusal. The ones at 1, 1.5 and 2 s are refused; 2.5 s lands.
+        let session = Session::start(coord, Duration::from_secs(3)).await.unwrap();
+        faulty.failing_keep_alives.store(3, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(4_000)).await;
+        assert_eq!(faulty.failing_keep_alives.load(Ordering::SeqCst), 0);
+        assert!(
+            session.is_alive(),
+            "one attempt a period would have lost it at 3 s"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_session_is_lost_when_no_keep_alive_lands_within_its_ttl() {
+        let faulty = Arc::new(Faulty::in_memory());
+        let coord: Arc<dyn Coordinator> = faulty.clone();
+        let session = Session::start(coord, Duration::from_secs(3)).await.unwrap();
+        faulty
+            .failing_keep_alives
+            .store(usize::MAX, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(3_100)).await;
+        assert!(!session.is_alive());
+        assert!(session.watch().borrow().is_none(), "the keeper said so");
     }
 }
