@@ -12,6 +12,7 @@
 //! | `run/<job>`, `run/<job>/<parent run>` | [`RunRequest`] (a chain's: [`crate::chain`]) | short |
 //! | `kill/<job>` | the request's instant | short |
 //! | `delay/<job>` | [`DelayState`] | none; deleted with the job |
+//! | `sweeper` | `<manager> <nonce>`: whose turn it is to sweep ([`crate::missed::turn`]) | that manager's session |
 //! | `auth/tokens/`, `auth/users/` | see [`crate::auth`] | none |
 
 use serde::{Deserialize, Serialize};
@@ -26,6 +27,7 @@ pub const RUNNING: &str = "running/";
 pub const RUN_REQUESTS: &str = "run/";
 pub const KILLS: &str = "kill/";
 pub const DELAYS: &str = "delay/";
+pub const SWEEPER: &str = "sweeper";
 
 pub fn job_key(job: &str) -> String {
     format!("{JOBS}{job}")

@@ -16,8 +16,10 @@
 //!   `lost`, saying so; a result arriving later replaces it. Skipped while the
 //!   claimer is alive with records still in its journal (they may be these).
 //!
-//! One listing of `ticks/` and of `workers/` a sweep, and one run log query
-//! per thousand ticks. Ticks that pass while no manager runs stay unchecked.
+//! One manager sweeps at a time ([`turn`]). One listing of `ticks/` and of
+//! `workers/` a sweep, and one run log query per thousand ticks. A manager
+//! taking the turn (or starting) checks every tick whose claim is still
+//! kept; ticks older than that when no manager runs stay unchecked.
 
 use actix::Recipient;
 
@@ -36,6 +38,9 @@ use crate::job::{Job, Misfire};
 use crate::keyspace::{self, WorkerInfo};
 use crate::runlog::{RunLog, RunRecord, RunStatus};
 use crate::schedule::{Schedule, parse_time_zone};
+
+pub mod turn;
+pub use turn::SweepTurn;
 
 /// The claim holder of a tick recorded as missed: not a valid worker id,
 /// so no worker's claims are ever mistaken for it.
@@ -327,11 +332,20 @@ impl MissedSweep {
         self.last_ok_ms = Some(now);
         Ok(recorded)
     }
+
+    /// The next sweep checks every tick whose claim is still kept: this
+    /// manager takes the turn from one whose progress it cannot know (as
+    /// if no sweep had gone through for ever).
+    pub fn catch_up(&mut self) {
+        self.last_ok_ms = Some(0);
+    }
 }
 
-/// The sweep running every `settings.every`; dropping it ends the task.
+/// The sweep running every `settings.every`; dropping it ends the task at
+/// once, [`MissedSweeper::stop`] hands the turn on first.
 pub struct MissedSweeper {
     task: tokio::task::JoinHandle<()>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl MissedSweeper {
@@ -345,25 +359,68 @@ impl MissedSweeper {
     ) -> MissedSweeper {
         let clock = Arc::new(crate::clock::SystemClock);
         let settings = SweepSettings::from_config(config);
+        let turn = SweepTurn::new(coord.clone(), &format!("manager@{}", config.listen));
         let mut sweep = MissedSweep::new(coord, run_log, jobs, clock, settings);
         sweep.notifier = notifier;
-        MissedSweeper::start(sweep)
+        MissedSweeper::start(sweep, turn)
     }
 
-    pub fn start(mut sweep: MissedSweep) -> MissedSweeper {
+    /// Sweep every `settings.every` while this manager holds `turn`.
+    pub fn start(mut sweep: MissedSweep, mut turn: SweepTurn) -> MissedSweeper {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let mut ticker = tokio::time::interval(sweep.settings.every);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut had_turn = false;
             loop {
-                ticker.tick().await;
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    _ = &mut stopped => break,
+                }
+                match turn.take().await {
+                    Ok(true) if !had_turn => {
+                        tracing::info!("this manager sweeps for ticks with no record now");
+                        sweep.catch_up();
+                        had_turn = true;
+                    }
+                    Ok(true) => {}
+                    Ok(false) => {
+                        had_turn = false;
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot tell whose turn it is to sweep; will retry");
+                        continue;
+                    }
+                }
                 if let Err(error) = sweep.sweep().await {
                     tracing::warn!(%error, "the sweep for ticks with no record failed; will retry");
                 }
             }
+            if let Err(error) = turn.give_up().await {
+                tracing::warn!(%error, "cannot hand on the turn to sweep; it ends with its session");
+            }
         });
-        MissedSweeper { task }
+        MissedSweeper {
+            task,
+            stop: Some(stop),
+        }
+    }
+
+    /// Stop after the sweep under way and hand the turn on, so another
+    /// manager sweeps at its next period (a rolling restart); at most
+    /// [`STOP_WAIT`], then the task is dropped and the turn ends with its
+    /// session.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = tokio::time::timeout(STOP_WAIT, &mut self.task).await;
     }
 }
+
+/// How long a stopping manager waits for its sweep to end.
+const STOP_WAIT: Duration = Duration::from_secs(5);
 
 impl Drop for MissedSweeper {
     fn drop(&mut self) {

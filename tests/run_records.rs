@@ -22,7 +22,7 @@ use distcron::clock::SystemClock;
 use distcron::coord::claims::ClaimPolicy;
 use distcron::http::job_index::JobIndex;
 use distcron::job::{Job, Misfire, Overlap};
-use distcron::missed::{MissedSweep, MissedSweeper, SweepSettings};
+use distcron::missed::{MissedSweep, MissedSweeper, SweepSettings, SweepTurn};
 use distcron::runlog::mongo::{MongoOptions, MongoRunLog};
 use distcron::runlog::{RunLog, RunQuery, RunRecord, RunStatus};
 use nix::sys::signal::Signal;
@@ -158,17 +158,20 @@ async fn every_execution_has_one_final_record_whatever_dies() {
     let orphan_saved = orphan.updated_at.unwrap();
 
     // A manager's sweep, in-process, every second.
-    let sweeper = MissedSweeper::start(MissedSweep::new(
-        fleet.coord.clone(),
-        run_log.clone(),
-        JobIndex::follow(fleet.coord.clone()),
-        Arc::new(SystemClock),
-        SweepSettings {
-            every: Duration::from_secs(1),
-            misfire_window: Duration::from_secs(60),
-            claims: ClaimPolicy::default(),
-        },
-    ));
+    let sweeper = MissedSweeper::start(
+        MissedSweep::new(
+            fleet.coord.clone(),
+            run_log.clone(),
+            JobIndex::follow(fleet.coord.clone()),
+            Arc::new(SystemClock),
+            SweepSettings {
+                every: Duration::from_secs(1),
+                misfire_window: Duration::from_secs(60),
+                claims: ClaimPolicy::default(),
+            },
+        ),
+        SweepTurn::new(fleet.coord.clone(), "manager@test"),
+    );
 
     let mut workers: HashMap<&str, WorkerProcess> = ["w1", "w2"]
         .iter()

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
             );
         }
         let served = http::serve(state, listener, tls, signals::shutdown()).await;
-        drop(sweeper);
+        sweeper.stop().await;
         served.map_err(|e| e.to_string())
     });
     match result {

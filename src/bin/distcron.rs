@@ -180,7 +180,7 @@ fn standalone() -> ExitCode {
         let server = actix_rt::spawn(server);
         signals::shutdown().await;
         worker.stop().await;
-        drop(sweeper);
+        sweeper.stop().await;
         let _ = stop_tx.send(());
         server.await.map_err(std::io::Error::other)?
     });

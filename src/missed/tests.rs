@@ -79,6 +79,8 @@ fn after_failed_sweeps_the_next_good_one_checks_from_the_last_good_one() {
         (Some(now - 100 * S), Some((now - 115 * S, now - 5 * S))),
         // Never before what claims can still tell.
         (Some(now - 900 * S), Some((now - 295 * S, now - 5 * S))),
+        // Taking the turn (`catch_up`): everything claims can still tell.
+        (Some(0), Some((now - 295 * S, now - 5 * S))),
     ];
     for (last_ok, expected) in table {
         assert_eq!(
@@ -311,4 +313,40 @@ async fn every_tick_without_a_record_gets_one_once_across_managers() {
             .iter()
             .all(|t| holders.get(t).map(String::as_str) == Some(HOLDER))
     );
+}
+
+#[tokio::test]
+async fn a_manager_taking_the_turn_records_the_ticks_that_passed_since_the_last_sweeper() {
+    let coord: Arc<dyn Coordinator> = Arc::new(EmbeddedCoordinator::in_memory());
+    let run_log = Arc::new(FakeRunLog::default());
+    let now = crate::clock::Clock::now_ms(&crate::clock::SystemClock) / S * S;
+    let clock = Arc::new(At(AtomicI64::new(now)));
+    let mut orphan = job("orphan", "nobody", Some(Misfire::Skip), None);
+    orphan.updated_at = Some(now - 100 * S);
+    save(&coord, &orphan).await;
+    let manager = || {
+        MissedSweep::new(
+            coord.clone(),
+            run_log.clone(),
+            JobIndex::follow(coord.clone()),
+            clock.clone(),
+            settings(),
+        )
+    };
+    let mut first = manager();
+    listed(&first.jobs, 1).await;
+    assert!(first.sweep().await.unwrap() > 0);
+    // The first sweeper dies; a minute later the other takes the turn.
+    drop(first);
+    clock.0.store(now + 60 * S, Ordering::SeqCst);
+    let mut next = manager();
+    listed(&next.jobs, 1).await;
+    next.catch_up();
+    next.sweep().await.unwrap();
+
+    // Every tick since the job's save that can no longer run, once each.
+    let mut recorded: Vec<i64> = run_log.records().iter().map(|r| r.plan_time).collect();
+    recorded.sort();
+    let expected: Vec<i64> = (1..=155).map(|s| now - 100 * S + s * S).collect();
+    assert_eq!(recorded, expected);
 }
