@@ -13,6 +13,7 @@ mod floor;
 mod peer;
 mod report;
 mod scenario;
+mod stop;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -92,6 +93,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    if let Err(e) = stop::install() {
+        eprintln!("loadtest: cannot catch SIGINT and SIGTERM: {e}");
+        return ExitCode::from(2);
+    }
     let run_dir = root.join("target/loadtest").join(&scenario.name);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -131,14 +136,6 @@ fn now() -> DateTime<Utc> {
 
 pub(crate) fn say(text: &str) {
     eprintln!("[{}] {text}", now().format("%H:%M:%S"));
-}
-
-/// Sleep until `at` (wall clock).
-async fn sleep_until(at: DateTime<Utc>) {
-    let left = (at - now()).num_milliseconds();
-    if left > 0 {
-        tokio::time::sleep(Duration::from_millis(left as u64)).await;
-    }
 }
 
 /// The jobs of every group, with the first group at `first_count` jobs.
@@ -202,6 +199,9 @@ fn save_jobs(managers: &[String], jobs: &[serde_json::Value]) -> Result<f64, Str
             .map(|_| {
                 scope.spawn(|| {
                     loop {
+                        if stop::requested() {
+                            return Err("stopped by a signal".to_string());
+                        }
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(job) = jobs.get(i) else {
                             return Ok(());
@@ -250,13 +250,13 @@ enum Action {
 }
 
 /// Run the window `[from, to)`, applying the chaos timeline; returns the
-/// spans where ticks may be missed.
+/// spans where ticks may be missed, or `None` when a stop was asked.
 async fn run_window(
     cluster: &mut Cluster,
     scenario: &Scenario,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
-) -> Result<Vec<ChaosWindow>, String> {
+) -> Result<Option<Vec<ChaosWindow>>, String> {
     let mut timeline: Vec<(i64, Action)> = scenario
         .chaos
         .iter()
@@ -274,7 +274,9 @@ async fn run_window(
         }
         let (at, action) = timeline.remove(0);
         let at_time = DateTime::<Utc>::from_timestamp_millis(at).unwrap_or_default();
-        sleep_until(at_time).await;
+        if !stop::sleep_until(at_time).await {
+            return Ok(None);
+        }
         match action {
             Action::Do(kind, worker, for_secs) => {
                 let mut span_end = at + (for_secs as i64 + FAILOVER_SECS) * 1000;
@@ -371,8 +373,10 @@ async fn run_window(
             }
         }
     }
-    sleep_until(to).await;
-    Ok(windows)
+    if !stop::sleep_until(to).await {
+        return Ok(None);
+    }
+    Ok(Some(windows))
 }
 
 /// The first whole minute at least `settle` from now.
@@ -434,6 +438,12 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
         say(&format!("saving {} jobs through the API", new.len()));
         let rate = match save_jobs(&cluster.manager_urls, &new) {
             Ok(rate) => rate,
+            Err(_) if stop::requested() => {
+                stopped_by = Some(format!(
+                    "stopped by a signal while saving the jobs for {first_count} runs a minute"
+                ));
+                break;
+            }
             // A ramp reports what it reached; the first step must save.
             Err(e) if !results.is_empty() => {
                 say(&format!("the ramp stops: saving its next jobs failed: {e}"));
@@ -455,10 +465,21 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
             from.format("%H:%M:%S"),
             to.format("%H:%M:%S")
         ));
-        sleep_until(from).await;
+        let stopped_in_window = || {
+            Some(format!(
+                "stopped by a signal before the window for {first_count} runs a minute ended (not counted)"
+            ))
+        };
+        if !stop::sleep_until(from).await {
+            stopped_by = stopped_in_window();
+            break;
+        }
         let writes_before = cluster.etcd_writes();
         let (requests_before, proposals_before) = cluster.etcd_requests_and_proposals();
-        let chaos = run_window(&mut cluster, scenario, from, to).await?;
+        let Some(chaos) = run_window(&mut cluster, scenario, from, to).await? else {
+            stopped_by = stopped_in_window();
+            break;
+        };
         let writes = cluster.etcd_writes().saturating_sub(writes_before);
         let (requests, proposals) = cluster.etcd_requests_and_proposals();
         let (requests, proposals) = (
@@ -513,7 +534,7 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
     drop(cluster);
     // The peer runs alone, after distcron, on the same jobs.
     let peer = match &scenario.peer {
-        Some(spec) => {
+        Some(spec) if !stop::requested() => {
             let jobs = scenario.jobs.iter().map(|g| g.count).sum();
             let root = Path::new(env!("CARGO_MANIFEST_DIR"));
             let python = std::env::var_os("APSCHEDULER_PYTHON")
@@ -537,7 +558,7 @@ async fn run(scenario: &Scenario, tools: &Tools, run_dir: &Path) -> Result<Repor
             ));
             Some(result)
         }
-        None => None,
+        _ => None,
     };
     let ramp = !scenario.ramp.is_empty();
     let steps_passed: Vec<bool> = results.iter().map(|s| s.passed).collect();

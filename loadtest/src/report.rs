@@ -251,7 +251,11 @@ pub fn markdown(report: &Report) -> String {
     }
     if let Some(why) = &report.ramp_stopped_by {
         let _ = writeln!(out);
-        let _ = writeln!(out, "The ramp stopped there: {why}.");
+        if report.scenario.ramp.is_empty() {
+            let _ = writeln!(out, "The run stopped early: {why}.");
+        } else {
+            let _ = writeln!(out, "The ramp stopped there: {why}.");
+        }
     }
     let chaos: Vec<_> = report
         .steps
