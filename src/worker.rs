@@ -170,6 +170,7 @@ pub fn start(
     let ctx = WorkerContext {
         worker_id: settings.worker_id.clone(),
         group: settings.group.clone(),
+        running_keys: crate::coord::write_queue::WriteQueue::new(coord.clone()),
         coord,
         clock,
         lock,

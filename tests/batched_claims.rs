@@ -15,7 +15,7 @@ use distcron::coord::embedded::EmbeddedCoordinator;
 use distcron::coord::etcd::{EtcdCoordinator, EtcdOptions};
 use distcron::coord::{
     BatchPut, Claim, CondPut, Condition, CoordError, Coordinator, KeyValue, LeaseId, MAX_BATCH,
-    Result, Revision, WatchStream,
+    Result, Revision, WatchStream, Write,
 };
 use support::{service_endpoint, unique};
 
@@ -82,6 +82,9 @@ impl Coordinator for LosesAnswers {
             return Err(CoordError::Unavailable("answer lost (test)".into()));
         }
         Ok(result)
+    }
+    async fn write_all(&self, writes: &[Write]) -> Result<Revision> {
+        self.inner.write_all(writes).await
     }
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {
         self.inner.watch(prefix, from).await

@@ -9,7 +9,7 @@ use std::time::Duration;
 use distcron::coord::embedded::EmbeddedCoordinator;
 use distcron::coord::etcd::{EtcdCoordinator, EtcdOptions};
 use distcron::coord::session::Session;
-use distcron::coord::{Claim, CoordError, Coordinator, WatchEvent, WatchItem, WatchStream};
+use distcron::coord::{Claim, CoordError, Coordinator, WatchEvent, WatchItem, WatchStream, Write};
 use support::{OwnedServer, eventually, service_endpoint, unique};
 
 /// Generous bound for anything etcd does on a loaded 2-core machine.
@@ -91,6 +91,57 @@ macro_rules! contract_suite {
                     None,
                     "second delete finds nothing"
                 );
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn write_all_applies_puts_and_deletes_in_one_revision_or_none() {
+                let Some(c) = super::$engine().await else {
+                    return;
+                };
+                let before = c.put("running/old", b"o".to_vec(), None).await.unwrap();
+                let lease = c.grant(Duration::from_secs(30)).await.unwrap();
+                let mut watch = c.watch("running/", before + 1).await.unwrap();
+                let put = |key: &str, lease| Write::Put {
+                    key: key.into(),
+                    value: b"v".to_vec(),
+                    lease,
+                };
+                let delete = |key: &str| Write::Delete { key: key.into() };
+                let batch = [
+                    put("running/a", Some(lease)),
+                    put("running/b", None),
+                    delete("running/old"),
+                    delete("running/never"),
+                ];
+                let revision = c.write_all(&batch).await.unwrap();
+                assert!(revision > before);
+                let a = c.get("running/a").await.unwrap().expect("running/a put");
+                assert_eq!((a.mod_revision, a.lease), (revision, lease));
+                let b = c.get("running/b").await.unwrap().expect("running/b put");
+                assert_eq!((b.mod_revision, b.lease), (revision, 0));
+                assert_eq!(c.get("running/old").await.unwrap(), None);
+                let events = collect_events(&mut watch, 3).await;
+                assert!(
+                    events.iter().all(|e| e.revision() == revision),
+                    "one revision: {events:?}"
+                );
+                let mut keys: Vec<&str> = events.iter().map(WatchEvent::key).collect();
+                keys.sort();
+                assert_eq!(keys, ["running/a", "running/b", "running/old"]);
+
+                // A put on an ended lease fails the batch: its delete stays undone.
+                c.revoke(lease).await.unwrap();
+                let refused = c
+                    .write_all(&[put("running/c", Some(lease)), delete("running/b")])
+                    .await;
+                assert_eq!(refused, Err(CoordError::LeaseNotFound(lease)));
+                assert!(c.get("running/b").await.unwrap().is_some());
+                assert_eq!(c.get("running/c").await.unwrap(), None);
+
+                // Deleting only what is absent changes nothing.
+                let (_, now) = c.list("running/").await.unwrap();
+                let same = c.write_all(&[delete("running/never")]).await.unwrap();
+                assert_eq!(same, now);
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,6 +35,8 @@ pub struct WorkerContext {
     pub misfire_window: std::time::Duration,
     /// Bumped by the LockActor each time it holds a new session.
     pub sessions: tokio::sync::watch::Receiver<u64>,
+    /// The `running/` registrations and unregistrations, batched.
+    pub running_keys: crate::coord::write_queue::WriteQueue,
     /// `running/` keys of finished runs whose delete failed.
     pub unregister_backlog: UnregisterBacklog,
     /// The run log, read to close the open runs of a worker that died.

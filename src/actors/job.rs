@@ -513,13 +513,13 @@ async fn run_attempt(
     )));
     let (ended, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let register = {
-        let (coord, key, lease) = (ctx.coord.clone(), key.clone(), token.lease());
+        let (writes, key, lease) = (ctx.running_keys.clone(), key.clone(), token.lease());
         tokio::spawn(async move {
             tokio::select! {
                 _ = ended_rx => return Ok(false),
                 () = tokio::time::sleep(REGISTER_AFTER) => {}
             }
-            coord.put(&key, value, Some(lease)).await.map(|_| true)
+            writes.put(key, value, Some(lease)).await.map(|()| true)
         })
     };
     // The runner takes the spec; keep what the chain needs, and copy the
@@ -553,7 +553,7 @@ async fn run_attempt(
     match register.await {
         Ok(Ok(false)) => {}
         Ok(Ok(true)) => {
-            if let Err(error) = ctx.coord.delete(&key).await {
+            if let Err(error) = ctx.running_keys.delete(key.clone()).await {
                 tracing::warn!(%key, %error, "cannot unregister the finished run yet; retrying");
                 ctx.unregister_backlog.add(key);
             }

@@ -56,6 +56,7 @@ fn rig_on(coord: Arc<dyn Coordinator>) -> Rig {
     let ctx = WorkerContext {
         worker_id: "w1".into(),
         group: "default".into(),
+        running_keys: crate::coord::write_queue::WriteQueue::new(coord.clone()),
         coord: coord.clone(),
         clock,
         lock,

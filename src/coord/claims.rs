@@ -555,6 +555,9 @@ mod tests {
         async fn put_all_if(&self, _: &[crate::coord::CondPut]) -> Result<crate::coord::BatchPut> {
             Err(CoordError::Unavailable("down".into()))
         }
+        async fn write_all(&self, _: &[crate::coord::Write]) -> Result<i64> {
+            Err(CoordError::Unavailable("down".into()))
+        }
         async fn watch(&self, _: &str, _: i64) -> Result<crate::coord::WatchStream> {
             Err(CoordError::Unavailable("down".into()))
         }

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::{
     BatchPut, Claim, CondPut, CoordError, Coordinator, KeyValue, LeaseId, Result, Revision,
-    WatchEvent, WatchItem, WatchStream, ttl_seconds,
+    WatchEvent, WatchItem, WatchStream, Write, ttl_seconds,
 };
 
 /// Durable keys: key -> (create revision, mod revision, value).
@@ -521,6 +521,39 @@ impl Coordinator for EmbeddedCoordinator {
         Ok(BatchPut::AllPut {
             revision: state.revision,
         })
+    }
+
+    async fn write_all(&self, writes: &[Write]) -> Result<Revision> {
+        let mut state = self.lock();
+        for write in writes {
+            check_lease(&state, write.lease())?;
+        }
+        // A batch that changes nothing makes no revision, as in etcd.
+        let changes = writes
+            .iter()
+            .any(|w| matches!(w, Write::Put { .. }) || state.keys.contains_key(w.key()));
+        if !changes {
+            return Ok(state.revision);
+        }
+        state.revision += 1;
+        let revision = state.revision;
+        let events = writes
+            .iter()
+            .filter_map(|write| match write {
+                Write::Put { key, value, lease } => Some(WatchEvent::Put(apply_put(
+                    &mut state,
+                    key,
+                    value.clone(),
+                    *lease,
+                ))),
+                Write::Delete { key } => remove_key(&mut state, key).map(|_| WatchEvent::Delete {
+                    key: key.clone(),
+                    revision,
+                }),
+            })
+            .collect();
+        self.inner.commit(&mut state, events)?;
+        Ok(revision)
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {

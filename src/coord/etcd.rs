@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use super::keepers::{Keepers, OpenStream};
 use super::{
     BatchPut, Claim, CondPut, Condition, CoordError, Coordinator, KeyValue, LeaseId, Result,
-    Revision, WatchEvent, WatchItem, WatchStream, ttl_seconds,
+    Revision, WatchEvent, WatchItem, WatchStream, Write, ttl_seconds,
 };
 
 /// How to reach etcd.
@@ -631,6 +631,26 @@ impl Coordinator for EtcdCoordinator {
             })
             .collect();
         Ok(BatchPut::NonePut(held))
+    }
+
+    async fn write_all(&self, writes: &[Write]) -> Result<Revision> {
+        let full: Vec<String> = writes.iter().map(|w| self.full_key(w.key())).collect();
+        let lease = writes.iter().find_map(Write::lease);
+        let resp = self
+            .call(|mut c| {
+                let ops = writes.iter().zip(&full).map(|(write, key)| match write {
+                    Write::Put { value, lease, .. } => {
+                        let options = lease.map(|id| PutOptions::new().with_lease(id));
+                        TxnOp::put(key.clone(), value.clone(), options)
+                    }
+                    Write::Delete { .. } => TxnOp::delete(key.clone(), None),
+                });
+                let txn = Txn::new().and_then(ops.collect::<Vec<_>>());
+                async move { c.txn(txn).await }
+            })
+            .await
+            .map_err(|e| lease_error(e, lease))?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
     async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream> {

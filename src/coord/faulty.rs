@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use super::embedded::EmbeddedCoordinator;
 use super::{
     BatchPut, Claim, CondPut, Condition, CoordError, Coordinator, KeyValue, LeaseId, Result,
-    WatchStream,
+    WatchStream, Write,
 };
 
 pub struct Faulty {
@@ -33,6 +33,9 @@ pub struct Faulty {
     pub lists: AtomicUsize,
     pub lists_in_flight: AtomicUsize,
     pub most_lists_in_flight: AtomicUsize,
+    /// Batches of unconditional writes sent, and how long each takes (ms).
+    pub write_batches: AtomicUsize,
+    pub write_ms: AtomicU64,
 }
 
 impl Faulty {
@@ -49,6 +52,8 @@ impl Faulty {
             lists: AtomicUsize::new(0),
             lists_in_flight: AtomicUsize::new(0),
             most_lists_in_flight: AtomicUsize::new(0),
+            write_batches: AtomicUsize::new(0),
+            write_ms: AtomicU64::new(0),
         }
     }
 
@@ -163,6 +168,15 @@ impl Coordinator for Faulty {
             return Err(lost());
         }
         Ok(result)
+    }
+    async fn write_all(&self, writes: &[Write]) -> Result<i64> {
+        self.check()?;
+        self.write_batches.fetch_add(1, Ordering::SeqCst);
+        let ms = self.write_ms.load(Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        self.inner.write_all(writes).await
     }
     async fn watch(&self, prefix: &str, from: i64) -> Result<WatchStream> {
         self.check()?;

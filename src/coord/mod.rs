@@ -17,6 +17,7 @@ pub mod follow;
 pub mod group_commit;
 pub mod keepers;
 pub mod session;
+pub mod write_queue;
 
 use std::time::Duration;
 
@@ -132,6 +133,35 @@ pub enum BatchPut {
     NonePut(Vec<Option<KeyValue>>),
 }
 
+/// One unconditional write of [`Coordinator::write_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    /// Create or replace `key`, optionally on a lease.
+    Put {
+        key: String,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    },
+    /// Delete `key` (nothing happens if it is absent).
+    Delete { key: String },
+}
+
+impl Write {
+    pub fn key(&self) -> &str {
+        match self {
+            Write::Put { key, .. } | Write::Delete { key } => key,
+        }
+    }
+
+    /// The lease a put goes on.
+    pub fn lease(&self) -> Option<LeaseId> {
+        match self {
+            Write::Put { lease, .. } => *lease,
+            Write::Delete { .. } => None,
+        }
+    }
+}
+
 /// The most puts one batch may hold: etcd's default `--max-txn-ops`.
 pub const MAX_BATCH: usize = 128;
 
@@ -192,6 +222,13 @@ pub trait Coordinator: Send + Sync + 'static {
     /// (one etcd transaction); otherwise apply none and say what each key
     /// held. Keys must be distinct and at most [`MAX_BATCH`].
     async fn put_all_if(&self, puts: &[CondPut]) -> Result<BatchPut>;
+
+    /// Apply every put and delete of `writes`, atomically and with no
+    /// condition (one etcd transaction, one revision); returns that
+    /// revision. A put on a lease that has ended fails the whole batch with
+    /// [`CoordError::LeaseNotFound`]. Keys must be distinct and at most
+    /// [`MAX_BATCH`].
+    async fn write_all(&self, writes: &[Write]) -> Result<Revision>;
 
     /// Watch every key under `prefix`, starting at revision `from`
     /// (inclusive). Transient disconnections are retried inside; the caller
