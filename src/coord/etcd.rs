@@ -177,7 +177,7 @@ impl EtcdCoordinator {
     /// compact to the revision noted `retention` ago.
     ///
     /// Expired tick claims leave deleted revisions behind; etcd 3.4 slows
-    /// down several-fold as they pile up (see README, "Coordinator"), and
+    /// down several-fold as they pile up (see docs/DESIGN.md, "Coordinator"), and
     /// many clusters run without auto-compaction. Compaction is idempotent,
     /// so every process of a cluster may run this; a watch that falls more
     /// than `retention` behind is told to resync.

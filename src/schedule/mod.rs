@@ -1,6 +1,6 @@
 //! Cron schedules: parsing and the next-fire computation.
 //!
-//! Accepted forms (see README, "Cron expressions"):
+//! Accepted forms (see docs/DESIGN.md, "Cron expressions"):
 //! - 5 fields `min hour dom mon dow` (classic crontab, fires at second 0),
 //! - 6 fields `sec min hour dom mon dow`,
 //! - 7 fields `sec min hour dom mon dow year` (the old system's form),
