@@ -9,8 +9,8 @@ use actix::Addr;
 use super::lock::LockActor;
 use super::log_batcher::LogBatcher;
 use crate::clock::SharedClock;
-use crate::coord::Coordinator;
 use crate::coord::claims::TickClaims;
+use crate::coord::{Coordinator, MAX_BATCH, Write};
 use crate::job::{Job, Overlap};
 use crate::runner::{RunLimits, RunningRuns};
 
@@ -61,12 +61,21 @@ impl UnregisterBacklog {
         self.lock().is_empty()
     }
 
-    /// Delete what can be deleted; `Err` if some keys remain.
+    /// Delete what can be deleted, up to [`MAX_BATCH`] keys a request (an
+    /// outage can leave every long run that ended during it here); `Err`
+    /// if some keys remain.
     pub async fn flush(&self, coord: &dyn Coordinator) -> crate::coord::Result<()> {
         let keys: Vec<String> = self.lock().iter().cloned().collect();
-        for key in keys {
-            coord.delete(&key).await?;
-            self.lock().remove(&key);
+        for batch in keys.chunks(MAX_BATCH) {
+            let deletes: Vec<Write> = batch
+                .iter()
+                .map(|key| Write::Delete { key: key.clone() })
+                .collect();
+            coord.write_all(&deletes).await?;
+            let mut backlog = self.lock();
+            for key in batch {
+                backlog.remove(key);
+            }
         }
         Ok(())
     }
@@ -147,5 +156,28 @@ mod tests {
                 "{policy:?} with {here} here and {elsewhere} elsewhere"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_unregister_backlog_flushes_in_batches_and_keeps_what_failed() {
+        use crate::coord::faulty::Faulty;
+        use std::sync::atomic::Ordering;
+        let coord = Faulty::in_memory();
+        let backlog = UnregisterBacklog::default();
+        for i in 0..300 {
+            let key = format!("running/j/r{i:03}");
+            coord.put(&key, b"x".to_vec(), None).await.unwrap();
+            backlog.add(key);
+        }
+        // etcd still out: nothing is deleted and every key stays.
+        coord.down.store(true, Ordering::SeqCst);
+        assert!(backlog.flush(&coord).await.is_err());
+        assert_eq!(backlog.lock().len(), 300);
+        coord.down.store(false, Ordering::SeqCst);
+        backlog.flush(&coord).await.unwrap();
+        assert!(backlog.is_empty());
+        assert!(coord.list("running/").await.unwrap().0.is_empty());
+        // 300 keys in batches of at most 128.
+        assert_eq!(coord.write_batches.load(Ordering::SeqCst), 3);
     }
 }
