@@ -36,6 +36,8 @@ pub struct Faulty {
     /// Batches of unconditional writes sent, and how long each takes (ms).
     pub write_batches: AtomicUsize,
     pub write_ms: AtomicU64,
+    /// Writes panic while set (a bug in a coordinator).
+    pub panic_on_write: AtomicBool,
 }
 
 impl Faulty {
@@ -54,6 +56,7 @@ impl Faulty {
             most_lists_in_flight: AtomicUsize::new(0),
             write_batches: AtomicUsize::new(0),
             write_ms: AtomicU64::new(0),
+            panic_on_write: AtomicBool::new(false),
         }
     }
 
@@ -172,6 +175,10 @@ impl Coordinator for Faulty {
     async fn write_all(&self, writes: &[Write]) -> Result<i64> {
         self.check()?;
         self.write_batches.fetch_add(1, Ordering::SeqCst);
+        assert!(
+            !self.panic_on_write.load(Ordering::SeqCst),
+            "write_all panics (test)"
+        );
         let ms = self.write_ms.load(Ordering::SeqCst);
         if ms > 0 {
             tokio::time::sleep(Duration::from_millis(ms)).await;

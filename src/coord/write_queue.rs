@@ -101,17 +101,42 @@ pub fn next_batch<'a>(keys: impl IntoIterator<Item = &'a str>) -> usize {
 
 /// Send batches until nothing waits.
 async fn send_all(inner: Arc<Inner>) {
+    let mut turn = Turn {
+        inner: inner.clone(),
+        finished: false,
+    };
     loop {
         let batch: Vec<Entry> = {
             let mut state = inner.lock();
             let n = next_batch(state.waiting.iter().map(|e| e.write.key()));
             if n == 0 {
                 state.sending = false;
+                turn.finished = true;
                 return;
             }
             state.waiting.drain(..n).collect()
         };
         send(&*inner.coord, batch).await;
+    }
+}
+
+/// The sender's turn. Should its task end before nothing waits (a panic in
+/// the coordinator, the runtime shutting down), the writes that wait are
+/// failed and the next write starts a new sender, so nobody waits forever
+/// on a sender that is gone.
+struct Turn {
+    inner: Arc<Inner>,
+    finished: bool,
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        if !self.finished {
+            let mut state = self.inner.lock();
+            state.sending = false;
+            // Dropping their replies answers each with an error.
+            state.waiting.clear();
+        }
     }
 }
 
@@ -215,6 +240,30 @@ mod tests {
         first.await.unwrap().unwrap();
         assert_eq!(faulty.write_batches.load(Ordering::SeqCst), 2);
         assert_eq!(faulty.list("running/").await.unwrap().0.len(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_sender_that_dies_fails_its_writes_and_the_next_write_goes() {
+        let faulty = Arc::new(Faulty::in_memory());
+        faulty.panic_on_write.store(true, Ordering::SeqCst);
+        let queue = WriteQueue::new(faulty.clone());
+        // Without the turn's guard these would wait forever.
+        let both = async {
+            tokio::join!(
+                queue.put("running/j/a".into(), b"x".to_vec(), None),
+                queue.put("running/j/b".into(), b"x".to_vec(), None),
+            )
+        };
+        let (a, b) = tokio::time::timeout(Duration::from_secs(10), both)
+            .await
+            .expect("the writes of a dead sender are answered");
+        assert!(matches!(a, Err(CoordError::Unavailable(_))), "{a:?}");
+        assert!(matches!(b, Err(CoordError::Unavailable(_))), "{b:?}");
+        faulty.panic_on_write.store(false, Ordering::SeqCst);
+        queue
+            .put("running/j/a".into(), b"x".to_vec(), None)
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
