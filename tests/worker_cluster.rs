@@ -434,6 +434,102 @@ async fn fixed_delay_neither_overlaps_nor_stops_across_a_worker_kill() {
     }
 }
 
+/// `@delay 1s` on a job whose run (8 s, a beat every 100 ms) outlasts the
+/// session TTL (4 s): its owner is SIGKILLed 1 s into a run. The dead
+/// owner's fence kills the run when the lease runs out (it never writes its
+/// end), and the new owner starts the next run only after that: the old run
+/// writes nothing after the new run's start. Counted from the ledger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_delay_waits_for_the_fence_of_a_dead_owner_s_long_run() {
+    let fleet = fleet("delay-long").await;
+    let ledger = fleet.data_dir.path().join("ledger");
+    let line = |kind: &str| {
+        format!(
+            "echo \"{kind} $(date +%s%3N) $DISTCRON_RUN_ID\" >> {}",
+            ledger.display()
+        )
+    };
+    let command = format!(
+        "{}; i=0; while [ $i -lt 80 ]; do {}; sleep 0.1; i=$((i+1)); done; {}",
+        line("start"),
+        line("beat"),
+        line("end")
+    );
+    let mut job = Job::new("long-chain", &command, "@delay 1s");
+    let owner = rendezvous_owner(&job.name, ["w1", "w2"]).unwrap();
+    let survivor = if owner == "w1" { "w2" } else { "w1" };
+    let mut workers: HashMap<&str, WorkerProcess> = ["w1", "w2"]
+        .iter()
+        .map(|id| (*id, fleet.start(id)))
+        .collect();
+    fleet.wait_registered(2).await;
+    fleet.save(&mut job).await;
+
+    // (kind, epoch ms, run id)
+    let read_ledger = || -> Vec<(String, i64, String)> {
+        std::fs::read_to_string(&ledger)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.split(' ');
+                let kind = parts.next()?.to_string();
+                let at = parts.next()?.parse().ok()?;
+                Some((kind, at, parts.next()?.to_string()))
+            })
+            .collect()
+    };
+    let first_start_by = |worker: &str| {
+        read_ledger()
+            .into_iter()
+            .find(|(k, _, id)| k == "start" && id.ends_with(&format!("-{worker}")))
+    };
+    let (_, started, old_run) =
+        eventually("the owner's first run", Duration::from_secs(20), || {
+            let start = first_start_by(owner);
+            async move { start }
+        })
+        .await;
+    eventually("the run 1 s in", Duration::from_secs(5), || async move {
+        (now_ms() - started >= 1_000).then_some(())
+    })
+    .await;
+    signal(&workers[owner], Signal::SIGKILL);
+    drop(workers.remove(owner));
+    let (_, next_start, _) =
+        eventually("the survivor's first run", Duration::from_secs(30), || {
+            let start = first_start_by(survivor);
+            async move { start }
+        })
+        .await;
+    // Past the instant the old run would have ended by itself.
+    eventually(
+        "the old run's natural end",
+        Duration::from_secs(30),
+        || async move { (now_ms() > started + 10_000).then_some(()) },
+    )
+    .await;
+    drop(workers);
+
+    let old: Vec<(String, i64, String)> = read_ledger()
+        .into_iter()
+        .filter(|(_, _, id)| *id == old_run)
+        .collect();
+    assert!(
+        old.iter().all(|(kind, ..)| kind != "end"),
+        "the dead owner's run was not fenced: it ran to its end: {old:?}"
+    );
+    let last = old.iter().map(|(_, at, _)| *at).max().unwrap_or(started);
+    assert!(
+        last < next_start,
+        "the old run wrote at {last}, after the new run started at {next_start}"
+    );
+    eprintln!(
+        "fixed delay across a dead owner: its run was fenced {} ms after its start; the next run began {} ms after that",
+        last - started,
+        next_start - last
+    );
+}
+
 /// A rolling restart: each of three workers in turn is stopped gracefully
 /// (SIGTERM) and started again while every-second jobs run. Counted from the
 /// commands' own ledger: every planned tick ran exactly once; none was lost

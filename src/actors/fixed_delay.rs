@@ -11,7 +11,9 @@
 //! - `lastEnd` null and the run still registered under `running/<job>/` (or
 //!   started less than 3 s ago, before it registers): it waits for its end;
 //! - `lastEnd` null and no such run: its worker died mid-run; the next run
-//!   starts at once, under the key `lastTick + delay`;
+//!   starts `killGraceMs` after this owner first saw that (the dead worker's
+//!   fence has killed the run by then, as for a lost run), under the key
+//!   `lastTick + delay`;
 //! - no key: the job never ran; it starts at once.
 
 use std::time::Duration;
@@ -37,6 +39,19 @@ pub enum NextRun {
     At(i64),
     /// A run of the job is still in progress somewhere: look again later.
     WaitForRun,
+    /// The run's worker died mid-run: give its fence `killGraceMs` from the
+    /// first sight of that, then start.
+    WaitForFence,
+}
+
+/// What an owner saw of the chain.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    /// A run of the job is registered under `running/`.
+    pub run_in_progress: bool,
+    /// When this owner first saw the current start left without an end and
+    /// without a run.
+    pub orphan_since_ms: Option<i64>,
 }
 
 /// The hand-off rule above, as a pure function.
@@ -44,7 +59,8 @@ pub fn next_run(
     state: Option<DelayState>,
     delay_ms: i64,
     now_ms: i64,
-    run_in_progress: bool,
+    seen: Seen,
+    kill_grace_ms: i64,
 ) -> NextRun {
     match state {
         None => NextRun::At(now_ms),
@@ -55,11 +71,14 @@ pub fn next_run(
         Some(DelayState {
             last_tick,
             last_end: None,
-        }) if run_in_progress || now_ms - last_tick < START_GRACE_MS => NextRun::WaitForRun,
+        }) if seen.run_in_progress || now_ms - last_tick < START_GRACE_MS => NextRun::WaitForRun,
         Some(DelayState {
             last_tick,
             last_end: None,
-        }) => NextRun::At(last_tick + delay_ms),
+        }) => match seen.orphan_since_ms {
+            Some(since) if now_ms - since >= kill_grace_ms => NextRun::At(last_tick + delay_ms),
+            _ => NextRun::WaitForFence,
+        },
     }
 }
 
@@ -120,10 +139,27 @@ impl Handler<PlanDelayRun> for JobActor {
             };
             match result {
                 Ok((state, in_progress)) => {
-                    let state = state.and_then(|kv| serde_json::from_slice(&kv.value).ok());
-                    match next_run(state, delay_ms, act.ctx.clock.now_ms(), in_progress) {
+                    let state: Option<DelayState> =
+                        state.and_then(|kv| serde_json::from_slice(&kv.value).ok());
+                    let now = act.ctx.clock.now_ms();
+                    let last_tick = state.map(|s| s.last_tick);
+                    let seen = Seen {
+                        run_in_progress: in_progress,
+                        orphan_since_ms: act
+                            .delay_orphan_seen
+                            .filter(|(tick, _)| Some(*tick) == last_tick)
+                            .map(|(_, since)| since),
+                    };
+                    let grace = act.ctx.limits.kill_grace.as_millis() as i64;
+                    match next_run(state, delay_ms, now, seen, grace) {
                         NextRun::At(tick_ms) => act.arm_delay_tick(tick_ms, ctx),
                         NextRun::WaitForRun => act.recheck_later(ctx),
+                        NextRun::WaitForFence => {
+                            if seen.orphan_since_ms.is_none() {
+                                act.delay_orphan_seen = last_tick.map(|tick| (tick, now));
+                            }
+                            act.recheck_later(ctx)
+                        }
                     }
                 }
                 Err(error) => {
@@ -233,21 +269,33 @@ mod tests {
             })
         };
         let table = [
-            // (state, run in progress, next), delay 3 s, now 100 s
-            (None, false, NextRun::At(100_000)),
-            (None, true, NextRun::At(100_000)),
-            (ended(90_000, 95_000), false, NextRun::At(98_000)),
-            (ended(10_000, 12_000), false, NextRun::At(15_000)),
-            (ended(90_000, 95_000), true, NextRun::At(98_000)),
-            (started(99_000), true, NextRun::WaitForRun),
-            (started(99_000), false, NextRun::WaitForRun),
-            (started(96_000), false, NextRun::At(99_000)),
+            // (state, run in progress, orphan seen since, next);
+            // delay 3 s, kill grace 1 s, now 100 s
+            (None, false, None, NextRun::At(100_000)),
+            (None, true, None, NextRun::At(100_000)),
+            (ended(90_000, 95_000), false, None, NextRun::At(98_000)),
+            (ended(10_000, 12_000), false, None, NextRun::At(15_000)),
+            (ended(90_000, 95_000), true, None, NextRun::At(98_000)),
+            (started(99_000), true, None, NextRun::WaitForRun),
+            (started(99_000), false, None, NextRun::WaitForRun),
+            // Its worker died mid-run: first sight, then within the grace,
+            // then after it.
+            (started(96_000), false, None, NextRun::WaitForFence),
+            (started(96_000), false, Some(99_500), NextRun::WaitForFence),
+            (started(96_000), false, Some(99_000), NextRun::At(99_000)),
+            (started(10_000), false, Some(90_000), NextRun::At(13_000)),
+            // Registered again (a slow registration): wait for its end.
+            (started(96_000), true, Some(90_000), NextRun::WaitForRun),
         ];
-        for (state, in_progress, expected) in table {
+        for (state, run_in_progress, orphan_since_ms, expected) in table {
+            let seen = Seen {
+                run_in_progress,
+                orphan_since_ms,
+            };
             assert_eq!(
-                next_run(state, 3_000, 100_000, in_progress),
+                next_run(state, 3_000, 100_000, seen, 1_000),
                 expected,
-                "{state:?} in progress: {in_progress}"
+                "{state:?} {seen:?}"
             );
         }
     }

@@ -56,6 +56,10 @@ pub struct JobActor {
     /// A fixed-delay job's run is in progress on this worker (its end arms
     /// the next one).
     pub(super) delay_run_in_flight: bool,
+    /// A fixed-delay run left without an end by a dead worker: its start
+    /// tick and when this owner first saw it so (the grace for its fence
+    /// runs from then).
+    pub(super) delay_orphan_seen: Option<(i64, i64)>,
     /// Claims awaiting their answer plus won ticks waiting for their instant:
     /// a stopping actor lives until these are done, so a tick it claimed is
     /// started, never dropped.
@@ -171,6 +175,7 @@ impl JobActor {
             timer: None,
             counters: JobCounters::default(),
             delay_run_in_flight: false,
+            delay_orphan_seen: None,
             in_flight: 0,
             stopping: false,
             handing_over: false,
