@@ -203,7 +203,7 @@ impl JobSupervisor {
     /// take `killGraceMs`), record it and re-run it if the job asks.
     fn lost(&mut self, entry: RunningEntry, ctx: &mut Context<Self>) {
         let fenced_after = self.ctx.limits.kill_grace;
-        ctx.run_later(fenced_after, move |act, _| act.record_lost(entry));
+        ctx.run_later(fenced_after, move |act, ctx| act.record_lost(entry, ctx));
     }
 
     /// Close, as lost, what a dead worker left unexplained, once its fence
@@ -302,7 +302,7 @@ impl JobSupervisor {
 
     /// Record a fenced lost run, and re-run its tick if the job asks for it
     /// and this worker owns the job.
-    fn record_lost(&mut self, entry: RunningEntry) {
+    fn record_lost(&mut self, entry: RunningEntry, ctx: &mut Context<Self>) {
         tracing::warn!(job = %entry.job_name, run_id = %entry.run_id, worker = %entry.worker, "run lost with its worker");
         self.counters.lost_runs_recorded += 1;
         let now = self.ctx.clock.now_ms();
@@ -316,43 +316,75 @@ impl JobSupervisor {
         if job.on_lost != OnLost::Rerun || !self.state.owns(&job) {
             return;
         }
-        // The re-run gets a claim of its own, so only one worker runs it.
-        self.counters.lost_runs_rerun += 1;
-        let ctx = self.ctx.clone();
-        let claim = ClaimTick::of(
-            &format!("{}.rerun-of-{}", job.name, entry.run_id),
-            entry.plan_time,
-        );
-        actix::spawn(async move {
-            if let Ok(Ok(ClaimOutcome::Won(ticket))) = ctx.lock.send(claim).await {
-                let spec = RunSpec {
-                    params: Default::default(),
-                    triggered_by: None,
-                    run_id: format!("{}-rerun", entry.run_id),
-                    worker: ctx.worker_id.clone(),
-                    plan_time: entry.plan_time,
-                    schedule_time: ctx.clock.now_ms(),
-                    attempt: 0,
-                    requested_by: entry.requested_by,
-                    job,
-                };
-                // The rerun honours the overlap policy: under `forbid`, a
-                // newer run of the job in progress anywhere skips it.
-                match ctx.overlap_decision(&spec.job) {
-                    OverlapDecision::Start => run_claimed_tick(ctx, spec, ticket).await,
-                    OverlapDecision::Skip => skip_claimed_tick(ctx, spec, ticket).await,
-                    OverlapDecision::ReplaceThenStart => {
-                        let reason = format!(
-                            "replaced by the rerun of {} (overlap: replace)",
-                            entry.run_id
-                        );
-                        ctx.running.kill(&spec.job.name, &reason);
-                        run_claimed_tick(ctx, spec, ticket).await;
-                    }
+        // The run may have ended, its result shipped, just before its worker
+        // died with the unregistration unsent: look before running it again.
+        let (run_log, run_id) = (self.ctx.run_log.clone(), entry.run_id.clone());
+        let recorded = async move { run_log.get(&run_id).await };
+        ctx.spawn(recorded.into_actor(self).map(move |found, act, _| {
+            let recorded = match found {
+                Ok(record) => record.map(|r| r.status),
+                Err(error) => {
+                    tracing::warn!(run_id = %entry.run_id, %error, "cannot read the lost run's record; running it again");
+                    None
+                }
+            };
+            if !rerun_lost(recorded) {
+                tracing::info!(run_id = %entry.run_id, status = ?recorded, "the lost run had ended before its worker died; not running it again");
+                return;
+            }
+            act.counters.lost_runs_rerun += 1;
+            rerun(act.ctx.clone(), entry, job);
+        }));
+    }
+}
+
+/// Whether a run lost with its worker is run again under `onLost: rerun`,
+/// given what the run log holds of it: not when the run ended on its own
+/// (its worker shipped the result, then died before its `running/` key
+/// went), as that would run the tick twice. A `killed` run (its fence, a
+/// replace) or none at all is run again.
+pub fn rerun_lost(recorded: Option<RunStatus>) -> bool {
+    !matches!(
+        recorded,
+        Some(RunStatus::Succeeded | RunStatus::Failed | RunStatus::TimedOut)
+    )
+}
+
+/// Run a lost run again, under a claim of its own so only one worker runs it.
+fn rerun(ctx: WorkerContext, entry: RunningEntry, job: Job) {
+    let claim = ClaimTick::of(
+        &format!("{}.rerun-of-{}", job.name, entry.run_id),
+        entry.plan_time,
+    );
+    actix::spawn(async move {
+        if let Ok(Ok(ClaimOutcome::Won(ticket))) = ctx.lock.send(claim).await {
+            let spec = RunSpec {
+                params: Default::default(),
+                triggered_by: None,
+                run_id: format!("{}-rerun", entry.run_id),
+                worker: ctx.worker_id.clone(),
+                plan_time: entry.plan_time,
+                schedule_time: ctx.clock.now_ms(),
+                attempt: 0,
+                requested_by: entry.requested_by,
+                job,
+            };
+            // The rerun honours the overlap policy: under `forbid`, a
+            // newer run of the job in progress anywhere skips it.
+            match ctx.overlap_decision(&spec.job) {
+                OverlapDecision::Start => run_claimed_tick(ctx, spec, ticket).await,
+                OverlapDecision::Skip => skip_claimed_tick(ctx, spec, ticket).await,
+                OverlapDecision::ReplaceThenStart => {
+                    let reason = format!(
+                        "replaced by the rerun of {} (overlap: replace)",
+                        entry.run_id
+                    );
+                    ctx.running.kill(&spec.job.name, &reason);
+                    run_claimed_tick(ctx, spec, ticket).await;
                 }
             }
-        });
-    }
+        }
+    });
 }
 
 impl Actor for JobSupervisor {
@@ -465,5 +497,27 @@ fn lost_record(entry: &RunningEntry, now: i64, err: String) -> RunRecord {
         truncated: false,
         err,
         requested_by: entry.requested_by.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_run_is_run_again_unless_it_ended_on_its_own() {
+        let table = [
+            (None, true),
+            (Some(RunStatus::Started), true),
+            (Some(RunStatus::Pending), true),
+            (Some(RunStatus::Lost), true),
+            (Some(RunStatus::Killed), true),
+            (Some(RunStatus::Succeeded), false),
+            (Some(RunStatus::Failed), false),
+            (Some(RunStatus::TimedOut), false),
+        ];
+        for (recorded, expected) in table {
+            assert_eq!(rerun_lost(recorded), expected, "{recorded:?}");
+        }
     }
 }
