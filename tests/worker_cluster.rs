@@ -329,6 +329,41 @@ async fn every_fault_runs_each_tick_exactly_once_by_ledger() {
     );
 }
 
+/// `(kind, epoch ms, run id)` lines of a fixed-delay job's ledger.
+fn timed_ledger(path: &std::path::Path) -> Vec<(String, i64, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split(' ');
+            let kind = parts.next()?.to_string();
+            let at = parts.next()?.parse().ok()?;
+            Some((kind, at, parts.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// Workers w1 and w2 started, then `job` saved: the workers, the job's
+/// owner and the other one.
+async fn two_workers_with(
+    fleet: &support::fleet::Fleet,
+    job: &mut Job,
+) -> (
+    HashMap<&'static str, WorkerProcess>,
+    &'static str,
+    &'static str,
+) {
+    let owner = rendezvous_owner(&job.name, ["w1", "w2"]).unwrap();
+    let survivor = if owner == "w1" { "w2" } else { "w1" };
+    let workers = ["w1", "w2"]
+        .iter()
+        .map(|id| (*id, fleet.start(id)))
+        .collect();
+    fleet.wait_registered(2).await;
+    fleet.save(job).await;
+    (workers, owner, survivor)
+}
+
 /// `@delay 3s` on a job that takes 2 s: a run starts about every 5 s, never
 /// while another runs, and the chain goes on after its owner is SIGKILLed.
 /// Executions are counted from the command's own ledger.
@@ -341,28 +376,9 @@ async fn fixed_delay_neither_overlaps_nor_stops_across_a_worker_kill() {
         l = ledger.display()
     );
     let mut job = Job::new("chain", &command, "@delay 3s");
-    let owner = rendezvous_owner(&job.name, ["w1", "w2"]).unwrap();
-    let survivor = if owner == "w1" { "w2" } else { "w1" };
-    let mut workers: HashMap<&str, WorkerProcess> = ["w1", "w2"]
-        .iter()
-        .map(|id| (*id, fleet.start(id)))
-        .collect();
-    fleet.wait_registered(2).await;
-    fleet.save(&mut job).await;
+    let (mut workers, owner, survivor) = two_workers_with(&fleet, &mut job).await;
 
-    // (kind, epoch ms, run id) from the ledger.
-    let read_ledger = || -> Vec<(String, i64, String)> {
-        std::fs::read_to_string(&ledger)
-            .unwrap_or_default()
-            .lines()
-            .map(|line| {
-                let mut parts = line.split(' ');
-                let kind = parts.next().unwrap().to_string();
-                let at = parts.next().unwrap().parse().unwrap();
-                (kind, at, parts.next().unwrap_or("").to_string())
-            })
-            .collect()
-    };
+    let read_ledger = || timed_ledger(&ledger);
     let starts_by = |entries: &[(String, i64, String)], worker: &str| {
         entries
             .iter()
@@ -456,28 +472,9 @@ async fn fixed_delay_waits_for_the_fence_of_a_dead_owner_s_long_run() {
         line("end")
     );
     let mut job = Job::new("long-chain", &command, "@delay 1s");
-    let owner = rendezvous_owner(&job.name, ["w1", "w2"]).unwrap();
-    let survivor = if owner == "w1" { "w2" } else { "w1" };
-    let mut workers: HashMap<&str, WorkerProcess> = ["w1", "w2"]
-        .iter()
-        .map(|id| (*id, fleet.start(id)))
-        .collect();
-    fleet.wait_registered(2).await;
-    fleet.save(&mut job).await;
+    let (mut workers, owner, survivor) = two_workers_with(&fleet, &mut job).await;
 
-    // (kind, epoch ms, run id)
-    let read_ledger = || -> Vec<(String, i64, String)> {
-        std::fs::read_to_string(&ledger)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| {
-                let mut parts = line.split(' ');
-                let kind = parts.next()?.to_string();
-                let at = parts.next()?.parse().ok()?;
-                Some((kind, at, parts.next()?.to_string()))
-            })
-            .collect()
-    };
+    let read_ledger = || timed_ledger(&ledger);
     let first_start_by = |worker: &str| {
         read_ledger()
             .into_iter()
