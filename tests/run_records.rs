@@ -263,7 +263,9 @@ async fn every_execution_has_one_final_record_whatever_dies() {
         "records, by ledger: {} executions, {} planned ticks: every execution has one final record, every tick an execution or a record, none ran twice",
         findings.executions, findings.ticks
     );
-    assert!(findings.executions > 1_500, "{findings:?}");
+    // At least a minute of every job ran (the faults take about 75 s; 1,545
+    // executions in one CI run, so a bound of 1,500 sat too close).
+    assert!(findings.executions >= JOBS * 60, "{findings:?}");
     drop(sweeper);
 
     // The job nobody could run: no execution, one `missed` per tick.
