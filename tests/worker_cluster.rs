@@ -424,9 +424,10 @@ async fn fixed_delay_neither_overlaps_nor_stops_across_a_worker_kill() {
         );
     }
     // On one worker each start comes the delay after the previous end, so a
-    // run every 5 s. Across the kill the end was never recorded (its worker
-    // died first), so the new owner starts at once once the old run's
-    // registration expires: after the run, never during it.
+    // run every 5 s. Across the kill the chain's key never got the run's end
+    // (its worker died first), so the new owner starts once the old run's
+    // registration expired and `killGraceMs` passed: after the run, never
+    // during it.
     for window in entries.windows(3).filter(|w| w[0].0 == "start") {
         let (start, end, next) = (&window[0], &window[1], &window[2]);
         let same_worker = start.2.rsplit('-').next() == next.2.rsplit('-').next();
